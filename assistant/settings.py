@@ -1,0 +1,329 @@
+"""Typed, frozen settings for the daemon, read from config.yaml once and then passed around as dataclasses.
+
+Every field carries its default and its unit here; config.yaml documents the same keys for users. Validation
+is driven by the type hints plus a few bounds in field metadata, so a new setting is one line, not a parser
+branch.
+Errors name the file and the dotted key (`asr.endpoint.rule2_min_trailing_silence: expected a number > 0, got
+'abc'`) and raise ConfigError, which the CLI turns into exit code CONFIG before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from assistant.exitcodes import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def _bound(default: Any, **limits: float) -> Any:
+    """A field with numeric limits: gt, ge, le (checked by the loader)."""
+    return field(default=default, metadata=limits)
+
+
+@dataclass(frozen=True)
+class PathsSettings:
+    models_dir: Path = Path("models")  # where `assistant models fetch NAME` installs <models_dir>/<NAME>/
+
+
+@dataclass(frozen=True)
+class AudioSettings:
+    input: Literal["mic", "-"] | Path = "mic"  # "mic", "-" (16-bit mono PCM on stdin) or an audio file
+    device: int | str | None = None  # microphone: index or (part of a) name; None = system default
+    sample_rate: int = _bound(16000, gt=0)  # Hz the models run at; other rates are converted at the source
+    block_ms: int = _bound(100, gt=0, le=1000)  # milliseconds of audio per chunk handed to the pipeline
+    realtime: bool = False  # files/stdin: pace chunks like a live microphone instead of as fast as possible
+    ring_s: float = _bound(10.0, gt=0)  # seconds of audio kept, so ASR can start at the wake word's end
+
+
+@dataclass(frozen=True)
+class WakeSettings:
+    keywords_file: Path | None = None  # phrases or token lines, optional :boost #threshold @label
+    model: str = "kws-en"  # model name under paths.models_dir (also the name `models fetch` takes)
+    model_dir: Path | None = None  # explicit model folder; overrides `model`
+    keywords_score: float = _bound(1.0, gt=0)  # boost for keyword tokens in the search
+    keywords_threshold: float = _bound(0.25, gt=0, le=1)  # trigger probability threshold, 0..1
+    num_threads: int = _bound(1, ge=1)  # onnxruntime threads for the spotter
+
+
+@dataclass(frozen=True)
+class EndpointSettings:
+    rule1_min_trailing_silence: float = _bound(2.4, gt=0)  # s of silence ending an utterance with no speech
+    rule2_min_trailing_silence: float = _bound(1.2, gt=0)  # s of silence ending an utterance after speech
+    rule3_min_utterance_length: float = _bound(20.0, gt=0)  # seconds: an utterance this long is ended anyway
+
+
+@dataclass(frozen=True)
+class AsrSettings:
+    # "streaming": sherpa-onnx OnlineRecognizer fed chunk by chunk. Other engines plug in behind the same
+    # start/accept/finish interface (see daemon._make_asr); add their name here and their settings below.
+    engine: Literal["streaming"] = "streaming"
+    model: str = "asr-en"  # model name under paths.models_dir
+    # Explicit model folder. None: <models_dir>/<model> when installed, else the wake word model (the KWS
+    # transducers also decode as a weak streaming ASR), so a fresh install with only kws-en still answers.
+    model_dir: Path | None = None
+    decoding_method: Literal["greedy_search", "modified_beam_search"] = "greedy_search"
+    num_threads: int = _bound(1, ge=1)  # onnxruntime threads for the recognizer
+    endpoint: EndpointSettings = EndpointSettings()
+    no_speech_timeout_s: float = _bound(5.0, gt=0)  # seconds after the wake with no text -> back to idle
+    max_utterance_s: float = _bound(30.0, gt=0)  # seconds: hard cap on one utterance, whatever the endpoint
+
+
+@dataclass(frozen=True)
+class LlmSettings:
+    model: str = "minimind"  # exported model folder under models_dir (`models fetch minimind2-small`)
+    model_dir: Path | None = None  # explicit exported model folder (model.onnx + model.json + tokenizer)
+    threads: int = _bound(2, ge=1)  # onnxruntime intra-op threads
+    system_prompt: str | None = None  # None: the chat module's default prompt
+    temperature: float = _bound(0.7, ge=0)  # 0 with greedy=false still samples from the argmax only
+    top_p: float = _bound(0.85, gt=0, le=1)  # nucleus mass kept, 0..1
+    top_k: int = _bound(0, ge=0)  # keep the k most likely tokens; 0 = off
+    repetition_penalty: float = _bound(1.0, gt=0)  # >1 discourages tokens already generated
+    max_new_tokens: int = _bound(128, ge=1)  # tokens per reply
+    seed: int | None = None  # sampling seed; None = random per reply
+    greedy: bool = False  # argmax decoding (reproducible replies)
+    max_context_tokens: int = _bound(512, ge=16)  # prompt + history budget; oldest turns are dropped first
+    follow_up_window_s: float = _bound(8.0, ge=0)  # s after a reply in which a new wake keeps the history
+
+
+@dataclass(frozen=True)
+class TtsSettings:
+    engine: Literal["none", "sherpa", "espeak"] = "none"  # none: replies are only printed/logged
+    output: Literal["speaker"] | Path = "speaker"  # "speaker" or a .wav file receiving all speech
+    # sherpa-onnx OfflineTts model (engine: sherpa); which fields are needed depends on model_type.
+    model_type: Literal["vits", "matcha", "kokoro"] = "vits"
+    model: Path | None = None  # vits/kokoro model.onnx, or matcha acoustic model
+    vocoder: Path | None = None  # matcha only: vocoder .onnx
+    voices: Path | None = None  # kokoro only: voices.bin
+    tokens: Path | None = None  # tokens.txt of the voice
+    lexicon: Path | None = None  # lexicon.txt where the voice has one
+    data_dir: Path | None = None  # espeak-ng-data folder for piper/kokoro style voices
+    dict_dir: Path | None = None  # jieba dict folder for Chinese voices that need it
+    speaker_id: int = _bound(0, ge=0)  # speaker index in multi-speaker voices
+    voice: str = "en"  # espeak-ng voice name (engine: espeak), e.g. en, en-us, cmn
+    speed: float = _bound(1.0, gt=0)  # speaking rate multiplier
+    num_threads: int = _bound(1, ge=1)  # onnxruntime threads for sherpa TTS
+    mute_tail_s: float = _bound(0.5, ge=0)  # seconds after playback ends before the wake word listens again
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    level: Literal["debug", "info", "warning", "error"] = "info"  # human logs on stderr
+    json: bool = False  # events as JSON lines on stdout (same as --json)
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    watchdog: bool = True  # answer systemd's WatchdogSec from the event loop when NOTIFY_SOCKET is set
+
+
+@dataclass(frozen=True)
+class Settings:
+    paths: PathsSettings = PathsSettings()
+    audio: AudioSettings = AudioSettings()
+    wake: WakeSettings = WakeSettings()
+    asr: AsrSettings = AsrSettings()
+    llm: LlmSettings = LlmSettings()
+    tts: TtsSettings = TtsSettings()
+    logging: LoggingSettings = LoggingSettings()
+    service: ServiceSettings = ServiceSettings()
+    config_path: Path | None = field(default=None, metadata={"internal": True})  # the file read, if any
+
+    def wake_model_dir(self) -> Path:
+        return self.wake.model_dir or self.paths.models_dir / self.wake.model
+
+    def asr_model_dir(self) -> Path:
+        if self.asr.model_dir is not None:
+            return self.asr.model_dir
+        installed = self.paths.models_dir / self.asr.model
+        return installed if installed.is_dir() else self.wake_model_dir()
+
+    def asr_model_name(self) -> str:
+        """The `models fetch` name behind asr_model_dir(), for error messages."""
+        if self.asr.model_dir is None and not (self.paths.models_dir / self.asr.model).is_dir():
+            return self.wake.model
+        return self.asr.model
+
+    def llm_model_dir(self) -> Path:
+        return self.llm.model_dir or self.paths.models_dir / self.llm.model
+
+
+@dataclass(frozen=True)
+class _Override:
+    """A value from the command line: its relative paths resolve against the working directory."""
+
+    value: Any
+
+
+class _Invalid(Exception):
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+
+
+def _describe(value: Any) -> str:
+    return repr(value) if not isinstance(value, dict) else "a mapping"
+
+
+def _convert(tp: Any, value: Any, key: str, base: Path, limits: dict[str, float]) -> Any:
+    if isinstance(value, _Override):
+        return _convert(tp, value.value, key, Path.cwd(), limits)
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None:
+            if type(None) in options:
+                return None
+            raise _Invalid(key, "expected a value, got null")
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(option, value, key, base, limits)
+            except _Invalid as exc:
+                errors.append(exc)
+        if len(errors) == 1:
+            raise errors[0]
+        names = " or ".join(_type_name(o) for o in options if o is not type(None))
+        raise _Invalid(key, f"expected {names}, got {_describe(value)}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise _Invalid(key, f"expected one of {', '.join(map(str, choices))}, got {_describe(value)}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if value is None:  # a section whose keys are all commented out
+            return tp()
+        if not isinstance(value, dict):
+            raise _Invalid(key, f"expected a mapping of settings, got {_describe(value)}")
+        return _build(tp, value, key, base)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise _Invalid(key, f"expected true or false, got {_describe(value)}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Invalid(key, f"expected an integer{_limits_text(limits)}, got {_describe(value)}")
+        _check_limits(value, key, limits, "an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _Invalid(key, f"expected a number{_limits_text(limits)}, got {_describe(value)}")
+        _check_limits(float(value), key, limits, "a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise _Invalid(key, f"expected a string, got {_describe(value)}")
+        return value
+    if tp is Path:
+        if not isinstance(value, str | Path) or str(value) == "":
+            raise _Invalid(key, f"expected a path, got {_describe(value)}")
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (base / path).resolve()
+    raise TypeError(f"settings type {tp!r} not handled")  # a programming error, not a user one
+
+
+def _type_name(tp: Any) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false", Path: "a path"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _limits_text(limits: dict[str, float]) -> str:
+    parts = []
+    if "gt" in limits:
+        parts.append(f"> {limits['gt']:g}")
+    if "ge" in limits:
+        parts.append(f">= {limits['ge']:g}")
+    if "le" in limits:
+        parts.append(f"<= {limits['le']:g}")
+    return (" " + " and ".join(parts)) if parts else ""
+
+
+def _check_limits(value: float, key: str, limits: dict[str, float], what: str) -> None:
+    ok = (
+        ("gt" not in limits or value > limits["gt"])
+        and ("ge" not in limits or value >= limits["ge"])
+        and ("le" not in limits or value <= limits["le"])
+    )
+    if not ok:
+        raise _Invalid(key, f"expected {what}{_limits_text(limits)}, got {value!r}")
+
+
+def _build(cls: type, raw: dict[str, Any], prefix: str, base: Path) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    kwargs: dict[str, Any] = {}
+    for name, value in raw.items():
+        key = f"{prefix}.{name}" if prefix else str(name)
+        if name not in fields:
+            known = ", ".join(sorted(fields))
+            raise _Invalid(key, f"unknown setting (known here: {known})")
+        if dataclasses.is_dataclass(hints[name]) and isinstance(value, _Override):
+            raise _Invalid(key, "a section cannot be overridden as a whole")
+        kwargs[name] = _convert(hints[name], value, key, base, dict(fields[name].metadata))
+    for name, spec in fields.items():
+        # Relative default paths (models/) follow the same rule as written ones.
+        if name not in kwargs and isinstance(spec.default, Path) and not spec.default.is_absolute():
+            kwargs[name] = (base / spec.default).resolve()
+    return cls(**kwargs)
+
+
+def _merge(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            raise _Invalid(dotted, f"{part} is not a section")
+        node = child
+    node[parts[-1]] = _Override(value)
+
+
+def load_settings(path: Path | None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Read `path` (None or a missing default file: all defaults), apply dotted-key `overrides`, validate.
+
+    Relative paths in the file resolve against the file's folder; overrides (command line) against the
+    working directory. Raises ConfigError naming the file and the dotted key.
+    """
+    where = str(path) if path is not None else "command line"
+    raw: Any = {}
+    base = Path.cwd()
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found (omit --config to use the defaults)") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read config file: {exc}") from None
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f" line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{path}:{line} invalid YAML: {getattr(exc, 'problem', exc)}") from None
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections at the top, got {_describe(raw)}")
+        base = Path(path).resolve().parent
+    try:
+        for dotted, value in (overrides or {}).items():
+            if value is not None:
+                _merge(raw, dotted, value)
+        settings = _build(Settings, raw, "", base)
+    except _Invalid as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    settings = dataclasses.replace(settings, config_path=Path(path).resolve() if path is not None else None)
+    log.debug("settings loaded from %s", where)
+    return settings
