@@ -1,0 +1,90 @@
+"""Choosing the next token from logits: greedy, temperature, top-k, top-p, repetition penalty (numpy only).
+
+The defaults are MiniMind's official chat settings (temperature 0.85, top_p 0.85).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from assistant.exitcodes import ConfigError
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How to pick tokens. `greedy=True` (or temperature 0) takes the most likely token every step."""
+
+    temperature: float = 0.85
+    top_p: float = 0.85  # keep the smallest set of tokens whose probability sums to at least this; 1.0 = off
+    top_k: int = 0  # keep only the k most likely tokens; 0 = off
+    repetition_penalty: float = 1.0  # > 1 discourages tokens already in the prompt or the reply; 1.0 = off
+    max_new_tokens: int = 256
+    seed: int | None = None  # None: a fresh random seed per reply
+    greedy: bool = False
+
+    def __post_init__(self) -> None:
+        checks = (
+            ("temperature", self.temperature >= 0.0, "must be >= 0"),
+            ("top_p", 0.0 < self.top_p <= 1.0, "must be in (0, 1]"),
+            ("top_k", self.top_k >= 0, "must be >= 0"),
+            ("repetition_penalty", self.repetition_penalty > 0.0, "must be > 0"),
+            ("max_new_tokens", self.max_new_tokens >= 1, "must be >= 1"),
+        )
+        for name, ok, rule in checks:
+            if not ok:
+                raise ConfigError(f"sampling setting {name}={getattr(self, name)!r} {rule}")
+
+    @property
+    def is_greedy(self) -> bool:
+        return self.greedy or self.temperature == 0.0
+
+
+class Sampler:
+    """Picks tokens for one reply; holds the random generator and which tokens were seen."""
+
+    def __init__(self, sampling: Sampling, vocab_size: int, prompt_ids: Iterable[int] = ()) -> None:
+        self.sampling = sampling
+        self._rng = np.random.default_rng(sampling.seed)
+        self._penalise = sampling.repetition_penalty != 1.0
+        # Boolean mask rather than a set: the penalty is then one vectorised np.where per step.
+        self._seen = np.zeros(vocab_size, dtype=bool)
+        if self._penalise:
+            self._seen[np.fromiter(prompt_ids, dtype=np.int64)] = True
+
+    def __call__(self, logits: np.ndarray) -> int:
+        """The next token id from float32 logits [vocab] (not modified)."""
+        s = self.sampling
+        if self._penalise:
+            seen = self._seen
+            # HF/CTRL convention: shrink positive logits, push negative ones further down.
+            penalised = np.where(logits > 0, logits / s.repetition_penalty, logits * s.repetition_penalty)
+            logits = np.where(seen, penalised, logits)
+        if s.is_greedy:
+            token = int(np.argmax(logits))
+        else:
+            token = self._sample(logits)
+        if self._penalise:
+            self._seen[token] = True
+        return token
+
+    def _sample(self, logits: np.ndarray) -> int:
+        s = self.sampling
+        scaled = logits.astype(np.float64) / s.temperature
+        if 0 < s.top_k < scaled.size:
+            candidates = np.argpartition(scaled, -s.top_k)[-s.top_k :]
+        else:
+            candidates = np.arange(scaled.size)
+        # Most likely first; stable so equal logits keep id order (reproducible across numpy versions).
+        order = candidates[np.argsort(-scaled[candidates], kind="stable")]
+        probs = np.exp(scaled[order] - scaled[order[0]])
+        probs /= probs.sum()
+        if s.top_p < 1.0:
+            # Keep tokens until the mass before them reaches top_p: the most likely token always stays.
+            mass_before = np.cumsum(probs) - probs
+            keep = int(np.count_nonzero(mass_before < s.top_p))
+            order = order[:keep]
+            probs = probs[:keep] / probs[:keep].sum()
+        return int(order[self._rng.choice(order.size, p=probs)])
