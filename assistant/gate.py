@@ -1,0 +1,248 @@
+"""Silence gate in front of the wake word: the keyword spotter runs only while someone may be speaking.
+
+Most of a day is silence, and the spotter is the only model running while idle, so its CPU is the idle cost.
+A gate that costs ~100x less than the spotter decides when the spotter must run; while the gate is closed the
+audio only goes into a pre-roll ring, and when the gate opens the ring is replayed into the spotter first, so
+the onset of a wake word (which is what opens the gate) is never lost.
+
+Two gates share one shape (`update(samples) -> is_open`, `close()`, `reset()`):
+- EnergyGate: 100 ms block RMS in dBFS against an adaptive noise floor, with hysteresis (open above
+  floor + open_db for `open_blocks` blocks, close after `hang_s` below floor + close_db).
+- SileroGate: silero VAD's speech/non-speech state. It costs about as much as the whole 0.5 % idle budget
+  on its own (see BENCHMARKS.md), so the energy gate is the default.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from assistant.vad import SAMPLE_RATE, VadSettings, make_vad
+
+log = logging.getLogger(__name__)
+
+_SILENT_DB = -100.0  # dBFS reported for digital silence, so log10 never sees 0
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    enabled: bool = True  # false: the spotter sees every chunk (plain WakeWord)
+    kind: Literal["energy", "silero"] = "energy"
+    pre_roll_s: float = 0.8  # seconds of audio before the gate opened that the spotter still gets
+    open_db: float = 10.0  # energy: dB above the noise floor that count as "maybe speech"
+    close_db: float = 5.0  # energy: dB above the floor below which a block counts as quiet (< open_db)
+    open_blocks: int = 2  # energy: consecutive loud 100 ms blocks that open the gate
+    hang_s: float = 1.0  # seconds of quiet before the gate closes (the spotter needs ~0.5 s of tail)
+    floor_rise_db_per_s: float = 1.0  # energy: how fast the floor follows a louder room
+    min_floor_dbfs: float = -75.0  # energy: floor never goes below this (dither / digital silence)
+    silero_threshold: float = 0.5  # silero: speech probability, 0..1
+    silero_model: str | None = None  # silero: path of silero_vad.onnx (required for kind silero)
+
+
+def block_dbfs(samples: np.ndarray) -> float:
+    """RMS level of `samples` in dB relative to full scale (a full-scale square wave is 0 dBFS)."""
+    if len(samples) == 0:
+        return _SILENT_DB
+    power = float(np.dot(samples, samples)) / len(samples)
+    return 10.0 * math.log10(power) if power > 1e-10 else _SILENT_DB
+
+
+class EnergyGate:
+    """Adaptive-floor energy detector with hysteresis; holds the floor and the open/closed state."""
+
+    def __init__(self, settings: GateSettings, block_s: float = 0.1) -> None:
+        if settings.close_db >= settings.open_db:
+            raise ValueError("close_db must be below open_db (hysteresis)")
+        self._s = settings
+        self._block = int(round(block_s * SAMPLE_RATE))
+        self._hang_blocks = max(1, int(math.ceil(settings.hang_s / block_s)))
+        self._rise = settings.floor_rise_db_per_s * block_s
+        self._pending = np.zeros(0, dtype=np.float32)
+        self.floor_db: float | None = None
+        self.level_db = _SILENT_DB
+        self.is_open = False
+        self._loud = 0
+        self._quiet = 0
+
+    def update(self, samples: np.ndarray) -> bool:
+        data = np.concatenate([self._pending, samples]) if len(self._pending) else samples
+        n_blocks = len(data) // self._block
+        for i in range(n_blocks):
+            self._block_level(block_dbfs(data[i * self._block : (i + 1) * self._block]))
+        self._pending = np.array(data[n_blocks * self._block :], dtype=np.float32)
+        return self.is_open
+
+    def _block_level(self, level: float) -> None:
+        self.level_db = level
+        floor = self.floor_db if self.floor_db is not None else level
+        # The floor follows quiet blocks down quickly and loud ones up slowly, so it sits at the lower
+        # envelope of the room noise and speech (short, loud) barely moves it.
+        if level < floor:
+            floor += 0.5 * (level - floor)
+        else:
+            floor = min(level, floor + self._rise)
+        floor = max(floor, self._s.min_floor_dbfs)
+        self.floor_db = floor
+        if self.is_open:
+            self._quiet = self._quiet + 1 if level < floor + self._s.close_db else 0
+            if self._quiet >= self._hang_blocks:
+                self.is_open = False
+                self._loud = 0
+        else:
+            self._loud = self._loud + 1 if level > floor + self._s.open_db else 0
+            if self._loud >= self._s.open_blocks:
+                self.is_open = True
+                self._quiet = 0
+
+    def close(self) -> None:
+        """Closed state, keeping the learned noise floor."""
+        self.is_open = False
+        self._loud = 0
+        self._quiet = 0
+
+    def reset(self) -> None:
+        self.close()
+        self.floor_db = None
+        self._pending = np.zeros(0, dtype=np.float32)
+
+
+class SileroGate:
+    """Silero VAD as a gate: open while the detector is inside a speech segment."""
+
+    def __init__(self, settings: GateSettings, model: str | None = None) -> None:
+        path = model or settings.silero_model
+        if path is None:
+            raise ValueError("SileroGate needs the silero VAD model path")
+        self._vad_settings = VadSettings(
+            model=Path(path),
+            threshold=settings.silero_threshold,
+            min_silence_s=settings.hang_s,
+            min_speech_s=0.25,
+            max_speech_s=1e6,
+        )
+        # Segments are popped and dropped at once: a small buffer is enough.
+        self._vad = make_vad(self._vad_settings, buffer_s=5.0)
+        self.is_open = False
+
+    def update(self, samples: np.ndarray) -> bool:
+        self._vad.accept_waveform(samples)
+        self.is_open = bool(self._vad.is_speech_detected())
+        while not self._vad.empty():
+            self._vad.pop()
+        return self.is_open
+
+    def close(self) -> None:
+        self._vad.reset()
+        self.is_open = False
+
+    def reset(self) -> None:
+        self.close()
+
+
+class Gate(Protocol):
+    is_open: bool
+
+    def update(self, samples: np.ndarray) -> bool: ...
+
+    def close(self) -> None: ...
+
+    def reset(self) -> None: ...
+
+
+def make_gate(settings: GateSettings) -> Gate:
+    if settings.kind == "silero":
+        return SileroGate(settings)
+    return EnergyGate(settings)
+
+
+class Spotter(Protocol):
+    """What GatedWakeWord needs of assistant.wake.WakeWord."""
+
+    def accept(self, chunk: Any) -> Any: ...
+
+    def reset(self) -> None: ...
+
+    def flush(self) -> Any: ...
+
+
+class GatedWakeWord:
+    """Drop-in for WakeWord (accept/reset/flush) that feeds the spotter only while the gate is open.
+
+    Chunks are passed to the spotter unchanged (same objects, same `t`), so detection times stay those of the
+    input. On close the spotter's stream is reset: the next opening then starts the spotter exactly as at the
+    start of a file, on pre-roll audio that is mostly room noise, instead of splicing fresh speech onto the
+    state left by speech seconds or hours ago (tests/test_gate.py shows recall equal to the ungated spotter).
+    """
+
+    def __init__(
+        self, wake: Spotter, gate: Gate, pre_roll_s: float = 0.8, reset_on_close: bool = True
+    ) -> None:
+        self.wake = wake
+        self.gate = gate
+        self.pre_roll_s = pre_roll_s
+        self.reset_on_close = reset_on_close
+        self._ring: collections.deque[Any] = collections.deque()
+        self._ring_samples = 0
+        self._open = False
+        self.openings = 0  # how many times the gate opened (for logs and benchmarks)
+        self.fed_s = 0.0  # seconds of audio the spotter actually processed
+
+    def accept(self, chunk: Any) -> Any:
+        is_open = self.gate.update(chunk.samples)
+        if not self._open and not is_open:
+            self._remember(chunk)
+            return None
+        detection = None
+        if not self._open:
+            self.openings += 1
+            backlog = list(self._ring)
+            self._ring.clear()
+            self._ring_samples = 0
+            pre_roll = sum(len(c.samples) for c in backlog) / SAMPLE_RATE
+            log.debug("gate open at t=%.2f s (pre-roll %.2f s)", chunk.t, pre_roll)
+            for old in backlog:
+                detection = self._feed(old) or detection
+        detection = self._feed(chunk) or detection
+        self._open = is_open
+        if not is_open:
+            log.debug("gate closed at t=%.2f s", chunk.t)
+            if self.reset_on_close:
+                self.wake.reset()
+        return detection
+
+    def _feed(self, chunk: Any) -> Any:
+        self.fed_s += len(chunk.samples) / SAMPLE_RATE
+        return self.wake.accept(chunk)
+
+    def _remember(self, chunk: Any) -> None:
+        self._ring.append(chunk)
+        self._ring_samples += len(chunk.samples)
+        limit = int(self.pre_roll_s * SAMPLE_RATE)
+        # Keep whole chunks, dropping the oldest while the rest still covers the pre-roll.
+        while self._ring and self._ring_samples - len(self._ring[0].samples) >= limit:
+            self._ring_samples -= len(self._ring.popleft().samples)
+
+    def reset(self) -> None:
+        """Back to idle: fresh spotter stream, closed gate (the learned noise floor is kept), empty ring."""
+        self.wake.reset()
+        self.gate.close()
+        self._open = False
+        self._ring.clear()
+        self._ring_samples = 0
+
+    def flush(self) -> Any:
+        """End of input: let the spotter finish a keyword at the very end (nothing is pending if closed)."""
+        return self.wake.flush() if self._open else None
+
+
+def gated(wake: Spotter, settings: GateSettings) -> Spotter:
+    """The wake word the daemon should use: `wake` itself when the gate is disabled."""
+    if not settings.enabled:
+        return wake
+    return GatedWakeWord(wake, make_gate(settings), pre_roll_s=settings.pre_roll_s)
