@@ -1,0 +1,119 @@
+"""Where events and replies go: JSON lines or human lines on stdout, and speech sentence by sentence.
+
+Speech starts with the first complete sentence while the model is still writing the rest, so the user
+hears the reply about one sentence after the first token instead of after the whole reply.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import TextIO
+
+from assistant.events import Error, Event, Final, Reply, Wake
+from assistant.tts import AudioOutput, Synthesizer
+
+log = logging.getLogger(__name__)
+
+# Ends a sentence wherever it appears. ASCII "." is handled apart: "3.14" and "e.g." must not split.
+_HARD_STOPS = "。！？!?\n"
+
+
+def _sentence_end(text: str, start: int) -> int | None:
+    """Index just past the first sentence end at or after `start`, or None (wait for more text)."""
+    for i in range(start, len(text)):
+        ch = text[i]
+        if ch in _HARD_STOPS:
+            return i + 1
+        # A period ends a sentence only once we see what follows it: whitespace, or a closing quote.
+        if ch == "." and i + 1 < len(text) and text[i + 1] in " \t\"'”’)":
+            return i + 1
+    return None
+
+
+class SentenceSplitter:
+    """Cuts streamed text into sentences as soon as each is complete; holds the unfinished tail."""
+
+    def __init__(self) -> None:
+        self._buffer = ""
+
+    def feed(self, piece: str) -> list[str]:
+        self._buffer += piece
+        sentences = []
+        while True:
+            end = _sentence_end(self._buffer, 0)
+            if end is None:
+                break
+            sentence = self._buffer[:end].strip()
+            self._buffer = self._buffer[end:]
+            if _speakable(sentence):
+                sentences.append(sentence)
+        return sentences
+
+    def flush(self) -> str | None:
+        rest = self._buffer.strip()
+        self._buffer = ""
+        return rest if _speakable(rest) else None
+
+
+def _speakable(text: str) -> bool:
+    return any(ch.isalnum() for ch in text)
+
+
+def split_sentences(text: str) -> list[str]:
+    """All sentences of a finished text (the streaming splitter run once)."""
+    splitter = SentenceSplitter()
+    sentences = splitter.feed(text)
+    rest = splitter.flush()
+    return sentences + ([rest] if rest else [])
+
+
+class Speech:
+    """Synthesizer + audio output; `speak` blocks (run it in the executor)."""
+
+    def __init__(self, synthesizer: Synthesizer, output: AudioOutput) -> None:
+        self.synthesizer = synthesizer
+        self.output = output
+
+    def speak(self, sentence: str) -> float:
+        """Synthesize and play one sentence; returns the seconds of audio played."""
+        start = time.perf_counter()
+        samples, rate = self.synthesizer.synthesize(sentence)
+        synth_ms = (time.perf_counter() - start) * 1000
+        self.output.play(samples, rate)
+        seconds = len(samples) / rate
+        log.debug("tts %s: %.2f s of audio, synthesis %.0f ms: %r", self.synthesizer.name, seconds, synth_ms,
+                  sentence)
+        return seconds
+
+    def close(self) -> None:
+        self.output.close()
+
+
+class EventWriter:
+    """Writes events to stdout: JSON lines (--json), or readable lines for the few that matter."""
+
+    def __init__(self, *, json_lines: bool, stream: TextIO | None = None) -> None:
+        self._json = json_lines
+        self._stream = stream
+
+    def __call__(self, event: Event) -> None:
+        stream = self._stream or sys.stdout
+        if self._json:
+            line = event.to_json()
+        elif isinstance(event, Wake):
+            line = f"[wake {event.label} at {event.t:.2f} s]"
+        elif isinstance(event, Final):
+            line = f"you: {event.text}"
+        elif isinstance(event, Reply):
+            line = f"assistant: {event.text}"
+        elif isinstance(event, Error):
+            line = f"[{event.stage} error: {event.message}]"
+        else:
+            return
+        try:
+            stream.write(line + "\n")
+            stream.flush()
+        except (BrokenPipeError, ValueError):  # reader went away: the daemon keeps running
+            log.debug("stdout closed; event dropped: %s", line)

@@ -1,0 +1,203 @@
+"""Text to speech and audio out: sherpa-onnx OfflineTts with a configured voice, or the system's espeak-ng.
+
+Everything here blocks (synthesis and playback), so the daemon calls it through its executor. Engines are
+chosen once at start: a configured-but-missing voice is a ModelError then, not a surprise mid-reply.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import soundfile as sf
+
+from assistant.exitcodes import AudioError, ConfigError, ModelError
+from assistant.settings import TtsSettings
+
+log = logging.getLogger(__name__)
+
+ESPEAK_WPM = 175  # espeak-ng's default rate in words per minute; tts.speed scales it
+
+
+class Synthesizer(Protocol):
+    name: str
+
+    def synthesize(self, text: str) -> tuple[np.ndarray, int]:
+        """float32 mono samples in [-1, 1] and their sample rate in Hz."""
+        ...
+
+
+class AudioOutput(Protocol):
+    def play(self, samples: np.ndarray, sample_rate: int) -> None:
+        """Play (or store) the samples; returns when they have been played."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def _require_file(path: Path | None, key: str) -> str:
+    if path is None:
+        raise ConfigError(f"tts.{key}: required for tts.engine sherpa with this model_type")
+    if not path.exists():
+        raise ModelError(f"tts.{key}: {path} not found; fetch a voice (e.g. `assistant models fetch tts-en`) "
+                         "and point tts.* at its files")
+    return str(path)
+
+
+def _optional(path: Path | None, key: str) -> str:
+    return _require_file(path, key) if path is not None else ""
+
+
+class SherpaTts:
+    """A sherpa-onnx OfflineTts voice (vits/piper, matcha or kokoro)."""
+
+    name = "sherpa"
+
+    def __init__(self, settings: TtsSettings) -> None:
+        import sherpa_onnx
+
+        s = settings
+        model_config = sherpa_onnx.OfflineTtsModelConfig(num_threads=s.num_threads, provider="cpu")
+        if s.model_type == "vits":
+            model_config.vits = sherpa_onnx.OfflineTtsVitsModelConfig(
+                model=_require_file(s.model, "model"),
+                tokens=_require_file(s.tokens, "tokens"),
+                lexicon=_optional(s.lexicon, "lexicon"),
+                data_dir=_optional(s.data_dir, "data_dir"),
+                dict_dir=_optional(s.dict_dir, "dict_dir"),
+            )
+        elif s.model_type == "matcha":
+            model_config.matcha = sherpa_onnx.OfflineTtsMatchaModelConfig(
+                acoustic_model=_require_file(s.model, "model"),
+                vocoder=_require_file(s.vocoder, "vocoder"),
+                tokens=_require_file(s.tokens, "tokens"),
+                lexicon=_optional(s.lexicon, "lexicon"),
+                data_dir=_optional(s.data_dir, "data_dir"),
+                dict_dir=_optional(s.dict_dir, "dict_dir"),
+            )
+        else:
+            model_config.kokoro = sherpa_onnx.OfflineTtsKokoroModelConfig(
+                model=_require_file(s.model, "model"),
+                voices=_require_file(s.voices, "voices"),
+                tokens=_require_file(s.tokens, "tokens"),
+                lexicon=_optional(s.lexicon, "lexicon"),
+                data_dir=_optional(s.data_dir, "data_dir"),
+                dict_dir=_optional(s.dict_dir, "dict_dir"),
+            )
+        config = sherpa_onnx.OfflineTtsConfig(model=model_config, max_num_sentences=1)
+        if not config.validate():
+            raise ModelError(f"tts: sherpa-onnx rejected the {s.model_type} voice config (model {s.model}); "
+                             "check the tts.* paths")
+        self._tts = sherpa_onnx.OfflineTts(config)
+        self._speaker_id = s.speaker_id
+        self._speed = s.speed
+
+    def synthesize(self, text: str) -> tuple[np.ndarray, int]:
+        audio = self._tts.generate(text, sid=self._speaker_id, speed=self._speed)
+        return np.asarray(audio.samples, dtype=np.float32), int(audio.sample_rate)
+
+
+class EspeakTts:
+    """The espeak-ng program: robotic but everywhere (Debian/Raspberry Pi OS package `espeak-ng`)."""
+
+    name = "espeak"
+
+    def __init__(self, settings: TtsSettings, program: str | None = None) -> None:
+        found = program or shutil.which("espeak-ng")
+        if found is None:
+            raise ModelError("tts.engine espeak: the espeak-ng program is not installed "
+                             "(`sudo apt-get install espeak-ng`), or set tts.engine to none or sherpa")
+        self._program = found
+        self._voice = settings.voice
+        self._wpm = max(80, round(ESPEAK_WPM * settings.speed))
+
+    def synthesize(self, text: str) -> tuple[np.ndarray, int]:
+        # Text goes on stdin, never argv: a reply starting with "-" must not become an option.
+        result = subprocess.run(
+            [self._program, "-v", self._voice, "-s", str(self._wpm), "--stdout"],
+            input=text.encode("utf-8"),
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        if result.returncode != 0 or not result.stdout:
+            detail = result.stderr.decode("utf-8", "replace").strip()
+            raise RuntimeError(f"espeak-ng exited with {result.returncode}: {detail}")
+        samples, rate = sf.read(io.BytesIO(result.stdout), dtype="float32", always_2d=True)
+        return samples[:, 0], int(rate)
+
+
+def make_synthesizer(settings: TtsSettings) -> Synthesizer | None:
+    """The configured engine, loaded now; None when tts.engine is none."""
+    if settings.engine == "none":
+        return None
+    if settings.engine == "espeak":
+        return EspeakTts(settings)
+    return SherpaTts(settings)
+
+
+class SpeakerOutput:
+    """The default sound device via sounddevice (PortAudio), imported only when speech is first played."""
+
+    def __init__(self, device: int | str | None = None) -> None:
+        self._device = device
+
+    def play(self, samples: np.ndarray, sample_rate: int) -> None:
+        try:
+            import sounddevice
+        except OSError as exc:  # PortAudio missing: sounddevice fails at import
+            raise AudioError(f"tts.output speaker: cannot load PortAudio ({exc}); install libportaudio2 "
+                             "or set tts.output to a .wav file") from None
+        sounddevice.play(samples, samplerate=sample_rate, device=self._device, blocking=True)
+
+    def close(self) -> None:
+        pass
+
+
+class WavFileOutput:
+    """Appends all spoken audio to one WAV file (tests, headless demos); paced like a speaker if asked."""
+
+    def __init__(self, path: Path, *, realtime: bool = False) -> None:
+        self._path = path
+        self._file: sf.SoundFile | None = None
+        self._realtime = realtime
+
+    def play(self, samples: np.ndarray, sample_rate: int) -> None:
+        if self._file is None:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = sf.SoundFile(self._path, mode="w", samplerate=sample_rate, channels=1,
+                                      subtype="PCM_16")
+        if sample_rate != self._file.samplerate:
+            samples = resample_linear(samples, sample_rate, self._file.samplerate)
+        self._file.write(samples)
+        self._file.flush()
+        if self._realtime:
+            time.sleep(len(samples) / self._file.samplerate)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def resample_linear(samples: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """Linear interpolation: enough for a voice written beside another voice's rate into one file."""
+    if rate_in == rate_out or len(samples) == 0:
+        return samples
+    n_out = max(1, round(len(samples) * rate_out / rate_in))
+    positions = np.arange(n_out) * (rate_in / rate_out)
+    return np.interp(positions, np.arange(len(samples)), samples).astype(np.float32)
+
+
+def make_output(
+    settings: TtsSettings, *, device: int | str | None = None, realtime: bool = False
+) -> AudioOutput:
+    if settings.output == "speaker":
+        return SpeakerOutput(device)
+    return WavFileOutput(Path(settings.output), realtime=realtime)
