@@ -1,0 +1,350 @@
+"""Keywords files: plain phrases or pre-tokenized sherpa-onnx lines, converted to a KWS model's tokens.
+
+Line syntax (the sherpa-onnx keywords-file syntax, plus plain phrases):
+
+    小爱同学                       plain phrase; label defaults to the phrase
+    HEY COMPUTER :1.5 #0.3 @HEY    plain phrase with boost, threshold and label
+    x iǎo ài t óng x ué @小爱同学   already tokenized (tokens from the model's tokens.txt)
+    # a comment                    '#' followed by a space (or alone) starts a comment; '#0.3' is a threshold
+
+Plain Chinese becomes pinyin initials + tonal finals (pypinyin, strict=False as the upstream models were
+trained), with third-tone-sandhi variants added as extra lines of the same label, because speakers say
+水饺 as *shuí jiǎo* and the model only fires on what was said. Plain English becomes BPE pieces: with
+sentencepiece and the model's `bpe.model` when both exist, else split from tokens.txt (see _encode_latin).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from assistant.exitcodes import ConfigError
+
+log = logging.getLogger(__name__)
+
+WORD_START = "\u2581"  # sentencepiece's '▁', marks the first piece of a word
+MAX_SANDHI_VARIANTS = 16
+
+_THIRD_TO_SECOND = str.maketrans("ǎěǐǒǔǚ", "áéíóúǘ")
+_THIRD_TONE = set("ǎěǐǒǔǚ")
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+
+
+@dataclass(frozen=True)
+class Keyword:
+    """One keyword line as sherpa-onnx sees it (a plain phrase may yield several: its sandhi variants)."""
+
+    tokens: list[str]
+    label: str
+    boost: float | None
+    """Per-keyword boosting score (`:2.0`); None = the spotter's keywords_score."""
+    threshold: float | None
+    """Per-keyword trigger threshold (`#0.6`); None = the spotter's keywords_threshold."""
+    line_no: int
+    source_line: str
+    phrase: str = ""
+    """The keyword as written, without its :boost/#threshold/@label suffixes."""
+
+
+@dataclass(frozen=True)
+class TokenTable:
+    """The symbols of a model's tokens.txt, with what kind of units they are."""
+
+    symbols: dict[str, int]
+    path: Path
+    bpe_model: Path | None = None
+    _sp: object | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def is_bpe(self) -> bool:
+        return any(s.startswith(WORD_START) for s in self.symbols)
+
+    @property
+    def is_pinyin(self) -> bool:
+        # Tonal finals (ǎo, ián ...) only occur in the initials+finals pinyin models.
+        return any(any(ch in "āáǎàēéěèīíǐìōóǒòūúǔùǖǘǚǜ" for ch in s) for s in self.symbols)
+
+
+def load_tokens(tokens_txt: Path, bpe_model: Path | None = None) -> TokenTable:
+    """Read a sherpa-onnx tokens.txt (`symbol id` per line)."""
+    tokens_txt = Path(tokens_txt)
+    symbols: dict[str, int] = {}
+    try:
+        lines = tokens_txt.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read tokens file {tokens_txt}: {exc.strerror or exc}") from exc
+    for raw in lines:
+        parts = raw.rsplit(maxsplit=1)
+        if len(parts) == 2 and parts[1].isdigit():
+            symbols[parts[0]] = int(parts[1])
+    if not symbols:
+        raise ConfigError(f"tokens file {tokens_txt} has no `symbol id` lines")
+    sp = None
+    if bpe_model is not None and Path(bpe_model).is_file():
+        try:
+            import sentencepiece  # optional: exact BPE when the model ships bpe.model
+        except ImportError:
+            log.info("sentencepiece not installed: splitting English keywords from %s", tokens_txt)
+        else:
+            sp = sentencepiece.SentencePieceProcessor(model_file=str(bpe_model))
+    return TokenTable(symbols=symbols, path=tokens_txt, bpe_model=bpe_model, _sp=sp)
+
+
+class _LineError(Exception):
+    """An encoding problem in one line; turned into a ConfigError naming file and line."""
+
+
+def _is_cjk(ch: str) -> bool:
+    return "CJK" in unicodedata.name(ch, "") or "\u3400" <= ch <= "\u9fff"
+
+
+def _split_suffixes(line: str) -> tuple[str, float | None, float | None, str | None]:
+    """Peel `:boost`, `#threshold`, `@label` off the end of a line (in any order, as sherpa-onnx does)."""
+    words = line.split()
+    boost = threshold = None
+    label = None
+    body: list[str] = []
+    for word in words:
+        if word.startswith("@") and len(word) > 1:
+            if label is not None:
+                raise _LineError(f"two labels ({label!r} and {word[1:]!r})")
+            label = word[1:]
+        elif word.startswith(":") and _NUMBER.match(word[1:]):
+            boost = float(word[1:])
+        elif word.startswith("#") and _NUMBER.match(word[1:]):
+            threshold = float(word[1:])
+        else:
+            if label is not None or boost is not None or threshold is not None:
+                raise _LineError(f"{word!r} after the :boost/#threshold/@label suffixes")
+            body.append(word)
+    return " ".join(body), boost, threshold, label
+
+
+def _greedy_split(word: str, table: TokenTable) -> list[str]:
+    """Longest-match split of one upper-cased word over tokens.txt, '▁'-prefixed piece first."""
+    pieces: list[str] = []
+    rest = WORD_START + word
+    while rest:
+        for end in range(len(rest), 0, -1):
+            if rest[:end] in table.symbols:
+                pieces.append(rest[:end])
+                rest = rest[end:]
+                break
+        else:
+            if rest[0] == WORD_START:
+                if WORD_START in table.symbols:
+                    pieces.append(WORD_START)
+                rest = rest[1:]
+                continue
+            raise _LineError(f"character {rest[0]!r} has no token in {table.path}")
+    return pieces
+
+
+def _rank_merge(word: str, table: TokenTable) -> list[str]:
+    """Split one word by replaying BPE merges: merge the adjacent pair whose union has the lowest id.
+
+    sentencepiece lists BPE pieces roughly in merge order, so this follows the real encoder where tokens.txt
+    still holds the intermediate pieces (GOSPEL -> ▁GO S P EL, as the model emits it, where the greedy split
+    gives ▁GO S PE L); where the vocabulary was trimmed it stops early (WORLD -> ▁W OR L D, not ▁WORLD).
+    """
+    pieces = [WORD_START + word[0], *word[1:]]
+    if pieces[0] not in table.symbols:
+        pieces = [WORD_START, *word] if WORD_START in table.symbols else list(word)
+    while len(pieces) > 1:
+        best_rank, best_i = None, -1
+        for i in range(len(pieces) - 1):
+            rank = table.symbols.get(pieces[i] + pieces[i + 1])
+            if rank is not None and (best_rank is None or rank < best_rank):
+                best_rank, best_i = rank, i
+        if best_rank is None:
+            break
+        pieces[best_i : best_i + 2] = [pieces[best_i] + pieces[best_i + 1]]
+    return pieces
+
+
+def _encode_latin(words: list[str], table: TokenTable) -> list[list[str]]:
+    """Alternative token sequences for Latin-script words (more than one only without bpe.model)."""
+    text = " ".join(words).upper()
+    if table._sp is not None:
+        return [list(table._sp.encode(text, out_type=str))]  # type: ignore[attr-defined]
+    if table.is_bpe:
+        # Without bpe.model neither split is always the model's own: the greedy one matches the upstream
+        # keyword lists best (HELLO WORLD, FELLOW AMERICANS), the merge replay catches the rest (GOSPEL,
+        # SIRI). Both go in as variants of the same label, like the sandhi variants.
+        greedy = [p for w in text.split() for p in _greedy_split(w, table)]
+        merged = [p for w in text.split() for p in _rank_merge(w, table)]
+        return [greedy] if merged == greedy else [greedy, merged]
+    # char/word-level vocabularies: whole word if present, else letters
+    out: list[str] = []
+    for w in text.split():
+        out.extend([w] if w in table.symbols else list(w))
+    return [out]
+
+
+def _pinyin_syllables(text: str) -> list[tuple[str, str]]:
+    from pypinyin import Style, lazy_pinyin
+
+    initials = lazy_pinyin(text, style=Style.INITIALS, strict=False)
+    finals = lazy_pinyin(text, style=Style.FINALS_TONE, strict=False)
+    if len(initials) != len(finals) or len(finals) != len(text):
+        raise _LineError(f"pypinyin could not split {text!r} into one syllable per character")
+    return list(zip(initials, finals, strict=True))
+
+
+def _sandhi_variants(finals: list[str]) -> list[list[str]]:
+    """All readings of a syllable sequence under third-tone sandhi, the written one first.
+
+    In a run of consecutive third tones every syllable but the last may be said as second tone; which ones
+    depends on phrasing (小米小米 may be xiáo mǐ xiáo mǐ or xiáo mí xiáo mǐ), so each choice is a variant.
+    """
+    third = [any(ch in _THIRD_TONE for ch in f) for f in finals]
+    flexible: list[int] = []
+    for i in range(len(finals) - 1):
+        if third[i] and third[i + 1]:
+            flexible.append(i)
+    variants: list[list[str]] = []
+    for choice in itertools.product((False, True), repeat=len(flexible)):
+        variant = list(finals)
+        for i, change in zip(flexible, choice, strict=True):
+            if change:
+                variant[i] = variant[i].translate(_THIRD_TO_SECOND)
+        variants.append(variant)
+        if len(variants) >= MAX_SANDHI_VARIANTS:
+            break
+    return variants
+
+
+def _encode_plain(phrase: str, table: TokenTable) -> list[list[str]]:
+    """Token sequences (variants) for a plain phrase; each segment CJK or Latin is encoded on its own."""
+    segments: list[tuple[bool, str]] = []
+    for ch in phrase:
+        cjk = _is_cjk(ch)
+        if ch.isspace():
+            segments.append((False, " "))
+        elif segments and segments[-1][0] == cjk:
+            segments[-1] = (cjk, segments[-1][1] + ch)
+        else:
+            segments.append((cjk, ch))
+    # per segment, a list of alternative token lists
+    parts: list[list[list[str]]] = []
+    latin: list[str] = []
+
+    def flush_latin() -> None:
+        if latin:
+            words = " ".join(latin).split()
+            if words:
+                parts.append(_encode_latin(words, table))
+            latin.clear()
+
+    for cjk, text in segments:
+        if not cjk:
+            latin.append(text)
+            continue
+        flush_latin()
+        if table.is_pinyin:
+            syllables = _pinyin_syllables(text)
+            alternatives = []
+            for finals in _sandhi_variants([f for _, f in syllables]):
+                tokens: list[str] = []
+                for (initial, _), final in zip(syllables, finals, strict=True):
+                    tokens.extend([initial, final] if initial else [final])
+                alternatives.append(tokens)
+            parts.append(alternatives)
+        else:
+            parts.append([list(text)])  # character-level Chinese models
+    flush_latin()
+    sequences = [sum(combo, []) for combo in itertools.product(*parts)][:MAX_SANDHI_VARIANTS]
+    return sequences
+
+
+def _looks_tokenized(body: str, table: TokenTable) -> bool:
+    words = body.split()
+    if not all(w in table.symbols for w in words):
+        return False
+    if table.is_bpe:
+        # plain English (HELLO) never contains '▁'; a sherpa BPE line always does
+        return WORD_START in body
+    return not any(_is_cjk(ch) for ch in body) or all(len(w) == 1 for w in words)
+
+
+def _check_tokens(tokens: list[str], table: TokenTable) -> None:
+    for tok in tokens:
+        if tok not in table.symbols:
+            raise _LineError(f"unknown token {tok!r} (not in {table.path})")
+
+
+def parse_keywords(text: str, table: TokenTable, *, source: str = "<keywords>") -> list[Keyword]:
+    """Parse keywords-file text into Keyword entries encoded for `table`'s model.
+
+    Raises ConfigError naming `source`, the line number, the line and the token or character that cannot be
+    encoded; nothing is silently dropped.
+    """
+    keywords: list[Keyword] = []
+    for line_no, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip().lstrip("\ufeff")
+        if not line:
+            continue
+        if line.startswith("#"):
+            rest = line[1:]
+            if not rest or rest[0].isspace() or not _NUMBER.match(rest.split()[0]):
+                continue  # '# comment' or '#comment'; '#0.3 ...' falls through and fails as a bare threshold
+        try:
+            body, boost, threshold, label = _split_suffixes(line)
+            if not body:
+                raise _LineError("no keyword before the :boost/#threshold/@label suffixes")
+            if _looks_tokenized(body, table):
+                sequences = [body.split()]
+            else:
+                sequences = _encode_plain(body, table)
+            for tokens in sequences:
+                _check_tokens(tokens, table)
+        except _LineError as exc:
+            raise ConfigError(f"{source}:{line_no}: cannot encode {line!r}: {exc}") from None
+        for tokens in sequences:
+            keywords.append(
+                Keyword(tokens=tokens, label=label or body, boost=boost, threshold=threshold,
+                        line_no=line_no, source_line=raw, phrase=body)
+            )
+        if len(sequences) > 1:
+            log.debug("%s:%d: %s -> %d variants", source, line_no, body, len(sequences))
+    return keywords
+
+
+def load_keywords(path: Path, table: TokenTable) -> list[Keyword]:
+    """Read and encode a keywords file; an empty file (no keywords) is a ConfigError."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"keywords file {path} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read keywords file {path}: {exc}") from None
+    keywords = parse_keywords(text, table, source=str(path))
+    if not keywords:
+        raise ConfigError(f"keywords file {path} has no keywords (only blank or comment lines)")
+    log.info("keywords %s: %d lines -> %d keyword sequences", path, len({k.line_no for k in keywords}),
+             len(keywords))
+    return keywords
+
+
+def sherpa_tag(label: str) -> str:
+    """The `@tag` written for a label: sherpa-onnx splits lines on whitespace, so spaces become '_'."""
+    return "_".join(label.split())
+
+
+def format_keywords(keywords: list[Keyword]) -> str:
+    """The sherpa-onnx keywords-file text (`tok tok :boost #threshold @tag` per line) for KeywordSpotter."""
+    lines = []
+    for kw in keywords:
+        parts = list(kw.tokens)
+        if kw.boost is not None:
+            parts.append(f":{kw.boost:g}")
+        if kw.threshold is not None:
+            parts.append(f"#{kw.threshold:g}")
+        parts.append("@" + sherpa_tag(kw.label))
+        lines.append(" ".join(parts))
+    return "\n".join(lines) + "\n"
