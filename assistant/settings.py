@@ -271,8 +271,12 @@ def _build(cls: type, raw: dict[str, Any], prefix: str, base: Path) -> Any:
             raise _Invalid(key, "a section cannot be overridden as a whole")
         kwargs[name] = _convert(hints[name], value, key, base, dict(fields[name].metadata))
     for name, spec in fields.items():
-        # Relative default paths (models/) follow the same rule as written ones.
-        if name not in kwargs and isinstance(spec.default, Path) and not spec.default.is_absolute():
+        if name in kwargs:
+            continue
+        # Relative default paths (models/) follow the same rule as written ones, in unwritten sections too.
+        if dataclasses.is_dataclass(hints[name]):
+            kwargs[name] = _build(hints[name], {}, f"{prefix}.{name}" if prefix else name, base)
+        elif isinstance(spec.default, Path) and not spec.default.is_absolute():
             kwargs[name] = (base / spec.default).resolve()
     return cls(**kwargs)
 
