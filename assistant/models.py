@@ -1,0 +1,103 @@
+"""`assistant models list | fetch NAME... | path NAME`: what is installed, and getting the rest."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from assistant import fetch
+from assistant.exitcodes import ModelError
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--models-dir",
+        type=Path,
+        default=None,
+        help="where models are installed (env ASSISTANT_MODELS_DIR; default: models/ in the repo)",
+    )
+    parser.add_argument(
+        "--manifest", type=Path, default=None, help="model manifest (default: models/manifest.yaml)"
+    )
+    sub = parser.add_subparsers(dest="action", required=True, metavar="{list,fetch,path}")
+    listing = sub.add_parser("list", help="show every known model, installed or not")
+    listing.add_argument("--json", action="store_true", help="one JSON array on stdout")
+    getting = sub.add_parser("fetch", help="download, verify and install models")
+    getting.add_argument("names", nargs="+", metavar="NAME")
+    getting.add_argument(
+        "--mirror",
+        default=None,
+        help="a folder or http:// URL laid out like ../shared/assets, for offline installs "
+        "(env ASSISTANT_MIRROR)",
+    )
+    getting.add_argument(
+        "--allow-unverified",
+        action="store_true",
+        help="install downloads that have no published sha256 (the computed one is logged)",
+    )
+    locate = sub.add_parser("path", help="print the folder of an installed model")
+    locate.add_argument("name", metavar="NAME")
+    # argparse puts a sub-parser's own --models-dir default over the parent's value: accept it in both places.
+    for child in (listing, getting, locate):
+        child.add_argument("--models-dir", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def run(args: argparse.Namespace) -> int:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    manifest = fetch.load_manifest(args.manifest)
+    models_dir = (args.models_dir or fetch.default_models_dir()).expanduser()
+    if args.action == "list":
+        return _list(manifest, models_dir, as_json=args.json)
+    if args.action == "path":
+        entry = fetch.get_entry(manifest, args.name)
+        found = fetch.installed_dir(entry, models_dir)
+        if found is None:
+            raise ModelError(
+                f"{entry.name} is not installed in {models_dir}: run `assistant models fetch {entry.name}`"
+            )
+        print(found)
+        return 0
+    # Unknown names fail before anything is downloaded.
+    entries = [fetch.get_entry(manifest, name) for name in args.names]
+    options = fetch.FetchOptions(
+        models_dir=models_dir,
+        mirror=args.mirror or fetch.default_mirror(),
+        allow_unverified=args.allow_unverified,
+    )
+    for entry in entries:
+        target = fetch.fetch_model(entry, options)
+        if entry.note:
+            log.info("%s: %s", entry.name, entry.note)
+        print(target)
+    return 0
+
+
+def _list(manifest: dict[str, fetch.ModelEntry], models_dir: Path, *, as_json: bool) -> int:
+    rows = []
+    for entry in manifest.values():
+        found = fetch.installed_dir(entry, models_dir)
+        rows.append(
+            {
+                "name": entry.name,
+                "installed": found is not None,
+                "path": str(found) if found else None,
+                "bytes": entry.download_bytes,
+                "license": entry.license,
+                "kind": entry.kind,
+                "description": entry.description,
+            }
+        )
+    if as_json:
+        print(json.dumps(rows, ensure_ascii=False))
+        return 0
+    print(f"models in {models_dir}")
+    for row in rows:
+        size = f"{row['bytes'] / 1e6:.1f} MB" if row["bytes"] else "? MB"
+        state = "installed" if row["installed"] else "-"
+        print(f"  {row['name']:16s} {state:10s} {size:>9s}  {row['license']}")
+    return 0
