@@ -20,6 +20,7 @@ from typing import Any, Literal
 import yaml
 
 from assistant.exitcodes import ConfigError
+from assistant.gate import GateSettings
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class WakeSettings:
     keywords_score: float = _bound(1.0, gt=0)  # boost for keyword tokens in the search
     keywords_threshold: float = _bound(0.25, gt=0, le=1)  # trigger probability threshold, 0..1
     num_threads: int = _bound(1, ge=1)  # onnxruntime threads for the spotter
+    gate: GateSettings = GateSettings()  # silence gate in front of the spotter (see assistant/gate.py)
 
 
 @dataclass(frozen=True)

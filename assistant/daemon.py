@@ -1,0 +1,471 @@
+"""The voice assistant's state machine: IDLE -> LISTENING -> THINKING -> SPEAKING -> IDLE, on asyncio.
+
+One coroutine reads the audio source; every chunk goes into a ring of recent audio, then to the wake word
+(IDLE) or the recognizer (LISTENING). An endpoint starts the reply task, which runs the LLM in the model
+executor and streams its text into the sinks and, sentence by sentence, into the TTS. `_enter` is the only
+place the state changes: it logs, emits a state event and tells systemd.
+
+Every model call (KWS, ASR, LLM, TTS) runs in one named ThreadPoolExecutor, so the loop stays free for the
+audio source, signals and the watchdog. The per-chunk KWS call is ~1 ms of work per 100 ms chunk (~4 ms on
+the chunk where its 320 ms window completes); the hop into the pool and back costs ~0.05-0.1 ms. Calling it
+inline would save that hop but stall the loop for the duration of the call; through the pool the loop can
+still service the microphone queue, a SIGTERM and the watchdog while it runs. The calls are awaited one at a
+time, so chunk order is kept.
+
+Pacing: a live source (microphone, stdin, --realtime) keeps flowing while the assistant thinks and speaks;
+that audio only goes into the ring. A file read as fast as possible has no clock of its own, so the reader
+waits for each reply before reading on: otherwise a second question in the same file would fly by unheard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from assistant.events import Error, Event, Final, FirstToken, Partial, Reply, StateChange, Wake
+from assistant.sampling import Sampling
+from assistant.settings import Settings
+from assistant.sinks import SentenceSplitter, Speech
+
+log = logging.getLogger(__name__)
+
+MODEL_WORKERS = 4  # KWS/ASR, LLM, TTS can overlap (LLM writes while TTS speaks); one spare for a reload
+
+
+def make_executor() -> ThreadPoolExecutor:
+    """The one pool every model call goes through (threads are named so py-spy/top show who is busy)."""
+    return ThreadPoolExecutor(max_workers=MODEL_WORKERS, thread_name_prefix="assistant-model")
+
+
+class State(enum.Enum):
+    IDLE = "idle"
+    LISTENING = "listening"
+    THINKING = "thinking"
+    SPEAKING = "speaking"
+
+
+class Chunk(Protocol):
+    samples: np.ndarray  # float32 mono at the pipeline rate
+    t: float  # seconds of input audio before the first sample
+
+
+class Spotter(Protocol):
+    def accept(self, chunk: Any) -> Any: ...  # Detection(label, keyword_text, t, t_end) | None
+    def reset(self) -> None: ...
+    def flush(self) -> Any: ...
+
+
+class Recognizer(Protocol):
+    def start(self) -> None: ...
+    def accept(self, samples: np.ndarray) -> Any: ...  # AsrUpdate(text, changed, endpoint)
+    def finish(self) -> str: ...
+
+
+class Chat(Protocol):
+    def stream(
+        self, user_text: str, sampling: Sampling, cancel: threading.Event | None = None
+    ) -> Iterator[str]: ...
+
+    def clear(self) -> None: ...
+
+
+class Ring(Protocol):
+    def push(self, chunk: Any) -> None: ...
+    def since(self, t: float) -> np.ndarray: ...
+
+
+class Notifier(Protocol):
+    def ready(self) -> None: ...
+    def watchdog(self) -> None: ...
+    def status(self, text: str) -> None: ...
+    def stopping(self) -> None: ...
+    def watchdog_interval(self) -> float | None: ...
+
+
+class _NoNotifier:
+    def ready(self) -> None: ...
+    def watchdog(self) -> None: ...
+    def status(self, text: str) -> None: ...
+    def stopping(self) -> None: ...
+    def watchdog_interval(self) -> float | None:
+        return None
+
+
+@dataclass(frozen=True)
+class Reloaded:
+    """What a SIGHUP reload hands to the running daemon (built off the loop, swapped in between chunks)."""
+
+    settings: Settings
+    wake: Spotter
+    asr: Recognizer
+
+
+def sampling_from(settings: Settings) -> Sampling:
+    s = settings.llm
+    return Sampling(
+        temperature=s.temperature,
+        top_p=s.top_p,
+        top_k=s.top_k,
+        repetition_penalty=s.repetition_penalty,
+        max_new_tokens=s.max_new_tokens,
+        seed=s.seed,
+        greedy=s.greedy,
+    )
+
+
+def _first_detection(result: Any) -> Any:
+    """WakeWord.flush() may hand back one detection or a list of them."""
+    if isinstance(result, list | tuple):
+        return result[0] if result else None
+    return result
+
+
+class Daemon:
+    """The state machine and the per-utterance bookkeeping; `run(source)` drives it until the input ends."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        wake: Spotter,
+        asr: Recognizer,
+        chat: Chat,
+        ring: Ring,
+        emit: Callable[[Event], None],
+        executor: ThreadPoolExecutor,
+        speech: Speech | None = None,
+        notifier: Notifier | None = None,
+        live: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.wake = wake
+        self.asr = asr
+        self.chat = chat
+        self.ring = ring
+        self.speech = speech
+        self.notifier = notifier or _NoNotifier()
+        self.live = live
+        self._emit_to = emit
+        self._executor = executor
+        self.state = State.IDLE
+        self._t = 0.0  # seconds of input audio consumed so far
+        self._listen_from = 0.0  # audio t where the current utterance starts (end of the wake word)
+        self._wake_t = 0.0
+        self._heard_text = ""
+        self._last_reply_t: float | None = None  # audio t when the last reply finished (follow-up window)
+        self._mute_until = 0.0  # monotonic s: the wake word ignores the mic until our own voice has faded
+        self._reply_task: asyncio.Task[None] | None = None
+        self._pending: Reloaded | None = None
+        self.last_wake_wall: str | None = None
+        self.replies = 0
+        self.errors = 0
+
+    # -- the one place the state changes -------------------------------------------------------------------
+
+    def _enter(self, state: State, detail: str = "") -> None:
+        previous = self.state
+        if state is previous:
+            return
+        self.state = state
+        suffix = f" ({detail})" if detail else ""
+        log.info("state %s -> %s at %.2f s%s", previous.value, state.value, self._t, suffix)
+        self._emit(StateChange(t=self._t, state=state.value, previous=previous.value))
+        status = state.value
+        if state is State.THINKING and detail:
+            status = f"thinking: {detail[:60]}"
+        if self.last_wake_wall:
+            status += f" (last wake {self.last_wake_wall})"
+        self.notifier.status(status)
+
+    def _emit(self, event: Event) -> None:
+        try:
+            self._emit_to(event)
+        except Exception:  # noqa: BLE001 - a broken sink must not stop the assistant
+            log.exception("event sink failed on %s", event.name)
+
+    def _error(self, stage: str, message: str) -> None:
+        self.errors += 1
+        log.warning("%s error at %.2f s: %s", stage, self._t, message)
+        self._emit(Error(t=self._t, stage=stage, message=message))
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    # -- reload (SIGHUP) ----------------------------------------------------------------------------------
+
+    def request_reload(self, reloaded: Reloaded) -> None:
+        """Swap in new settings and wake/ASR models at the next chunk boundary while idle."""
+        self._pending = reloaded
+
+    def _apply_reload(self) -> None:
+        reloaded = self._pending
+        if reloaded is None or self.state is not State.IDLE:
+            return
+        self._pending = None
+        self.settings = reloaded.settings
+        self.wake = reloaded.wake
+        self.asr = reloaded.asr
+        log.info("reloaded config and keywords")
+
+    # -- audio ------------------------------------------------------------------------------------------
+
+    async def run(self, source: AsyncIterator[Any]) -> None:
+        """Process the source until it ends, then flush and finish the last utterance. Cancel to stop."""
+        watchdog = asyncio.create_task(self._watchdog(), name="watchdog")
+        self.notifier.ready()
+        self.notifier.status("idle")
+        log.info("listening for the wake word (%s input)", "live" if self.live else "file")
+        try:
+            async for chunk in source:
+                self.ring.push(chunk)
+                self._t = chunk.t + len(chunk.samples) / self.settings.audio.sample_rate
+                self._apply_reload()
+                await self._on_chunk(chunk)
+                if not self.live and self._reply_task is not None:
+                    await self._finish_reply()
+            await self._end_of_input()
+        finally:
+            watchdog.cancel()
+            if self._reply_task is not None and not self._reply_task.done():
+                self._reply_task.cancel()
+                with contextlib.suppress(BaseException):
+                    await self._reply_task
+
+    async def _on_chunk(self, chunk: Any) -> None:
+        if self._reply_task is not None and self._reply_task.done():
+            await self._finish_reply()
+        if self.state is State.IDLE:
+            await self._spot(chunk)
+        elif self.state is State.LISTENING:
+            await self._listen(chunk.samples)
+
+    async def _spot(self, chunk: Any) -> None:
+        if self.live and time.monotonic() < self._mute_until:
+            return  # our own voice may still be in the room
+        try:
+            detection = await self._call(self.wake.accept, chunk)
+        except Exception as exc:  # noqa: BLE001 - keep the daemon alive; the spotter restarts clean
+            log.exception("wake word failed")
+            self._error("wake", f"{type(exc).__name__}: {exc}")
+            await self._reset_wake()
+            return
+        if detection is not None:
+            await self._on_wake(detection)
+
+    async def _on_wake(self, detection: Any) -> None:
+        self.last_wake_wall = time.strftime("%H:%M:%S")
+        window = self.settings.llm.follow_up_window_s
+        follow_up = self._last_reply_t is not None and detection.t - self._last_reply_t <= window
+        if not follow_up:
+            self.chat.clear()
+        log.info("wake %r at %.2f s (keyword ends %.2f s)%s", detection.label, detection.t, detection.t_end,
+                 ", follow-up: history kept" if follow_up else "")
+        self._emit(Wake(t=detection.t, label=detection.label, keyword=detection.keyword_text,
+                        t_end=detection.t_end))
+        self._wake_t = detection.t
+        self._listen_from = detection.t_end
+        self._heard_text = ""
+        try:
+            await self._call(self.asr.start)
+        except Exception as exc:  # noqa: BLE001
+            log.exception("ASR failed to start")
+            self._error("asr", f"{type(exc).__name__}: {exc}")
+            await self._reset_wake()
+            return
+        self._enter(State.LISTENING, detection.label)
+        # Whatever was said after the keyword (and before the spotter was sure) is already in the ring.
+        await self._listen(self.ring.since(detection.t_end))
+
+    async def _listen(self, samples: np.ndarray) -> None:
+        if len(samples) == 0:
+            return
+        try:
+            update = await self._call(self.asr.accept, samples)
+        except Exception as exc:  # noqa: BLE001
+            log.exception("ASR failed")
+            self._error("asr", f"{type(exc).__name__}: {exc}")
+            await self._to_idle()
+            return
+        if update.changed and update.text:
+            self._heard_text = update.text
+            self._emit(Partial(t=self._t, text=update.text))
+        elapsed = self._t - self._listen_from
+        asr = self.settings.asr
+        if update.endpoint:
+            await self._final(await self._call(self.asr.finish), "endpoint")
+        elif elapsed >= asr.max_utterance_s:
+            await self._final(await self._call(self.asr.finish), "max_length")
+        elif not self._heard_text and elapsed >= asr.no_speech_timeout_s:
+            self._error("asr", f"no speech within {asr.no_speech_timeout_s:g} s of the wake word")
+            await self._to_idle()
+
+    async def _final(self, text: str, reason: str) -> None:
+        text = " ".join(text.split())
+        self._emit(Final(t=self._t, text=text, reason=reason))
+        if not text:
+            self._error("asr", "empty transcript")
+            await self._to_idle()
+            return
+        log.info("heard %r (%s at %.2f s)", text, reason, self._t)
+        self._enter(State.THINKING, text)
+        self._reply_task = asyncio.create_task(self._reply(text, self._t, time.perf_counter()), name="reply")
+
+    async def _end_of_input(self) -> None:
+        """Flush the spotter and recognizer (tail padding inside them) and answer what was still pending."""
+        log.info("end of input at %.2f s", self._t)
+        if self._reply_task is not None:
+            await self._finish_reply()
+        if self.state is State.IDLE:
+            try:
+                detection = _first_detection(await self._call(self.wake.flush))
+            except Exception as exc:  # noqa: BLE001
+                log.exception("wake word flush failed")
+                self._error("wake", f"{type(exc).__name__}: {exc}")
+                detection = None
+            if detection is not None:
+                await self._on_wake(detection)
+        if self.state is State.LISTENING:
+            try:
+                text = await self._call(self.asr.finish)
+            except Exception as exc:  # noqa: BLE001
+                log.exception("ASR flush failed")
+                self._error("asr", f"{type(exc).__name__}: {exc}")
+                await self._to_idle()
+                return
+            await self._final(text, "end_of_input")
+        if self._reply_task is not None:
+            await self._finish_reply()
+
+    # -- reply -------------------------------------------------------------------------------------------
+
+    async def _finish_reply(self) -> None:
+        task = self._reply_task
+        if task is None:
+            return
+        try:
+            await task
+        finally:
+            self._reply_task = None
+
+    async def _reply(self, text: str, endpoint_t: float, endpoint_wall: float) -> None:
+        loop = asyncio.get_running_loop()
+        cancel = threading.Event()
+        pieces: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
+        sampling = sampling_from(self.settings)
+
+        def generate() -> None:
+            # Runs in the executor: the model's own loop; hands text pieces back to the event loop.
+            try:
+                for piece in self.chat.stream(text, sampling, cancel):
+                    loop.call_soon_threadsafe(pieces.put_nowait, piece)
+                    if cancel.is_set():
+                        break
+                loop.call_soon_threadsafe(pieces.put_nowait, None)
+            except BaseException as exc:  # noqa: BLE001 - handed to the loop, which reports it
+                loop.call_soon_threadsafe(pieces.put_nowait, exc)
+
+        sentences: asyncio.Queue[str | None] = asyncio.Queue()
+        speaker = asyncio.create_task(self._speak(sentences), name="speak") if self.speech else None
+        splitter = SentenceSplitter()
+        reply: list[str] = []
+        first_ms: float | None = None
+        worker = loop.run_in_executor(self._executor, generate)
+        try:
+            while True:
+                piece = await pieces.get()
+                if piece is None:
+                    break
+                if isinstance(piece, BaseException):
+                    raise piece
+                if first_ms is None:
+                    first_ms = (time.perf_counter() - endpoint_wall) * 1000
+                    self._emit(FirstToken(t=self._t, latency_ms=first_ms))
+                reply.append(piece)
+                for sentence in splitter.feed(piece):
+                    sentences.put_nowait(sentence)
+            rest = splitter.flush()
+            if rest:
+                sentences.put_nowait(rest)
+            sentences.put_nowait(None)
+            if speaker is not None:
+                await speaker
+            done_ms = (time.perf_counter() - endpoint_wall) * 1000
+            answer = "".join(reply).strip()
+            self.replies += 1
+            log.info("reply: %r", answer)
+            self._emit(Reply(t=self._t, text=answer, latency_ms=done_ms))
+            log.info(
+                "latency: wake->endpoint %.0f ms (audio), endpoint->first token %s ms, endpoint->reply done "
+                "%.0f ms",
+                (endpoint_t - self._wake_t) * 1000,
+                f"{first_ms:.0f}" if first_ms is not None else "-",
+                done_ms,
+            )
+            self._last_reply_t = self._t
+        except asyncio.CancelledError:
+            cancel.set()
+            self._error("llm", "reply cancelled")
+            raise
+        except Exception as exc:  # noqa: BLE001 - one bad reply must not stop the assistant
+            cancel.set()
+            log.error("reply failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
+            self._error("llm", f"{type(exc).__name__}: {exc}")
+        finally:
+            cancel.set()
+            if speaker is not None and not speaker.done():
+                speaker.cancel()
+                with contextlib.suppress(BaseException):
+                    await speaker
+            with contextlib.suppress(BaseException):
+                await worker
+            await self._to_idle()
+
+    async def _speak(self, sentences: asyncio.Queue[str | None]) -> None:
+        assert self.speech is not None
+        try:
+            while (sentence := await sentences.get()) is not None:
+                if self.state is State.THINKING:
+                    self._enter(State.SPEAKING)
+                try:
+                    await self._call(self.speech.speak, sentence)
+                except Exception as exc:  # noqa: BLE001 - TTS trouble: the reply is still printed
+                    log.error("tts failed: %s: %s", type(exc).__name__, exc)
+                    self._error("tts", f"{type(exc).__name__}: {exc}")
+                    return
+        finally:
+            self._mute_until = time.monotonic() + self.settings.tts.mute_tail_s
+
+    # -- back to idle ------------------------------------------------------------------------------------
+
+    async def _reset_wake(self) -> None:
+        try:
+            await self._call(self.wake.reset)
+        except Exception:  # noqa: BLE001
+            log.exception("wake word reset failed")
+
+    async def _to_idle(self) -> None:
+        # Per-utterance state is reset here and only here.
+        self._heard_text = ""
+        await self._reset_wake()
+        self._enter(State.IDLE)
+
+    # -- systemd watchdog ----------------------------------------------------------------------------------
+
+    async def _watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval() if self.settings.service.watchdog else None
+        if not interval:
+            return
+        # Pinged from the loop itself: a stuck loop stops the pings and systemd restarts us.
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval / 2)

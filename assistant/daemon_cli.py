@@ -1,0 +1,316 @@
+"""`assistant [run]`: load config and keywords, load the models, open the audio, run the daemon until the end.
+
+Order matters for exit codes: the config and the keywords file are checked first (CONFIG), then the models are
+loaded (MODEL), then the audio is opened (AUDIO); systemd does not restart the first kind. SIGTERM/SIGINT
+cancel the main task, so the reply in flight is cancelled and the sinks are closed before exit 0. SIGHUP
+reloads config and keywords in the background and swaps them in between two chunks; a bad reload is logged
+and the old ones stay.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from assistant.daemon import Daemon, Reloaded, make_executor
+from assistant.exitcodes import OK, ConfigError
+from assistant.settings import Settings, load_settings
+from assistant.sinks import EventWriter, Speech
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG = Path("config.yaml")  # read from the working directory when --config is not given
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--keywords",
+        type=Path,
+        metavar="FILE",
+        help="wake words, one per line (plain phrases or sherpa tokens) [wake.keywords_file]",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help=f"settings file (default: {DEFAULT_CONFIG} if it exists, else built-in defaults)",
+    )
+    parser.add_argument(
+        "--input",
+        metavar="mic|FILE|-",
+        help="microphone, a WAV/FLAC file, or 16 kHz s16le PCM on stdin [audio.input]",
+    )
+    parser.add_argument(
+        "--realtime",
+        action="store_true",
+        default=None,
+        help="pace a file or stdin like a live microphone [audio.realtime]",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=None,
+        help="write events as JSON lines to stdout [logging.json]",
+    )
+    parser.add_argument("--model-dir", type=Path, metavar="DIR", help="models folder [paths.models_dir]")
+    parser.add_argument("--kws-model", type=Path, metavar="DIR", help="wake word model [wake.model_dir]")
+    parser.add_argument("--asr-model", type=Path, metavar="DIR", help="streaming ASR model [asr.model_dir]")
+    parser.add_argument("--llm-model", type=Path, metavar="DIR", help="exported MiniMind [llm.model_dir]")
+    parser.add_argument("--device", metavar="NAME|INDEX", help="microphone by name or index [audio.device]")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="[logging.level]")
+
+
+def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
+    """Command-line flags as dotted settings keys (None: not given, the config file decides)."""
+    device: Any = args.device
+    if isinstance(device, str) and device.isdigit():
+        device = int(device)
+    return {
+        "wake.keywords_file": args.keywords,
+        "audio.input": args.input,
+        "audio.realtime": args.realtime,
+        "audio.device": device,
+        "logging.json": args.json,
+        "logging.level": args.log_level,
+        "paths.models_dir": args.model_dir,
+        "wake.model_dir": args.kws_model,
+        "asr.model_dir": args.asr_model,
+        "llm.model_dir": args.llm_model,
+    }
+
+
+def config_path(args: argparse.Namespace) -> Path | None:
+    if args.config is not None:
+        return args.config
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+
+
+# ---------------------------------------------------------------------------------------------- building
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """The loaded models (the names of the daemon's constructor arguments)."""
+
+    wake: Any
+    asr: Any
+    chat: Any
+    speech: Speech | None
+
+
+def load_keyword_list(settings: Settings) -> list[Any]:
+    """Parse the keywords file against the wake model's tokens (reads tokens.txt only, no model load)."""
+    from assistant.keywords import load_keywords, load_tokens
+    from assistant.model_files import find_transducer
+
+    if settings.wake.keywords_file is None:
+        raise ConfigError("no keywords file: pass --keywords FILE or set wake.keywords_file in the config")
+    files = find_transducer(settings.wake_model_dir(), settings.wake.model)
+    return load_keywords(settings.wake.keywords_file, load_tokens(files.tokens, files.bpe_model))
+
+
+def build_wake(settings: Settings, keywords: list[Any]) -> Any:
+    from assistant.gate import gated
+    from assistant.model_files import find_transducer
+    from assistant.wake import WakeWord
+
+    files = find_transducer(settings.wake_model_dir(), settings.wake.model)
+    wake = WakeWord(
+        files,
+        keywords,
+        keywords_score=settings.wake.keywords_score,
+        keywords_threshold=settings.wake.keywords_threshold,
+        num_threads=settings.wake.num_threads,
+    )
+    return gated(wake, settings.wake.gate)
+
+
+def build_asr(settings: Settings) -> Any:
+    """The recognizer for asr.engine (new engines are added here, behind the same start/accept/finish)."""
+    from assistant.asr import StreamingASR
+    from assistant.model_files import find_transducer
+
+    asr = settings.asr
+    files = find_transducer(settings.asr_model_dir(), settings.asr_model_name())
+    return StreamingASR(
+        files,
+        rule1_min_trailing_silence=asr.endpoint.rule1_min_trailing_silence,
+        rule2_min_trailing_silence=asr.endpoint.rule2_min_trailing_silence,
+        rule3_min_utterance_length=asr.endpoint.rule3_min_utterance_length,
+        decoding_method=asr.decoding_method,
+        num_threads=asr.num_threads,
+    )
+
+
+def build_chat(settings: Settings) -> Any:
+    from assistant.chat import Conversation
+    from assistant.llm import MiniMindOnnx
+    from assistant.tokenizer import DEFAULT_SYSTEM_PROMPT, Tokenizer
+
+    llm = settings.llm
+    model_dir = settings.llm_model_dir()
+    model = MiniMindOnnx(model_dir, threads=llm.threads, max_context_tokens=llm.max_context_tokens)
+    tokenizer = Tokenizer.from_dir(model_dir)
+    return Conversation(
+        model,
+        tokenizer,
+        system_prompt=llm.system_prompt or DEFAULT_SYSTEM_PROMPT,
+        max_context_tokens=llm.max_context_tokens,
+    )
+
+
+def build_speech(settings: Settings) -> Speech | None:
+    from assistant.tts import make_output, make_synthesizer
+
+    synthesizer = make_synthesizer(settings.tts)
+    if synthesizer is None:
+        return None
+    return Speech(synthesizer, make_output(settings.tts, realtime=settings.audio.realtime))
+
+
+def build_pipeline(settings: Settings, keywords: list[Any]) -> Pipeline:
+    started = time.perf_counter()
+    pipeline = Pipeline(
+        wake=build_wake(settings, keywords),
+        asr=build_asr(settings),
+        chat=build_chat(settings),
+        speech=build_speech(settings),
+    )
+    log.info(
+        "models loaded in %.0f ms (wake %s, asr %s, llm %s, tts %s)",
+        (time.perf_counter() - started) * 1000,
+        settings.wake_model_dir(),
+        settings.asr_model_dir(),
+        settings.llm_model_dir(),
+        settings.tts.engine,
+    )
+    return pipeline
+
+
+def _make_notifier() -> Any:
+    try:
+        from assistant.notify import Notifier
+    except ImportError:  # the service module is optional for running from a terminal
+        return None
+    return Notifier()
+
+
+# ------------------------------------------------------------------------------------------------- running
+
+
+def run(args: argparse.Namespace) -> int:
+    path = config_path(args)
+    overrides = overrides_from(args)
+    settings = load_settings(path, overrides)
+    setup_logging(settings.logging.level)
+    keywords = load_keyword_list(settings)
+    pipeline = build_pipeline(settings, keywords)
+    from assistant.audio import AudioRing, open_source
+
+    source = open_source(
+        str(settings.audio.input),
+        sample_rate=settings.audio.sample_rate,
+        block_ms=settings.audio.block_ms,
+        realtime=settings.audio.realtime,
+        device=settings.audio.device,
+    )
+    try:
+        return asyncio.run(
+            _main(settings, pipeline, source, AudioRing(settings.audio.ring_s), path, overrides)
+        )
+    finally:
+        if pipeline.speech is not None:
+            pipeline.speech.close()
+
+
+async def _main(
+    settings: Settings,
+    pipeline: Pipeline,
+    source: Any,
+    ring: Any,
+    path: Path | None,
+    overrides: dict[str, Any],
+) -> int:
+    loop = asyncio.get_running_loop()
+    executor = make_executor()
+    notifier = _make_notifier()
+    live = settings.audio.input in ("mic", "-") or settings.audio.realtime
+    daemon = Daemon(
+        settings,
+        wake=pipeline.wake,
+        asr=pipeline.asr,
+        chat=pipeline.chat,
+        ring=ring,
+        speech=pipeline.speech,
+        emit=EventWriter(json_lines=settings.logging.json),
+        executor=executor,
+        notifier=notifier,
+        live=live,
+    )
+    main = asyncio.current_task()
+    assert main is not None
+    stopping = False
+
+    def stop(signum: int) -> None:
+        nonlocal stopping
+        if not stopping:
+            log.info("%s: stopping", signal.Signals(signum).name)
+            stopping = True
+            if notifier is not None:
+                notifier.stopping()
+        main.cancel()
+
+    def reload() -> None:
+        def load() -> Reloaded:
+            fresh = load_settings(path, overrides)
+            keywords = load_keyword_list(fresh)
+            return Reloaded(settings=fresh, wake=build_wake(fresh, keywords), asr=build_asr(fresh))
+
+        async def apply() -> None:
+            try:
+                reloaded = await loop.run_in_executor(executor, load)
+            except Exception as exc:  # noqa: BLE001 - a bad reload keeps the running config
+                log.error("reload failed, keeping the old config and keywords: %s", exc)
+                return
+            daemon.request_reload(reloaded)
+
+        log.info("SIGHUP: reloading %s and the keywords file", path or "settings")
+        reloads.add(loop.create_task(apply()))
+
+    reloads: set[asyncio.Task[None]] = set()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop, signum)
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    try:
+        await daemon.run(source)
+    except asyncio.CancelledError:
+        if not stopping:
+            raise
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(signum)
+        for task in reloads:
+            task.cancel()
+        with contextlib.suppress(Exception):
+            source.close()
+        executor.shutdown(wait=True, cancel_futures=True)
+    log.info("done: %d replies, %d errors", daemon.replies, daemon.errors)
+    return OK
