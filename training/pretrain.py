@@ -1,0 +1,19 @@
+"""Pretraining: next-token loss on raw text (`{"text": ...}` per line, MiniMind's pretrain_hq.jsonl)."""
+
+from __future__ import annotations
+
+from training.data import encode_pretrain
+from training.loop import Stage, lm_loss, main
+from training.settings import PretrainSettings
+
+STAGE = Stage(
+    name="pretrain",
+    output="pretrain",
+    settings_cls=PretrainSettings,
+    encoder=lambda settings: encode_pretrain,
+    loss=lm_loss,
+    description=__doc__,
+)
+
+if __name__ == "__main__":
+    raise SystemExit(main(STAGE))
