@@ -262,13 +262,13 @@ def _encode_plain(phrase: str, table: TokenTable) -> list[list[str]]:
 
 
 def _looks_tokenized(body: str, table: TokenTable) -> bool:
-    words = body.split()
-    if not all(w in table.symbols for w in words):
-        return False
+    """Whether a line is already tokens; then unknown words are reported as unknown tokens."""
     if table.is_bpe:
         # plain English (HELLO) never contains '▁'; a sherpa BPE line always does
         return WORD_START in body
-    return not any(_is_cjk(ch) for ch in body) or all(len(w) == 1 for w in words)
+    if any(_is_cjk(ch) for ch in body):
+        return all(w in table.symbols for w in body.split())  # a char-level line: 小 爱 同 学
+    return True  # pinyin/char models: a line without Chinese can only be tokens (x iǎo ài ...)
 
 
 def _check_tokens(tokens: list[str], table: TokenTable) -> None:
