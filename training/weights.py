@@ -56,7 +56,7 @@ def load_model(
         weights_file = path
         state = read_state_dict(path)
         beside = path.parent / "config.json"
-        dir_config = _read_config(beside) if config is None and beside.is_file() else None
+        dir_config = read_config(beside) if config is None and beside.is_file() else None
     state = _strip_wrappers(state)
     _refuse_legacy(state, weights_file)
     config = config or dir_config or infer_config(state, source=weights_file)
@@ -65,8 +65,14 @@ def load_model(
     model.to(dtype)
     model.eval()
     n_params = sum(p.numel() for p in model.parameters())
-    log.info("loaded %s: %.2fM parameters, %d layers, hidden %d, moe=%s", weights_file, n_params / 1e6,
-             config.num_hidden_layers, config.hidden_size, config.use_moe)  # fmt: skip
+    log.info(
+        "loaded %s: %.2fM parameters, %d layers, hidden %d, moe=%s",
+        weights_file,
+        n_params / 1e6,
+        config.num_hidden_layers,
+        config.hidden_size,
+        config.use_moe,
+    )
     return model, config
 
 
@@ -182,11 +188,11 @@ def _read_hf_dir(directory: Path) -> tuple[dict[str, torch.Tensor], Path, MiniMi
     for name in ("model.safetensors", "pytorch_model.bin"):
         weights = directory / name
         if weights.is_file():
-            return read_state_dict(weights), weights, _read_config(config_file)
+            return read_state_dict(weights), weights, read_config(config_file)
     raise ModelError(f"{directory} has neither model.safetensors nor pytorch_model.bin")
 
 
-def _read_config(path: Path) -> MiniMindConfig:
+def read_config(path: Path) -> MiniMindConfig:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -1,0 +1,259 @@
+"""`assistant-export`: checkpoint -> exported MiniMind directory (model.onnx, tokenizer, model.json).
+
+    assistant-export CHECKPOINT --out DIR [--quant int8|int4|fp32] [--tokenizer PATH] [--lora ADAPTER]
+    assistant-export requantize FP32_DIR --out DIR [--quant int8|int4]     (works without torch)
+    assistant-export verify DIR                                            (sha256 + a run of the graph)
+
+A directory is built in a hidden staging folder beside DIR and moved into place only after parity passed, so
+a refused or failed export leaves DIR as it was. torch is imported only by the checkpoint export.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from assistant.exitcodes import FAILURE, INTERRUPTED, AssistantError, ModelError
+from export import manifest as mf
+from export import parity
+from export.quantize import QUANTS, quantize
+
+log = logging.getLogger(__name__)
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # onnxruntime's quantizer logs every skipped node at INFO on the root logger: keep only ours at INFO.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("export", "training"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    parser = _parser(argv[0] if argv else "")
+    args = parser.parse_args(argv[1:] if argv and argv[0] in ("requantize", "verify") else argv)
+    try:
+        args.run(args)
+        return 0
+    except AssistantError as exc:
+        print(f"assistant-export: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return INTERRUPTED
+    except Exception:  # noqa: BLE001 - a bug: log it with its traceback
+        log.exception("unexpected error")
+        return FAILURE
+
+
+def _parser(command: str) -> argparse.ArgumentParser:
+    if command == "verify":
+        p = argparse.ArgumentParser(prog="assistant-export verify", description="check an exported directory")
+        p.add_argument("directory", type=Path)
+        p.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0: its default)")
+        p.set_defaults(run=run_verify)
+        return p
+    if command == "requantize":
+        p = argparse.ArgumentParser(
+            prog="assistant-export requantize",
+            description="quantize an exported fp32 directory (no torch needed)",
+        )
+        p.add_argument("source", type=Path, help="directory exported with --quant fp32")
+        p.set_defaults(run=run_requantize)
+    else:
+        p = argparse.ArgumentParser(
+            prog="assistant-export",
+            description="export a MiniMind2 checkpoint to ONNX with a KV cache (also: requantize, verify)",
+        )
+        p.add_argument("checkpoint", type=Path, help=".pth state dict or transformers-format directory")
+        p.add_argument(
+            "--tokenizer", type=Path, help="tokenizer.json or its directory (default: beside CHECKPOINT)"
+        )
+        p.add_argument("--config", type=Path, help="config.json for a .pth whose head size is not 64")
+        p.add_argument("--lora", type=Path, help="LoRA adapter to merge into the weights before export")
+        p.add_argument(
+            "--max-abs-diff",
+            type=float,
+            default=parity.Tolerances.fp32_max_abs,
+            help="fp32 ONNX vs torch tolerance (default %(default)g)",
+        )
+        p.set_defaults(run=run_export)
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--quant", choices=QUANTS, default="int8", help="weight format (default %(default)s)")
+    p.add_argument(
+        "--min-top1",
+        type=float,
+        default=parity.Tolerances.min_top1,
+        help="quantized vs fp32 top-1 agreement, confident positions (default %(default)g)",
+    )
+    p.add_argument(
+        "--threads", type=int, default=0, help="CPU threads for torch and onnxruntime (0: default)"
+    )
+    return p
+
+
+def run_export(args: argparse.Namespace) -> None:
+    tokenizer_files = find_tokenizer(args.tokenizer, args.checkpoint)
+    import torch
+
+    from export.onnx_graph import export_onnx
+    from training.weights import load_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = None
+    if args.config:
+        from training.weights import read_config
+
+        config = read_config(args.config)
+    model, config = load_model(args.checkpoint, config=config)
+    if args.lora:
+        model = merge_lora(model, args.lora)
+    tol = parity.Tolerances(fp32_max_abs=args.max_abs_diff, min_top1=args.min_top1)
+    with staging(args.out) as stage:
+        fp32_path = stage / "model.onnx" if args.quant == "fp32" else stage / "model.fp32.onnx"
+        export_onnx(model, fp32_path)
+        copy_tokenizer(tokenizer_files, stage)
+        fp32 = parity.open_session(fp32_path, args.threads)
+        sequences = parity.build_sequences(
+            fp32, parity.chat_prompts(stage / "tokenizer.json"), config.eos_token_id
+        )
+        figures = {"fp32_vs_torch": parity.check_fp32(model, fp32, sequences, tol)}
+        if args.quant != "fp32":
+            quantize(fp32_path, stage / "model.onnx", args.quant)
+            quantized = parity.open_session(stage / "model.onnx", args.threads)
+            figures[f"{args.quant}_vs_fp32"] = parity.check_quantized(
+                fp32, quantized, sequences, args.quant, tol
+            )
+            del fp32, quantized
+            fp32_path.unlink()
+        architecture = {**config.to_dict(), "head_dim": config.head_dim}
+        manifest = mf.build_manifest(
+            stage,
+            architecture=architecture,
+            quantization=args.quant,
+            parity=figures,
+            source=args.checkpoint.name,
+            bos_token_id=config.bos_token_id,
+            eos_token_id=config.eos_token_id,
+        )
+        mf.write_manifest(stage, manifest)
+    log.info("wrote %s (%s)", args.out, args.quant)
+
+
+def run_requantize(args: argparse.Namespace) -> None:
+    source: Path = args.source
+    manifest = mf.read_manifest(source)
+    mf.verify_files(source, manifest)
+    if manifest["quantization"] != "fp32":
+        raise ModelError(
+            f"{source} holds a {manifest['quantization']} model; requantize needs an fp32 export"
+        )
+    if args.quant == "fp32":
+        raise ModelError("requantize to fp32 is a copy: choose --quant int8 or int4")
+    tol = parity.Tolerances(min_top1=args.min_top1)
+    with staging(args.out) as stage:
+        copy_tokenizer([source / n for n in TOKENIZER_FILES if (source / n).is_file()], stage)
+        quantize(source / "model.onnx", stage / "model.onnx", args.quant)
+        fp32 = parity.open_session(source / "model.onnx", args.threads)
+        quantized = parity.open_session(stage / "model.onnx", args.threads)
+        sequences = parity.build_sequences(
+            fp32, parity.chat_prompts(stage / "tokenizer.json"), manifest["eos_token_id"]
+        )
+        figures = dict(manifest.get("parity", {}))
+        figures[f"{args.quant}_vs_fp32"] = parity.check_quantized(fp32, quantized, sequences, args.quant, tol)
+        del fp32, quantized
+        new = mf.build_manifest(
+            stage,
+            architecture=manifest["architecture"],
+            quantization=args.quant,
+            parity=figures,
+            source=manifest.get("source", source.name),
+            bos_token_id=manifest["bos_token_id"],
+            eos_token_id=manifest["eos_token_id"],
+        )
+        mf.write_manifest(stage, new)
+    log.info("wrote %s (%s, requantized from %s)", args.out, args.quant, source)
+
+
+def run_verify(args: argparse.Namespace) -> None:
+    directory: Path = args.directory
+    manifest = mf.read_manifest(directory)
+    model_file = directory / manifest.get("model", "model.onnx")
+    if not model_file.is_file():
+        raise ModelError(f"{model_file} is missing; re-export the model")
+    mf.verify_files(directory, manifest)
+    session = parity.open_session(model_file, args.threads)
+    prompt = parity.chat_prompts(directory / manifest["tokenizer"])[0]
+    tokens = parity.greedy(session, prompt, 4, manifest["eos_token_id"])
+    print(
+        f"{directory}: ok ({manifest['quantization']}, {len(manifest['files'])} files, "
+        f"greedy {tokens[len(prompt) :]})"
+    )
+
+
+def find_tokenizer(given: Path | None, checkpoint: Path) -> list[Path]:
+    """tokenizer.json (and tokenizer_config.json when present) from --tokenizer or beside the checkpoint."""
+    if given is not None:
+        main_file = given / "tokenizer.json" if given.is_dir() else given
+        if not main_file.is_file():
+            raise ModelError(f"tokenizer not found: {main_file}")
+    else:
+        main_file = (checkpoint if checkpoint.is_dir() else checkpoint.parent) / "tokenizer.json"
+        if not main_file.is_file():
+            raise ModelError(
+                f"no tokenizer.json beside {checkpoint} ({main_file}); pass --tokenizer PATH "
+                "(the MiniMind2 tokenizer.json or its directory)"
+            )
+    files = [main_file]
+    config_file = main_file.parent / "tokenizer_config.json"
+    if config_file.is_file():
+        files.append(config_file)
+    return files
+
+
+def copy_tokenizer(files: list[Path], stage: Path) -> None:
+    """The first file is the tokenizer (stored as tokenizer.json whatever its name); the rest keep theirs."""
+    shutil.copyfile(files[0], stage / "tokenizer.json")
+    for extra in files[1:]:
+        shutil.copyfile(extra, stage / extra.name)
+
+
+def merge_lora(model, adapter: Path):
+    try:
+        from training.lora import merge_lora_file
+    except ImportError as exc:
+        raise ModelError(
+            f"--lora needs training.lora.merge_lora_file, which is not available ({exc})"
+        ) from exc
+    merged = merge_lora_file(model, adapter)
+    return model if merged is None else merged
+
+
+@contextmanager
+def staging(out: Path) -> Iterator[Path]:
+    """A hidden directory beside `out` that replaces `out` on success and vanishes on failure."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    stage.chmod(0o755)  # mkdtemp makes it private
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.replace(out, old / out.name)
+    os.replace(stage, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,87 @@
+"""model.json: the self-description of an exported LLM directory (the contract with assistant/)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from assistant.exitcodes import ModelError
+
+FORMAT = "minimind-onnx"
+VERSION = 1
+MANIFEST = "model.json"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build_manifest(
+    directory: Path,
+    *,
+    architecture: dict,
+    quantization: str,
+    parity: dict,
+    source: str,
+    bos_token_id: int = 1,
+    eos_token_id: int = 2,
+) -> dict:
+    """Manifest for the files now in `directory` (everything but model.json itself)."""
+    files = {
+        p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+        for p in sorted(directory.iterdir())
+        if p.is_file() and p.name != MANIFEST
+    }
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "architecture": architecture,
+        "quantization": quantization,
+        "bos_token_id": bos_token_id,
+        "eos_token_id": eos_token_id,
+        "tokenizer": "tokenizer.json",
+        "model": "model.onnx",
+        "source": source,
+        "files": files,
+        "parity": parity,
+    }
+
+
+def write_manifest(directory: Path, manifest: dict) -> None:
+    (directory / MANIFEST).write_text(
+        json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+
+
+def read_manifest(directory: Path) -> dict:
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise ModelError(f"{path} not found: {directory} is not an exported MiniMind directory")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ModelError(f"{path}: not a {FORMAT} manifest")
+    if manifest.get("version") != VERSION:
+        raise ModelError(
+            f"{path}: manifest version {manifest.get('version')!r} is not supported (want {VERSION})"
+        )
+    return manifest
+
+
+def verify_files(directory: Path, manifest: dict) -> None:
+    """Every listed file exists with its recorded size and sha256; else ModelError naming it."""
+    for name, entry in manifest.get("files", {}).items():
+        path = directory / name
+        if not path.is_file():
+            raise ModelError(f"{path} is missing (listed in {directory / MANIFEST}); re-export the model")
+        if path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
+            raise ModelError(
+                f"{path} does not match its sha256 in {directory / MANIFEST}: the file is damaged"
+            )
