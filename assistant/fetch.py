@@ -310,9 +310,8 @@ def _stage_upstream(entry: ModelEntry, options: FetchOptions, staging: Path, bas
             )
         return root
     archive = entry.archive
-    downloads_dir = options.models_dir / ".downloads"
-    downloads_dir.mkdir(exist_ok=True)
-    archive_path = downloads_dir / archive.name
+    # Verified archives go to staging, so a failed extraction leaves nothing behind (only .part files stay).
+    archive_path = staging / archive.name
     location = _upstream_location(archive.url, base)
     _obtain(location, archive_path, sha256=archive.sha256, size=archive.bytes, options=options)
     extract_dir = staging / "extract"
@@ -530,7 +529,7 @@ def safe_extract(archive: Path, fmt: str, dest: Path) -> None:
                 reason = _unsafe_path(info.filename, dest)
                 if reason is None and stat.S_ISLNK(mode):
                     reason = "is a symlink (not allowed in zip archives)"
-                elif reason is None and mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                elif reason is None and stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
                     reason = "is a device or special file"
                 if reason:
                     _reject(archive, info.filename, reason)
