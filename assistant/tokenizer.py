@@ -91,9 +91,7 @@ class Tokenizer:
     def __init__(self, path: Path) -> None:
         path = Path(path)
         if not path.is_file():
-            raise ModelError(
-                f"tokenizer file missing: {path} (assistant-export writes it beside model.onnx)"
-            )
+            raise ModelError(f"tokenizer file missing: {path} (assistant-export writes it beside model.onnx)")
         try:
             self._tok = tokenizers.Tokenizer.from_file(str(path))
             spec = json.loads(path.read_text(encoding="utf-8"))

@@ -1,0 +1,174 @@
+"""A multi-turn conversation with MiniMind: prompt assembly within a token budget, streamed text, history.
+
+This is what the voice daemon calls from its worker thread (and `assistant ask` from the command line).
+
+Budget: the prompt gets `max_context_tokens` minus the room reserved for the reply (`max_new_tokens`, at
+most half the context). The system prompt and the current question are always in it; earlier turns are added
+newest first while they fit, so the oldest go first. A question that does not fit even alone is cut to its
+last tokens (the end of a long utterance is usually where the question is) and the cut is logged.
+
+A cancelled (or abandoned, or failed) reply is not added to the history: the next prompt then never contains a
+half answer that the model would take as its own finished statement.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from assistant.exitcodes import ConfigError
+from assistant.llm import MiniMindOnnx
+from assistant.sampling import Sampling
+from assistant.tokenizer import DEFAULT_SYSTEM_PROMPT, Tokenizer, Turn
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReplyStats:
+    """Figures of the last reply."""
+
+    prompt_tokens: int
+    tokens: int  # generated tokens, eos not counted
+    ttft_ms: float | None  # stream() call -> first generated token; None for an empty reply
+    tokens_per_s: float | None  # decode rate after the first token; None with fewer than 2 tokens
+    turns_kept: int  # earlier turns that fitted in the prompt
+    turns_dropped: int
+    cancelled: bool
+
+
+@dataclass(frozen=True)
+class _HistoryTurn:
+    turn: Turn
+    ids: tuple[int, ...]  # user and assistant messages, template included
+
+
+class Conversation:
+    """Chat history plus the model; one reply at a time."""
+
+    def __init__(
+        self,
+        model: MiniMindOnnx,
+        tokenizer: Tokenizer,
+        *,
+        system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+        max_context_tokens: int | None = None,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.system_prompt = system_prompt
+        limit = model.max_context_tokens
+        self.max_context_tokens = min(limit, max_context_tokens) if max_context_tokens else limit
+        self._system_ids = tokenizer.message_ids("system", tokenizer.encode(system_prompt))
+        self._history: list[_HistoryTurn] = []
+        self._lock = threading.Lock()
+        self.first_token_ms: float | None = None  # set as soon as the current reply's first token exists
+        self.last_stats: ReplyStats | None = None
+
+    @property
+    def history(self) -> list[Turn]:
+        with self._lock:
+            return [h.turn for h in self._history]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._history.clear()
+
+    def prompt_ids(self, user_text: str, sampling: Sampling) -> tuple[list[int], int, int]:
+        """(prompt token ids, turns kept, turns dropped) for `user_text` after the current history."""
+        tok = self.tokenizer
+        reserve = min(sampling.max_new_tokens, self.max_context_tokens // 2)
+        budget = self.max_context_tokens - reserve
+        tail = tok.message_ids("assistant", [], closed=False)
+        framing = len(self._system_ids) + len(tok.message_ids("user", [])) + len(tail)
+        room = budget - framing  # tokens left for the question's own text
+        if room < 1:
+            raise ConfigError(
+                f"system prompt of {len(self._system_ids)} tokens leaves no room for a question in a context "
+                f"of {self.max_context_tokens} tokens with {reserve} reserved for the reply: shorten the "
+                "system prompt or raise max_context_tokens"
+            )
+        question = tok.encode(user_text)
+        if len(question) > room:
+            log.warning("question of %d tokens cut to its last %d to fit the context", len(question), room)
+            question = question[-room:]
+        fixed = self._system_ids + tok.message_ids("user", question) + tail
+        with self._lock:
+            history = list(self._history)
+        kept: list[_HistoryTurn] = []
+        used = len(fixed)
+        for item in reversed(history):
+            if used + len(item.ids) > budget:
+                break
+            kept.append(item)
+            used += len(item.ids)
+        kept.reverse()
+        ids = list(self._system_ids)
+        for item in kept:
+            ids += item.ids
+        ids += fixed[len(self._system_ids) :]
+        return ids, len(kept), len(history) - len(kept)
+
+    def stream(
+        self, user_text: str, sampling: Sampling, cancel: threading.Event | None = None
+    ) -> Iterator[str]:
+        """Yield the reply's text as it decodes (never half a character); finished replies join history."""
+        started = time.perf_counter()
+        self.first_token_ms = None
+        prompt, kept, dropped = self.prompt_ids(user_text, sampling)
+        if dropped:
+            log.info("dropped the %d oldest turns to fit the context (%d kept)", dropped, kept)
+        decoder = self.tokenizer.stream_decoder()
+        pieces: list[str] = []
+        count = 0
+        first_at = started
+        finished = False
+        try:
+            for token in self.model.generate(prompt, sampling, cancel):
+                if count == 0:
+                    first_at = time.perf_counter()
+                    self.first_token_ms = (first_at - started) * 1000
+                count += 1
+                text = decoder.push(token)
+                if text:
+                    pieces.append(text)
+                    yield text
+            rest = decoder.flush()
+            if rest:
+                pieces.append(rest)
+                yield rest
+            finished = True
+        finally:
+            cancelled = not finished or (cancel is not None and cancel.is_set())
+            reply = "".join(pieces)
+            elapsed = time.perf_counter() - first_at
+            self.last_stats = ReplyStats(
+                prompt_tokens=len(prompt),
+                tokens=count,
+                ttft_ms=self.first_token_ms,
+                tokens_per_s=(count - 1) / elapsed if count > 1 and elapsed > 0 else None,
+                turns_kept=kept,
+                turns_dropped=dropped,
+                cancelled=cancelled,
+            )
+            if not cancelled:
+                self._remember(Turn(user=user_text, assistant=reply))
+            log.info(
+                "reply: %d tokens after a %d-token prompt, first token %s ms, %s tokens/s%s",
+                count,
+                len(prompt),
+                f"{self.first_token_ms:.1f}" if self.first_token_ms is not None else "-",
+                f"{self.last_stats.tokens_per_s:.1f}" if self.last_stats.tokens_per_s else "-",
+                " (cancelled, not kept in history)" if cancelled else "",
+            )
+
+    def _remember(self, turn: Turn) -> None:
+        tok = self.tokenizer
+        ids = tok.message_ids("user", tok.encode(turn.user)) + tok.message_ids(
+            "assistant", tok.encode(turn.assistant)
+        )
+        with self._lock:
+            self._history.append(_HistoryTurn(turn=turn, ids=tuple(ids)))

@@ -1,0 +1,272 @@
+"""MiniMind on onnxruntime (CPU) with a KV cache: the torch-free reply generator.
+
+The exported graph (see export/ and model.json) takes `input_ids` [1, S] plus, per layer, `past_key.{i}` /
+`past_value.{i}` [1, n_kv_heads, P, head_dim] and returns `logits` [1, vocab] for the last position and
+`present_key.{i}` / `present_value.{i}` [1, n_kv_heads, P+S, head_dim]. One graph serves prefill (P = 0) and
+decode (S = 1); positions start at P.
+
+Decode is a few milliseconds per token, so per-step overhead matters. Each sequence runs through one IO
+binding: the present KV tensors stay OrtValues owned by onnxruntime and are bound straight back as the next
+step's past (no numpy round trip), the logits are written into one preallocated numpy buffer, and the
+one-token input is a preallocated array updated in place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from assistant.exitcodes import ModelError
+from assistant.sampling import Sampler, Sampling
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "model.json"
+MANIFEST_FORMAT = "minimind-onnx"
+REQUIRED_FILES = ("model.onnx", MANIFEST, "tokenizer.json")
+DEMO_DIR_NAME = "minimind-demo"
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """The shape facts the runtime needs from model.json's "architecture"."""
+
+    num_hidden_layers: int
+    num_key_value_heads: int
+    head_dim: int
+    vocab_size: int
+    max_position_embeddings: int
+
+
+@dataclass(frozen=True)
+class ModelManifest:
+    path: Path  # model.json
+    architecture: Architecture
+    quantization: str
+    bos_token_id: int
+    eos_token_id: int
+    tokenizer: str  # file name beside model.onnx
+    raw: dict
+
+
+def how_to_get(model_dir: Path) -> str:
+    """The command that creates `model_dir`, for error messages."""
+    if model_dir.name == DEMO_DIR_NAME:
+        return "train the demo model with `python -m training.recipes.demo`"
+    return (
+        "fetch the weights with `assistant models fetch minimind2-small`, then export them with "
+        f"`assistant-export <checkpoint> --out {model_dir} --quant int8`"
+    )
+
+
+def load_manifest(model_dir: Path) -> ModelManifest:
+    """Read and check `model_dir/model.json`; every problem is a ModelError naming the file and the fix."""
+    model_dir = Path(model_dir)
+    missing = [name for name in REQUIRED_FILES if not (model_dir / name).is_file()]
+    if missing:
+        files = ", ".join(str(model_dir / name) for name in missing)
+        raise ModelError(f"model file missing: {files}; {how_to_get(model_dir)}")
+    path = model_dir / MANIFEST
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"cannot read {path}: {exc}; {how_to_get(model_dir)}") from exc
+    if not isinstance(raw, dict) or raw.get("format") != MANIFEST_FORMAT:
+        raise ModelError(f"{path} is not a MiniMind ONNX manifest (format must be {MANIFEST_FORMAT!r})")
+    if raw.get("version") != 1:
+        raise ModelError(f"{path}: manifest version {raw.get('version')!r} is not supported (expected 1)")
+    if "io" in raw:
+        # A future graph variant (e.g. fused attention with a preallocated KV buffer) needs its own code path.
+        raise ModelError(f"{path}: graph I/O variant {raw['io']!r} is not supported by this runtime")
+    arch = raw.get("architecture")
+    try:
+        head_dim = arch.get("head_dim") or arch["hidden_size"] // arch["num_attention_heads"]
+        architecture = Architecture(
+            num_hidden_layers=int(arch["num_hidden_layers"]),
+            num_key_value_heads=int(arch["num_key_value_heads"]),
+            head_dim=int(head_dim),
+            vocab_size=int(arch["vocab_size"]),
+            max_position_embeddings=int(arch["max_position_embeddings"]),
+        )
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{path}: architecture entry missing or invalid ({exc!r})") from exc
+    return ModelManifest(
+        path=path,
+        architecture=architecture,
+        quantization=str(raw.get("quantization", "unknown")),
+        bos_token_id=int(raw.get("bos_token_id", 1)),
+        eos_token_id=int(raw.get("eos_token_id", 2)),
+        tokenizer=str(raw.get("tokenizer", "tokenizer.json")),
+        raw=raw,
+    )
+
+
+class KVSequence:
+    """One token sequence being decoded: its KV cache and the IO binding that feeds it back each step."""
+
+    def __init__(self, model: MiniMindOnnx) -> None:
+        self._model = model
+        arch = model.architecture
+        self._binding = model.session.io_binding()
+        self.length = 0  # tokens in the KV cache (P)
+        # [1, vocab] float32: onnxruntime writes the logits here every step.
+        self._logits = np.zeros((1, arch.vocab_size), dtype=np.float32)
+        self._logits_value = ort.OrtValue.ortvalue_from_numpy(self._logits)
+        # [1, 1] int64: the decode step's token, updated in place; the OrtValue shares its memory.
+        self._one = np.zeros((1, 1), dtype=np.int64)
+        self._one_value = ort.OrtValue.ortvalue_from_numpy(self._one)
+        empty = np.zeros((1, arch.num_key_value_heads, 0, arch.head_dim), dtype=np.float32)
+        self._empty = ort.OrtValue.ortvalue_from_numpy(empty)
+        for name in model.past_names:
+            self._binding.bind_ortvalue_input(name, self._empty)
+
+    def feed(self, token_ids: Sequence[int]) -> np.ndarray:
+        """Run `token_ids` through the model after what is cached; return the last position's logits [vocab].
+
+        The returned array is a view that the next `feed` overwrites.
+        """
+        count = len(token_ids)
+        if count == 0:
+            raise ValueError("feed() needs at least one token")
+        if self.length + count > self._model.max_context_tokens:
+            raise ValueError(
+                f"sequence of {self.length + count} tokens exceeds the context of "
+                f"{self._model.max_context_tokens}"
+            )
+        binding = self._binding
+        if count == 1:
+            self._one[0, 0] = token_ids[0]
+            binding.bind_ortvalue_input("input_ids", self._one_value)
+        else:
+            ids = np.asarray(token_ids, dtype=np.int64).reshape(1, count)
+            binding.bind_ortvalue_input("input_ids", ort.OrtValue.ortvalue_from_numpy(ids))
+        # Dynamic-shape outputs must be rebound every run (a bound value fixes the shape); a fixed order keeps
+        # get_outputs() indices stable.
+        binding.clear_binding_outputs()
+        binding.bind_ortvalue_output("logits", self._logits_value)
+        for name in self._model.present_names:
+            binding.bind_output(name, "cpu")
+        self._model.session.run_with_iobinding(binding)
+        presents = binding.get_outputs()[1:]
+        for name, value in zip(self._model.past_names, presents, strict=True):
+            binding.bind_ortvalue_input(name, value)
+        self.length += count
+        return self._logits[0]
+
+
+class MiniMindOnnx:
+    """A loaded MiniMind ONNX model directory. Thread-safe for one generation at a time per instance."""
+
+    def __init__(self, model_dir: Path, *, threads: int = 2, max_context_tokens: int | None = None) -> None:
+        self.model_dir = Path(model_dir)
+        self.manifest = load_manifest(self.model_dir)
+        self.architecture = self.manifest.architecture
+        limit = self.architecture.max_position_embeddings
+        self.max_context_tokens = min(limit, max_context_tokens) if max_context_tokens else limit
+        self.eos_token_id = self.manifest.eos_token_id
+        self.threads = threads
+        layers = range(self.architecture.num_hidden_layers)
+        self.past_names = [f"past_{kind}.{i}" for i in layers for kind in ("key", "value")]
+        self.present_names = [f"present_{kind}.{i}" for i in layers for kind in ("key", "value")]
+        started = time.perf_counter()
+        self.session = self._open_session(self.model_dir / "model.onnx", threads)
+        self._check_io()
+        log.info(
+            "loaded %s (%s, %d layers, context %d) with %d threads in %.0f ms",
+            self.model_dir,
+            self.manifest.quantization,
+            self.architecture.num_hidden_layers,
+            self.max_context_tokens,
+            threads,
+            (time.perf_counter() - started) * 1000,
+        )
+
+    @staticmethod
+    def _open_session(path: Path, threads: int) -> ort.InferenceSession:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        # Batch-1 decode is a chain of small ops: parallelism between ops only adds scheduling cost.
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        try:
+            return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises several unrelated types for bad files
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(
+                f"cannot load {path}: {first_line}; the file is corrupt or incomplete, "
+                f"re-create it ({how_to_get(path.parent)})"
+            ) from exc
+
+    def _check_io(self) -> None:
+        inputs = {i.name for i in self.session.get_inputs()}
+        outputs = {o.name for o in self.session.get_outputs()}
+        want_in = {"input_ids", *self.past_names}
+        want_out = {"logits", *self.present_names}
+        if inputs != want_in or not want_out <= outputs:
+            missing = sorted((want_in - inputs) | (want_out - outputs))
+            extra = sorted(inputs - want_in)
+            raise ModelError(
+                f"{self.model_dir / 'model.onnx'} does not match {self.manifest.path}: "
+                f"missing {missing or 'nothing'}, unexpected inputs {extra or 'none'}; re-export the model"
+            )
+
+    def new_sequence(self) -> KVSequence:
+        return KVSequence(self)
+
+    def generate(
+        self,
+        prompt_ids: Sequence[int],
+        sampling: Sampling,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[int]:
+        """Yield new token ids until eos (not yielded), max_new_tokens, the context limit or `cancel`.
+
+        Raises ValueError if the prompt alone does not fit the context (callers trim history first).
+        """
+        if not prompt_ids:
+            raise ValueError("empty prompt")
+        if len(prompt_ids) >= self.max_context_tokens:
+            raise ValueError(
+                f"prompt of {len(prompt_ids)} tokens leaves no room in context {self.max_context_tokens}"
+            )
+        sampler = Sampler(sampling, self.architecture.vocab_size, prompt_ids)
+        sequence = self.new_sequence()
+        budget = min(sampling.max_new_tokens, self.max_context_tokens - len(prompt_ids))
+        started = time.perf_counter()
+        logits = sequence.feed(prompt_ids)
+        first_ms = (time.perf_counter() - started) * 1000
+        produced = 0
+        reason = "max_new_tokens" if budget == sampling.max_new_tokens else "context"
+        while True:
+            if cancel is not None and cancel.is_set():
+                reason = "cancelled"
+                break
+            token = sampler(logits)
+            if token == self.eos_token_id:
+                reason = "eos"
+                break
+            produced += 1
+            yield token
+            if produced >= budget:
+                break
+            logits = sequence.feed((token,))
+        total_ms = (time.perf_counter() - started) * 1000
+        decode_ms = total_ms - first_ms
+        log.debug(
+            "generated %d tokens after a %d-token prompt: prefill %.1f ms, %.1f tokens/s, stop: %s",
+            produced,
+            len(prompt_ids),
+            first_ms,
+            (produced - 1) / decode_ms * 1000 if produced > 1 and decode_ms > 0 else 0.0,
+            reason,
+        )
