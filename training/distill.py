@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from assistant.exitcodes import ConfigError
 from training.data import IGNORE, Batch, encode_sft
 from training.dpo import load_frozen
-from training.loop import Context, LossParts, Stage, _aux, main, token_logprobs
+from training.loop import Context, LossParts, Stage, _aux, run_cli, token_logprobs
 from training.settings import DistillSettings
 
 
@@ -55,5 +55,11 @@ STAGE = Stage(
     description=__doc__,
 )
 
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(STAGE, argv)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main(STAGE))
+    raise SystemExit(main())

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from training.data import Batch, Encoded, collate, encode_dpo
-from training.loop import Context, LossParts, Stage, _aux, main, token_logprobs
+from training.loop import Context, LossParts, Stage, _aux, run_cli, token_logprobs
 from training.settings import DPOSettings
 
 
@@ -76,5 +76,11 @@ STAGE = Stage(
     description=__doc__,
 )
 
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(STAGE, argv)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main(STAGE))
+    raise SystemExit(main())

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 
 from assistant.exitcodes import AssistantError, ConfigError
 from training import checkpoint
-from training.data import IGNORE, Batch, Dataset, Encoded, collate, load_tokenizer, sample_indices
+from training.data import DEFAULT_TOKENIZER, IGNORE, Batch, Dataset, Encoded, collate, load_tokenizer, sample_indices
 from training.settings import TrainSettings, to_dict
 
 log = logging.getLogger(__name__)
@@ -411,13 +412,23 @@ def _train(settings: TrainSettings, stage: Stage, rt: Runtime, out_dir: Path) ->
         model.eval()
         save = stage.save_final or _save_pth
         final = save(model, settings, final)
-        # The architecture beside the weights: load_model reads it, so nothing is inferred from shapes.
+        # The architecture and tokenizer beside the weights: load_model reads config.json (nothing is inferred
+        # from shapes) and assistant-export finds the tokenizer there.
         (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        _copy_tokenizer(settings.tokenizer, out_dir)
         log.info("%s done: %d steps, final loss %.4f, wrote %s", stage.name, step,
                  losses[-1] if losses else float("nan"), final)
     if rt.world > 1:
         dist.barrier()
     return TrainResult(final, step, total, losses, out_dir)
+
+
+def _copy_tokenizer(given: str, out_dir: Path) -> None:
+    src = Path(given) if given else DEFAULT_TOKENIZER
+    src = src if src.is_dir() else src.parent
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        if (src / name).is_file() and src.resolve() != out_dir.resolve():
+            shutil.copyfile(src / name, out_dir / name)
 
 
 def _save_pth(model: torch.nn.Module, settings: Any, path: Path) -> Path:
@@ -430,7 +441,7 @@ def _save_pth(model: torch.nn.Module, settings: Any, path: Path) -> Path:
 # ---------------------------------------------------------------------------------------------- entry point
 
 
-def main(stage: Stage, argv: list[str] | None = None) -> int:
+def run_cli(stage: Stage, argv: list[str] | None = None) -> int:
     """`python -m training.<stage>`: parse the settings, train, report user errors in one line."""
     import sys
 

@@ -22,7 +22,7 @@ from torch import nn
 from assistant.exitcodes import ModelError
 from training.checkpoint import atomic_torch_save
 from training.data import encode_sft
-from training.loop import Stage, lm_loss, main
+from training.loop import Stage, lm_loss, run_cli
 from training.settings import LoRASettings, to_dict
 
 log = logging.getLogger(__name__)
@@ -166,5 +166,11 @@ STAGE = Stage(
     description=__doc__,
 )
 
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(STAGE, argv)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main(STAGE))
+    raise SystemExit(main())

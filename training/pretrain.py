@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from training.data import encode_pretrain
-from training.loop import Stage, lm_loss, main
+from training.loop import Stage, lm_loss, run_cli
 from training.settings import PretrainSettings
 
 STAGE = Stage(
@@ -15,5 +15,11 @@ STAGE = Stage(
     description=__doc__,
 )
 
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(STAGE, argv)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main(STAGE))
+    raise SystemExit(main())

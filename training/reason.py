@@ -4,7 +4,7 @@ r1_mix_1024.jsonl), with extra loss weight on the tag tokens so the model learns
 from __future__ import annotations
 
 from training.data import make_reason_encoder
-from training.loop import Stage, lm_loss, main
+from training.loop import Stage, lm_loss, run_cli
 from training.settings import ReasonSettings
 
 STAGE = Stage(
@@ -18,5 +18,11 @@ STAGE = Stage(
     description=__doc__,
 )
 
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(STAGE, argv)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main(STAGE))
+    raise SystemExit(main())

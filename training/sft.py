@@ -4,7 +4,7 @@ assistant's tokens."""
 from __future__ import annotations
 
 from training.data import encode_sft
-from training.loop import Stage, lm_loss, main
+from training.loop import Stage, lm_loss, run_cli
 from training.settings import SFTSettings
 
 STAGE = Stage(
@@ -16,5 +16,11 @@ STAGE = Stage(
     description=__doc__,
 )
 
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(STAGE, argv)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main(STAGE))
+    raise SystemExit(main())
