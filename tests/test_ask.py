@@ -1,0 +1,93 @@
+"""`assistant ask` end to end in a subprocess, on a real export of the conformance weights."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from assistant.ask import DEFAULT_MODEL_DIR, DEMO_MODEL_DIR, resolve_model_dir
+from assistant.exitcodes import MODEL
+from assistant.tokenizer import Tokenizer
+from tests.test_llm import pack, tiny_dirs  # noqa: F401 - shared session fixtures
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def ask(*args: str, stdin: str | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run(
+        [sys.executable, "-m", "assistant", "ask", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=120,
+        cwd=cwd,
+        env=env,
+    )
+
+
+def test_ask_json_streams_and_ends_with_reply(tiny_dirs, pack):  # noqa: F811
+    result = ask("--json", "--greedy", "--max-new-tokens", "24", "--model-dir", str(tiny_dirs["fp32"]),
+                 "中国最高的山是哪座？")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds.count("first_token") == 1
+    assert kinds[-1] == "reply"
+    assert set(kinds) == {"first_token", "token", "reply"}
+    reply = events[-1]
+    tokens = "".join(e["text"] for e in events if e["event"] == "token")
+    expected = Tokenizer.from_dir(tiny_dirs["fp32"]).decode(pack["chat2_greedy"].tolist())
+    assert reply["text"] == tokens == expected
+    assert reply["tokens"] == 24
+    assert reply["ttft_ms"] > 0
+    assert reply["tokens_per_s"] > 0
+
+
+def test_ask_plain_text_from_stdin(tiny_dirs):  # noqa: F811
+    result = ask("--greedy", "--max-new-tokens", "8", "--model-dir", str(tiny_dirs["int8"]), "-",
+                 stdin="What is the capital of France?\n")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith("\n")
+    assert len(result.stdout.strip()) > 0
+
+
+def test_ask_does_not_load_torch(tiny_dirs):  # noqa: F811
+    code = (
+        "import sys; from assistant.cli import main; "
+        f"rc = main(['ask', '--greedy', '--max-new-tokens', '2', '--model-dir', {str(tiny_dirs['fp32'])!r}, "
+        "'hi']); "
+        "sys.exit(3 if 'torch' in sys.modules else rc)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_ask_missing_model_is_clear_error(tmp_path):
+    result = ask("--model-dir", str(tmp_path / "nothing-here"), "你好")
+    assert result.returncode == MODEL
+    assert "assistant models fetch minimind2-small" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_ask_bad_sampling_is_clear_error(tiny_dirs):  # noqa: F811
+    result = ask("--top-p", "0", "--model-dir", str(tiny_dirs["fp32"]), "你好")
+    assert result.returncode == 3
+    assert "top_p" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_default_model_dir_falls_back_to_demo(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert resolve_model_dir(None) == DEFAULT_MODEL_DIR
+    (tmp_path / DEMO_MODEL_DIR).mkdir(parents=True)
+    assert resolve_model_dir(None) == DEMO_MODEL_DIR
+    (tmp_path / DEFAULT_MODEL_DIR).mkdir(parents=True)
+    assert resolve_model_dir(None) == DEFAULT_MODEL_DIR
+    assert resolve_model_dir(Path("x")) == Path("x")
