@@ -12,8 +12,11 @@ from assistant.exitcodes import MODEL
 
 
 def _assistant(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    # The console script a user types; `python -m assistant` where the project is not installed.
+    script = Path(sys.prefix) / "bin" / "assistant"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "assistant"]
     return subprocess.run(
-        [sys.executable, "-m", "assistant", *args],
+        [*command, *args],
         capture_output=True,
         text=True,
         env=env,
