@@ -218,9 +218,12 @@ def installed_dir(entry: ModelEntry, models_dir: Path) -> Path | None:
 def fetch_model(entry: ModelEntry, options: FetchOptions) -> Path:
     """Install `entry` into `<models_dir>/<name>` and return that folder. Raises ModelError on failure."""
     models_dir = options.models_dir
-    models_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    staging = Path(tempfile.mkdtemp(prefix=f".fetch-{entry.name}-", dir=models_dir))
+    try:
+        models_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".fetch-{entry.name}-", dir=models_dir))
+    except OSError as exc:
+        raise ModelError(f"cannot write to the models folder {models_dir}: {exc} (use --models-dir)") from exc
     try:
         root, source = _stage(entry, options, staging)
         missing = [name for name in entry.provides if not (root / name).exists()]
@@ -237,6 +240,8 @@ def fetch_model(entry: ModelEntry, options: FetchOptions) -> Path:
         (root / RECEIPT_NAME).write_text(json.dumps(receipt, indent=1, sort_keys=True) + "\n")
         target = models_dir / entry.name
         _replace_dir(root, target)
+    except OSError as exc:  # disk full, permissions: the user can fix these
+        raise ModelError(f"cannot install {entry.name} into {models_dir}: {exc}") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log.info(
@@ -600,6 +605,8 @@ def _replace_dir(staged: Path, target: Path) -> None:
     old = None
     if target.exists() or target.is_symlink():
         old = target.with_name(f".old-{target.name}-{os.getpid()}")
+        if old.exists():  # left by a crashed run with a recycled pid
+            shutil.rmtree(old, ignore_errors=True)
         os.replace(target, old)
     try:
         os.replace(staged, target)
