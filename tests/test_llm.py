@@ -22,38 +22,25 @@ TINY = "minimind2/minimind2-dense-tiny-random.pth"
 TINY_REF = "minimind2/minimind2-dense-tiny-reference.npz"
 
 
-def export_model_dir(checkpoint: Path, out: Path, quant: str, tokenizer_dir: Path) -> Path:
-    """An exported model directory made with the project's exporter (export/)."""
-    from export.manifest import build_manifest, write_manifest
-    from export.onnx_graph import export_onnx
-    from export.quantize import quantize
-    from training.weights import load_model
+def export_model_dirs(checkpoint: Path, root: Path, tokenizer: Path) -> dict[str, Path]:
+    """{"fp32": dir, "int8": dir} made with the project's exporter CLI (int8 requantized without torch)."""
+    from export.cli import main as export_main
 
-    out.mkdir(parents=True, exist_ok=True)
-    model, config = load_model(checkpoint)
-    if quant == "fp32":
-        export_onnx(model, out / "model.onnx")
-    else:
-        fp32 = out.parent / f"{out.name}.fp32.onnx"
-        export_onnx(model, fp32)
-        quantize(fp32, out / "model.onnx", quant)
-        fp32.unlink()
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(tokenizer_dir / name, out / name)
-    architecture = dict(config.to_dict(), head_dim=config.head_dim)
-    manifest = build_manifest(
-        out, architecture=architecture, quantization=quant, parity={}, source=str(checkpoint)
+    dirs = {"fp32": root / "fp32", "int8": root / "int8"}
+    rc = export_main(
+        [str(checkpoint), "--out", str(dirs["fp32"]), "--quant", "fp32", "--tokenizer", str(tokenizer)]
     )
-    write_manifest(out, manifest)
-    return out
+    assert rc == 0, "assistant-export failed"
+    rc = export_main(["requantize", str(dirs["fp32"]), "--out", str(dirs["int8"]), "--quant", "int8"])
+    assert rc == 0, "assistant-export requantize failed"
+    return dirs
 
 
 @pytest.fixture(scope="session")
 def tiny_dirs(reference, assets, tmp_path_factory) -> dict[str, Path]:
     """{"fp32": dir, "int8": dir}: the dense-tiny conformance weights exported both ways."""
-    root = tmp_path_factory.mktemp("mm-tiny")
-    tokenizer_dir = assets / "minimind-tokenizer" / "minimind2"
-    return {q: export_model_dir(reference / TINY, root / q, q, tokenizer_dir) for q in ("fp32", "int8")}
+    tokenizer = assets / "minimind-tokenizer" / "minimind2" / "tokenizer.json"
+    return export_model_dirs(reference / TINY, tmp_path_factory.mktemp("mm-tiny"), tokenizer)
 
 
 @pytest.fixture(scope="session")
