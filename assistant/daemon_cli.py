@@ -22,6 +22,7 @@ from typing import Any
 
 from assistant.daemon import Daemon, Reloaded, make_executor
 from assistant.exitcodes import OK, ConfigError
+from assistant.notify import Notifier, journal_logging_handler
 from assistant.settings import Settings, load_settings
 from assistant.sinks import EventWriter, Speech
 
@@ -94,8 +95,11 @@ def config_path(args: argparse.Namespace) -> Path | None:
 
 
 def setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    """Human logs on stderr (stdout is for events); under systemd, journal lines with priorities."""
+    handler = journal_logging_handler()
+    if handler is None:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -205,14 +209,6 @@ def build_pipeline(settings: Settings, keywords: list[Any]) -> Pipeline:
     return pipeline
 
 
-def _make_notifier() -> Any:
-    try:
-        from assistant.notify import Notifier
-    except ImportError:  # the service module is optional for running from a terminal
-        return None
-    return Notifier()
-
-
 # ------------------------------------------------------------------------------------------------- running
 
 
@@ -251,7 +247,7 @@ async def _main(
 ) -> int:
     loop = asyncio.get_running_loop()
     executor = make_executor()
-    notifier = _make_notifier()
+    notifier = Notifier()
     live = settings.audio.input in ("mic", "-") or settings.audio.realtime
     daemon = Daemon(
         settings,
@@ -274,8 +270,7 @@ async def _main(
         if not stopping:
             log.info("%s: stopping", signal.Signals(signum).name)
             stopping = True
-            if notifier is not None:
-                notifier.stopping()
+            notifier.stopping()
         main.cancel()
 
     def reload() -> None:
@@ -285,12 +280,15 @@ async def _main(
             return Reloaded(settings=fresh, wake=build_wake(fresh, keywords), asr=build_asr(fresh))
 
         async def apply() -> None:
+            notifier.reloading()
             try:
                 reloaded = await loop.run_in_executor(executor, load)
             except Exception as exc:  # noqa: BLE001 - a bad reload keeps the running config
                 log.error("reload failed, keeping the old config and keywords: %s", exc)
-                return
-            daemon.request_reload(reloaded)
+            else:
+                daemon.request_reload(reloaded)
+            finally:
+                notifier.ready(status=daemon.state.value)
 
         log.info("SIGHUP: reloading %s and the keywords file", path or "settings")
         reloads.add(loop.create_task(apply()))
@@ -312,5 +310,6 @@ async def _main(
         with contextlib.suppress(Exception):
             source.close()
         executor.shutdown(wait=True, cancel_futures=True)
+        notifier.close()
     log.info("done: %d replies, %d errors", daemon.replies, daemon.errors)
     return OK
