@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -79,7 +80,9 @@ def export_onnx(model: MiniMindForCausalLM, path: Path) -> None:
         dynamic_axes[name] = {2: "total"}
     started = time.perf_counter()
     try:
-        with torch.no_grad():
+        # The TorchScript exporter is deprecated, but the dynamo one needs onnxscript (not a dependency).
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(
                 wrapper,
                 example,

@@ -1,0 +1,205 @@
+"""assistant-export on the real dense-tiny / moe-tiny packs: round trips, refusals, torch-free paths."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from export import manifest as mf  # noqa: E402
+from export import parity  # noqa: E402
+from export.cli import main  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def pack(reference: Path) -> Path:
+    return reference / "minimind2"
+
+
+@pytest.fixture(scope="module")
+def tokenizer(assets: Path) -> Path:
+    return assets / "minimind-tokenizer" / "minimind2"
+
+
+@pytest.fixture(scope="module")
+def exported(pack: Path, tokenizer: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """dense-tiny exported once as fp32 and once as int8."""
+    root = tmp_path_factory.mktemp("export")
+    dirs = {}
+    for quant in ("fp32", "int8"):
+        dirs[quant] = root / quant
+        argv = [str(pack / "minimind2-dense-tiny-random.pth"), "--tokenizer", str(tokenizer)]
+        assert main([*argv, "--out", str(dirs[quant]), "--quant", quant]) == 0
+    return dirs
+
+
+def greedy_logits(session, prompt: list[int], steps: int) -> tuple[list[int], np.ndarray]:
+    graph = parity._Graph(session)
+    logits, cache = graph.step(prompt, graph.empty_cache())
+    tokens, rows = [], []
+    for _ in range(steps):
+        rows.append(logits)
+        tokens.append(int(logits.argmax()))
+        logits, cache = graph.step([tokens[-1]], cache)
+    return tokens, np.stack(rows)
+
+
+@pytest.mark.parametrize("quant", ["fp32", "int8"])
+def test_manifest_describes_directory(exported: dict[str, Path], quant: str) -> None:
+    directory = exported[quant]
+    manifest = mf.read_manifest(directory)
+    mf.verify_files(directory, manifest)
+    assert sorted(manifest["files"]) == ["model.onnx", "tokenizer.json", "tokenizer_config.json"]
+    assert sorted(p.name for p in directory.iterdir()) == ["model.json", *sorted(manifest["files"])]
+    assert manifest["quantization"] == quant
+    arch = manifest["architecture"]
+    assert (arch["hidden_size"], arch["num_hidden_layers"], arch["head_dim"]) == (256, 2, 64)
+    assert (manifest["bos_token_id"], manifest["eos_token_id"]) == (1, 2)
+    assert manifest["parity"]["fp32_vs_torch"]["max_abs_diff"] <= 1e-4
+    if quant == "int8":
+        figures = manifest["parity"]["int8_vs_fp32"]
+        assert figures["confident_positions"] > 0
+        assert figures["top1_agreement_confident"] >= 0.98
+        assert 0 <= figures["mean_kl"] < 0.1
+
+
+def test_fp32_graph_reproduces_pack(exported: dict[str, Path], pack: Path) -> None:
+    ref = np.load(pack / "minimind2-dense-tiny-reference.npz")
+    session = parity.open_session(exported["fp32"] / "model.onnx")
+    inputs = {i.name: i.shape for i in session.get_inputs()}
+    assert inputs["input_ids"] == [1, "seq"]
+    assert inputs["past_key.1"] == [1, 1, "past", 64]
+    for i in range(3):
+        tokens, logits = greedy_logits(session, ref[f"chat{i}_ids"].tolist(), 24)
+        assert tokens == ref[f"chat{i}_greedy"].tolist()
+        np.testing.assert_allclose(logits, ref[f"chat{i}_decode_logits"], atol=1e-4, rtol=0)
+
+
+def test_int8_agrees_with_pack(exported: dict[str, Path], pack: Path) -> None:
+    # The issue's rule on the conformance pack: top-1 equal on >= 98% of positions where the official fp32
+    # logits have a top1-top2 gap > 0.5 (random weights let greedy paths drift apart elsewhere).
+    ref = np.load(pack / "minimind2-dense-tiny-reference.npz")
+    session = parity.open_session(exported["int8"] / "model.onnx")
+    assert (exported["int8"] / "model.onnx").stat().st_size < 0.3 * (
+        exported["fp32"] / "model.onnx"
+    ).stat().st_size
+    official, int8 = [], []
+    for i in range(3):
+        prompt = ref[f"chat{i}_ids"].tolist()
+        greedy = ref[f"chat{i}_greedy"].tolist()
+        official.append(ref[f"chat{i}_decode_logits"])
+        int8.append(parity.teacher_forced(session, prompt + greedy[:-1], len(prompt)))
+    figures = parity.compare(np.concatenate(official), np.concatenate(int8))
+    assert figures["confident_positions"] >= 10
+    assert figures["top1_agreement_confident"] >= 0.98
+
+
+def test_requantize_without_torch(exported: dict[str, Path], tmp_path: Path) -> None:
+    # sys.modules["torch"] = None makes any `import torch` raise ImportError.
+    code = (
+        "import sys; sys.modules['torch'] = None; from export.cli import main; "
+        f"sys.exit(main(['requantize', {str(exported['fp32'])!r}, '--out', {str(tmp_path / 'q')!r}]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    manifest = mf.read_manifest(tmp_path / "q")
+    assert manifest["quantization"] == "int8"
+    assert (
+        manifest["parity"]["fp32_vs_torch"] == mf.read_manifest(exported["fp32"])["parity"]["fp32_vs_torch"]
+    )
+    assert manifest["parity"]["int8_vs_fp32"]["top1_agreement_confident"] >= 0.98
+
+
+def test_verify_ok(exported: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    assert main(["verify", str(exported["int8"])]) == 0
+    assert "ok (int8" in capsys.readouterr().out
+
+
+def copy_of(directory: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "copy"
+    shutil.copytree(directory, target)
+    return target
+
+
+def test_verify_damaged_onnx(
+    exported: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    directory = copy_of(exported["int8"], tmp_path)
+    (directory / "model.onnx").write_bytes(b"not an onnx graph" * 100)
+    assert main(["verify", str(directory)]) == 4
+    assert f"{directory / 'model.onnx'} does not match its sha256" in capsys.readouterr().err
+
+
+def test_corrupt_onnx_with_matching_manifest(
+    exported: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # A graph that is damaged at export time passes sha256; loading it must still fail clearly.
+    directory = copy_of(exported["fp32"], tmp_path)
+    data = (directory / "model.onnx").read_bytes()
+    (directory / "model.onnx").write_bytes(data[: len(data) // 3])
+    manifest = mf.read_manifest(directory)
+    del manifest["files"]["model.onnx"]
+    mf.write_manifest(directory, manifest)
+    assert main(["verify", str(directory)]) == 4
+    assert f"cannot load {directory / 'model.onnx'}" in capsys.readouterr().err
+
+
+def test_verify_missing_model(
+    exported: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    directory = copy_of(exported["int8"], tmp_path)
+    (directory / "model.onnx").unlink()
+    assert main(["verify", str(directory)]) == 4
+    assert f"{directory / 'model.onnx'} is missing" in capsys.readouterr().err
+
+
+def test_missing_checkpoint_and_tokenizer(pack: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert (
+        main([str(tmp_path / "absent.pth"), "--tokenizer", str(tmp_path), "--out", str(tmp_path / "o")]) == 4
+    )
+    assert "tokenizer not found" in capsys.readouterr().err
+    # Without --tokenizer the default is a tokenizer.json beside the checkpoint; the pack has none.
+    assert main([str(pack / "minimind2-dense-tiny-random.pth"), "--out", str(tmp_path / "o")]) == 4
+    assert "pass --tokenizer" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_parity_failure_leaves_nothing(pack: Path, tokenizer: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "refused"
+    argv = [str(pack / "minimind2-dense-tiny-random.pth"), "--tokenizer", str(tokenizer), "--out", str(out)]
+    assert main([*argv, "--quant", "fp32", "--max-abs-diff", "1e-12"]) == 4
+    assert "export refused" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no DIR, no staging folder
+
+
+def test_refused_requantize_keeps_existing_dir(exported: dict[str, Path], tmp_path: Path, capsys) -> None:
+    out = copy_of(exported["int8"], tmp_path)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main(["requantize", str(exported["fp32"]), "--out", str(out), "--min-top1", "1.01"]) == 4
+    assert "export refused" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy"]
+
+
+def test_moe_export(pack: Path, tokenizer: Path, tmp_path: Path) -> None:
+    manifest = json.loads((pack / "manifest.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(manifest["minimind2-moe-tiny"]["config"]))
+    out = tmp_path / "moe"
+    argv = [str(pack / "minimind2-moe-tiny-random.pth"), "--config", str(tmp_path / "config.json")]
+    assert main([*argv, "--tokenizer", str(tokenizer), "--out", str(out), "--quant", "fp32"]) == 0
+    ref = np.load(pack / "minimind2-moe-tiny-reference.npz")
+    session = parity.open_session(out / "model.onnx")
+    tokens, logits = greedy_logits(session, ref["chat1_ids"].tolist(), 24)
+    assert tokens == ref["chat1_greedy"].tolist()
+    np.testing.assert_allclose(logits, ref["chat1_decode_logits"], atol=1e-4, rtol=0)
