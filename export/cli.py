@@ -113,7 +113,7 @@ def run_export(args: argparse.Namespace) -> None:
         config = read_config(args.config)
     model, config = load_model(args.checkpoint, config=config)
     if args.lora:
-        model = merge_lora(model, args.lora)
+        merge_lora(model, args.lora)
     tol = parity.Tolerances(fp32_max_abs=args.max_abs_diff, min_top1=args.min_top1)
     with staging(args.out) as stage:
         fp32_path = stage / "model.onnx" if args.quant == "fp32" else stage / "model.fp32.onnx"
@@ -224,15 +224,15 @@ def copy_tokenizer(files: list[Path], stage: Path) -> None:
         shutil.copyfile(extra, stage / extra.name)
 
 
-def merge_lora(model, adapter: Path):
+def merge_lora(model, adapter: Path) -> None:
+    """Fold a LoRA adapter file (training.lora's format) into the model's weights in place."""
     try:
         from training.lora import merge_lora_file
     except ImportError as exc:
         raise ModelError(
             f"--lora needs training.lora.merge_lora_file, which is not available ({exc})"
         ) from exc
-    merged = merge_lora_file(model, adapter)
-    return model if merged is None else merged
+    merge_lora_file(model, adapter)
 
 
 @contextmanager

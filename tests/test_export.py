@@ -203,3 +203,29 @@ def test_moe_export(pack: Path, tokenizer: Path, tmp_path: Path) -> None:
     tokens, logits = greedy_logits(session, ref["chat1_ids"].tolist(), 24)
     assert tokens == ref["chat1_greedy"].tolist()
     np.testing.assert_allclose(logits, ref["chat1_decode_logits"], atol=1e-4, rtol=0)
+
+
+def test_lora_merged_before_export(pack: Path, tokenizer: Path, tmp_path: Path) -> None:
+    import torch
+
+    from training.lora import adapters, apply_lora, save_lora
+    from training.weights import load_model
+
+    checkpoint = pack / "minimind2-dense-tiny-random.pth"
+    model, _ = load_model(checkpoint)
+    apply_lora(model, rank=4, alpha=8.0, targets=("q_proj", "down_proj"))
+    torch.manual_seed(0)
+    for lora in adapters(model).values():
+        torch.nn.init.normal_(lora.B, std=0.05)  # a trained adapter: B is no longer zero
+    save_lora(model, tmp_path / "adapter.pt")
+    ids = [1, 85, 300, 2]
+    with torch.no_grad():
+        adapted = model(torch.tensor([ids])).logits[0, -1].numpy()
+        base = load_model(checkpoint)[0](torch.tensor([ids])).logits[0, -1].numpy()
+    assert np.abs(adapted - base).max() > 0.01
+    out = tmp_path / "lora"
+    argv = [str(checkpoint), "--lora", str(tmp_path / "adapter.pt"), "--tokenizer", str(tokenizer)]
+    assert main([*argv, "--out", str(out), "--quant", "fp32"]) == 0
+    graph = parity._Graph(parity.open_session(out / "model.onnx"))
+    logits, _ = graph.step(ids, graph.empty_cache())
+    np.testing.assert_allclose(logits, adapted, atol=1e-4, rtol=0)
