@@ -1,0 +1,253 @@
+"""Evaluate a model the same way whether it is a torch checkpoint or an exported ONNX directory, so the cost of
+export and quantization shows up as a number.
+
+    python -m training.eval MODEL [--ppl FILE.jsonl] [--mc FILE.csv|FILE.jsonl ...] [--tokenizer DIR]
+
+MODEL is a .pth / HF dir (torch) or a directory with model.onnx + model.json (onnxruntime, the daemon's format).
+--ppl: perplexity over {"text"} lines (or the assistant turns of {"conversations"} lines).
+--mc: C-Eval-style multiple choice (question, A, B, C, D, answer; CSV with a header or jsonl): the prediction
+is the letter among A/B/C/D with the highest next-token probability after the prompt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from assistant.exitcodes import AssistantError, ModelError
+from training.data import JsonlFile, encode_pretrain, encode_sft, load_tokenizer, render_chat
+
+log = logging.getLogger(__name__)
+
+LETTERS = ("A", "B", "C", "D")
+
+
+class TorchLM:
+    def __init__(self, path: str | Path) -> None:
+        import torch
+
+        from training.weights import load_model
+
+        self.torch = torch
+        self.model, self.config = load_model(path)
+        self.eos = self.config.eos_token_id
+
+    def logits(self, ids: list[int]) -> np.ndarray:
+        """Next-token logits at every position: [len(ids), V]."""
+        with self.torch.no_grad():
+            out = self.model(self.torch.tensor([ids], dtype=self.torch.long))
+        return out.logits[0].float().numpy()
+
+    def last_logits(self, ids: list[int]) -> np.ndarray:
+        return self.logits(ids)[-1]
+
+    def greedy(self, ids: list[int], max_new: int) -> list[int]:
+        torch = self.torch
+        out_ids: list[int] = []
+        with torch.no_grad():
+            out = self.model(torch.tensor([ids]), use_cache=True, logits_to_keep=1)
+            for _ in range(max_new):
+                nxt = int(out.logits[0, -1].argmax())
+                if nxt == self.eos:
+                    break
+                out_ids.append(nxt)
+                out = self.model(torch.tensor([[nxt]]), past_key_values=out.past_key_values, use_cache=True,
+                                 logits_to_keep=1)
+        return out_ids
+
+
+class OnnxLM:
+    """onnxruntime over the exported contract: input_ids + past_key/value.{i} in, logits (last) + presents out."""
+
+    def __init__(self, directory: str | Path, *, threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        directory = Path(directory)
+        manifest_path = directory / "model.json"
+        if not (directory / "model.onnx").is_file() or not manifest_path.is_file():
+            raise ModelError(f"{directory} has no model.onnx + model.json (export it with assistant-export)")
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        if "io" in manifest:
+            raise ModelError(f"{manifest_path}: graph I/O variant {manifest['io']!r} is not supported by training.eval")
+        arch = manifest["architecture"]
+        self.layers = int(arch["num_hidden_layers"])
+        self.kv_heads = int(arch["num_key_value_heads"])
+        self.head_dim = int(arch.get("head_dim") or arch["hidden_size"] // arch["num_attention_heads"])
+        self.eos = int(manifest.get("eos_token_id", 2))
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(directory / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+
+    def _empty_past(self) -> dict[str, np.ndarray]:
+        shape = (1, self.kv_heads, 0, self.head_dim)
+        past = {}
+        for i in range(self.layers):
+            past[f"past_key.{i}"] = np.zeros(shape, np.float32)
+            past[f"past_value.{i}"] = np.zeros(shape, np.float32)
+        return past
+
+    def _step(self, ids: list[int], past: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        outputs = self.session.run(None, {"input_ids": np.asarray([ids], np.int64), **past})
+        names = [o.name for o in self.session.get_outputs()]
+        by_name = dict(zip(names, outputs, strict=True))
+        new_past = {}
+        for i in range(self.layers):
+            new_past[f"past_key.{i}"] = by_name[f"present_key.{i}"]
+            new_past[f"past_value.{i}"] = by_name[f"present_value.{i}"]
+        return by_name["logits"][0], new_past
+
+    def last_logits(self, ids: list[int]) -> np.ndarray:
+        return self._step(ids, self._empty_past())[0]
+
+    def logits(self, ids: list[int]) -> np.ndarray:
+        """Every position, one decode step each (the graph returns the last position only)."""
+        past = self._empty_past()
+        rows = []
+        for token in ids:
+            logits, past = self._step([token], past)
+            rows.append(logits)
+        return np.stack(rows)
+
+    def greedy(self, ids: list[int], max_new: int) -> list[int]:
+        logits, past = self._step(ids, self._empty_past())
+        out: list[int] = []
+        for _ in range(max_new):
+            nxt = int(np.argmax(logits))
+            if nxt == self.eos:
+                break
+            out.append(nxt)
+            logits, past = self._step([nxt], past)
+        return out
+
+
+def open_model(path: str | Path, *, threads: int = 0) -> TorchLM | OnnxLM:
+    p = Path(path)
+    if p.is_dir() and (p / "model.onnx").is_file():
+        return OnnxLM(p, threads=threads)
+    return TorchLM(p)
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    m = x.max(axis=-1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
+
+
+def perplexity(lm: TorchLM | OnnxLM, path: str | Path, tokenizer, *, max_length: int = 512,
+               limit: int = 0) -> tuple[float, int]:
+    """exp(mean NLL) over the target tokens of the file, and the number of tokens."""
+    file = JsonlFile(path)
+    nll, count = 0.0, 0
+    for i in range(len(file) if limit <= 0 else min(limit, len(file))):
+        record = file.read(i)
+        encoder = encode_pretrain if "text" in record else encode_sft
+        try:
+            enc = encoder(record, tokenizer, max_length)
+        except ValueError as exc:
+            file.bad(i, str(exc))
+            continue
+        logp = _log_softmax(lm.logits(enc.ids[:-1]))  # position t predicts token t+1
+        for t in range(1, len(enc.ids)):
+            if enc.weights[t] > 0:
+                nll -= logp[t - 1, enc.ids[t]]
+                count += 1
+    return (math.exp(nll / count) if count else float("nan")), count
+
+
+@dataclass(frozen=True)
+class Question:
+    question: str
+    choices: tuple[str, str, str, str]
+    answer: str  # A/B/C/D
+
+
+def read_choices(path: str | Path) -> list[Question]:
+    """C-Eval CSV (id,question,A,B,C,D,answer[,explanation]) or jsonl with those keys; answer a letter or 0-3."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"multiple-choice file not found: {path}")
+    if path.suffix == ".csv":
+        with path.open(encoding="utf-8", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    else:
+        file = JsonlFile(path)
+        rows = [file.read(i) for i in range(len(file))]
+    out = []
+    for n, row in enumerate(rows, start=2):
+        try:
+            answer = str(row["answer"]).strip()
+            answer = LETTERS[int(answer)] if answer.isdigit() else answer.upper()
+            if answer not in LETTERS:
+                raise ValueError(f"answer {answer!r}")
+            out.append(Question(row["question"], tuple(str(row[k]) for k in LETTERS), answer))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ModelError(f"{path}:{n}: not a question/A/B/C/D/answer record ({exc})") from exc
+    return out
+
+
+def mc_prompt(q: Question, *, chat: bool) -> str:
+    body = q.question + "\n" + "\n".join(f"{k}. {c}" for k, c in zip(LETTERS, q.choices, strict=True)) + "\n答案："
+    if not chat:
+        return body
+    text, _ = render_chat([{"role": "user", "content": body}], add_generation_prompt=True)
+    return text
+
+
+def choice_accuracy(lm: TorchLM | OnnxLM, questions: list[Question], tokenizer, *, chat: bool = True) -> float:
+    letter_ids = [tokenizer.token_to_id(k) for k in LETTERS]
+    if None in letter_ids:
+        raise ModelError("the tokenizer has no single tokens for A/B/C/D")
+    right = 0
+    for q in questions:
+        ids = tokenizer.encode(mc_prompt(q, chat=chat), add_special_tokens=False).ids
+        logits = lm.last_logits(ids)
+        right += LETTERS[int(np.argmax(logits[letter_ids]))] == q.answer
+    return right / len(questions) if questions else float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(prog="python -m training.eval", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help=".pth / HF dir (torch) or exported dir with model.onnx (onnxruntime)")
+    parser.add_argument("--tokenizer", default="", help="tokenizer dir (default: the model dir's, else MiniMind2's)")
+    parser.add_argument("--ppl", action="append", default=[], help="jsonl file for perplexity (repeatable)")
+    parser.add_argument("--mc", action="append", default=[], help="C-Eval-style file (repeatable)")
+    parser.add_argument("--no-chat", action="store_true", help="multiple-choice prompts without the chat template")
+    parser.add_argument("--max-length", type=int, default=512, help="tokens per perplexity record")
+    parser.add_argument("--limit", type=int, default=0, help="records per perplexity file (0: all)")
+    parser.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0: default)")
+    args = parser.parse_args(argv)
+    try:
+        model_dir = Path(args.model) if Path(args.model).is_dir() else Path(args.model).parent
+        tok_path = args.tokenizer or (str(model_dir) if (model_dir / "tokenizer.json").is_file() else "")
+        tokenizer = load_tokenizer(tok_path)
+        lm = open_model(args.model, threads=args.threads)
+        results: dict[str, float] = {}
+        for path in args.ppl:
+            ppl, n = perplexity(lm, path, tokenizer, max_length=args.max_length, limit=args.limit)
+            results[f"ppl:{path}"] = ppl
+            log.info("perplexity %.3f over %d tokens of %s", ppl, n, path)
+        for path in args.mc:
+            questions = read_choices(path)
+            acc = choice_accuracy(lm, questions, tokenizer, chat=not args.no_chat)
+            results[f"mc:{path}"] = acc
+            log.info("accuracy %.4f on %d questions of %s", acc, len(questions), path)
+        print(json.dumps({"model": args.model, **results}, ensure_ascii=False))
+    except AssistantError as exc:
+        print(f"training.eval: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

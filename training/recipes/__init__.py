@@ -1,0 +1,1 @@
+"""End-to-end training recipes (corpus generation, stages, export, evaluation) built from training's parts."""
