@@ -220,7 +220,7 @@ class Daemon:
 
     # -- audio ------------------------------------------------------------------------------------------
 
-    async def run(self, source: AsyncIterator[Any]) -> None:
+    async def run(self, source: AsyncIterator[Chunk]) -> None:
         """Process the source until it ends, then flush and finish the last utterance. Cancel to stop."""
         watchdog = asyncio.create_task(self._watchdog(), name="watchdog")
         self.notifier.ready()
@@ -242,7 +242,7 @@ class Daemon:
                 with contextlib.suppress(BaseException):
                     await self._reply_task
 
-    async def _on_chunk(self, chunk: Any) -> None:
+    async def _on_chunk(self, chunk: Chunk) -> None:
         if self._reply_task is not None and self._reply_task.done():
             await self._finish_reply()
         if self.state is State.IDLE:
@@ -250,7 +250,7 @@ class Daemon:
         elif self.state is State.LISTENING:
             await self._listen(chunk.samples)
 
-    async def _spot(self, chunk: Any) -> None:
+    async def _spot(self, chunk: Chunk) -> None:
         if self.live and time.monotonic() < self._mute_until:
             return  # our own voice may still be in the room
         try:
@@ -274,7 +274,7 @@ class Daemon:
         self._emit(Wake(t=detection.t, label=detection.label, keyword=detection.keyword_text,
                         t_end=detection.t_end))
         self._wake_t = detection.t
-        self._listen_from = detection.t_end
+        self._listen_from = max(0.0, detection.t_end - self.settings.asr.pre_roll_s)
         self._heard_text = ""
         try:
             await self._call(self.asr.start)
@@ -285,7 +285,7 @@ class Daemon:
             return
         self._enter(State.LISTENING, detection.label)
         # Whatever was said after the keyword (and before the spotter was sure) is already in the ring.
-        await self._listen(self.ring.since(detection.t_end))
+        await self._listen(self.ring.since(self._listen_from))
 
     async def _listen(self, samples: np.ndarray) -> None:
         if len(samples) == 0:

@@ -75,6 +75,9 @@ class AsrSettings:
     decoding_method: Literal["greedy_search", "modified_beam_search"] = "greedy_search"
     num_threads: int = _bound(1, ge=1)  # onnxruntime threads for the recognizer
     endpoint: EndpointSettings = EndpointSettings()
+    # Seconds before the spotter's estimate of the keyword's end where the ASR starts: the estimate can be
+    # late by a few hundred ms; hearing the keyword's tail is harmless, losing the next word is not.
+    pre_roll_s: float = _bound(0.3, ge=0)
     no_speech_timeout_s: float = _bound(5.0, gt=0)  # seconds after the wake with no text -> back to idle
     max_utterance_s: float = _bound(30.0, gt=0)  # seconds: hard cap on one utterance, whatever the endpoint
 

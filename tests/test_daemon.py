@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -201,7 +202,8 @@ def test_wake_then_silence_times_out_back_to_idle(models: dict[str, Any], tmp_pa
     # "And so, my fellow Americans," then nothing: no question follows the wake word.
     head = load_mono16k(JFK)[: int(2.6 * 16000)]
     clip = write_wav(tmp_path / "wake-then-silence.wav", head, silence(8.0))
-    settings = dataclasses_replace_asr(models["settings"], no_speech_timeout_s=3.0)
+    settings = models["settings"]
+    settings = dataclasses.replace(settings, asr=dataclasses.replace(settings.asr, no_speech_timeout_s=3.0))
     events, daemon = _run(settings, clip, wake=models["wake"], asr=models["asr"], chat=models["chat"])
     assert [e.name for e in events if isinstance(e, Wake)] == ["wake"]
     assert not [e for e in events if isinstance(e, Reply)]
@@ -210,12 +212,6 @@ def test_wake_then_silence_times_out_back_to_idle(models: dict[str, Any], tmp_pa
     assert daemon.state is State.IDLE
     # The spotter was reset on the way back to idle.
     assert events[-1] == StateChange(t=events[-1].t, state="idle", previous="listening")
-
-
-def dataclasses_replace_asr(settings: Settings, **changes: Any) -> Settings:
-    import dataclasses
-
-    return dataclasses.replace(settings, asr=dataclasses.replace(settings.asr, **changes))
 
 
 def test_cancel_mid_reply_stops_the_model_and_reports_it(
