@@ -1,0 +1,315 @@
+"""MiniMind decode speed: our int8 and fp32 ONNX runtime vs torch eager fp32 (KV cache), same weights and run.
+
+For each engine and thread count (1 and 2): time to first token (64-token prompt -> first new token, prefill
+included) and decode tokens/s (the 127 steps after the first token of 128), greedy, batch 1. Runs are
+interleaved round-robin across all engines and the median of --runs is reported, so load from other processes
+hits every engine alike. Peak RSS is that of the onnxruntime worker process, which never imports torch (each
+engine/thread pair is its own worker so the figure is one loaded model's).
+
+Without --model-dir it exports MiniMind2-Small-shaped random weights (seeded; speed does not depend on the
+values) with the project's exporter: fp32, then int8 requantized from it. With --model-dir (an int8 or other
+export) and optionally --fp32-dir, it uses those, and torch runs random weights of the same shape.
+
+    .venv/bin/python bench/llm.py [--runs 5] [--json] [--model-dir DIR [--fp32-dir DIR]] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("ASSISTANT_SHARED", REPO.parent / "shared")).resolve()
+TOKENIZER = SHARED / "assets" / "minimind-tokenizer" / "minimind2" / "tokenizer.json"
+PROMPT_TOKENS = 64
+NEW_TOKENS = 128
+THREADS = (1, 2)
+
+
+def prompt_ids(vocab_size: int) -> list[int]:
+    """A fixed 64-token prompt of ordinary (non-special) ids."""
+    return np.random.default_rng(1234).integers(3, vocab_size, PROMPT_TOKENS).tolist()
+
+
+# --- onnxruntime worker (a separate process: no torch, honest RSS) ---
+
+
+def worker(model_dir: Path, threads: int) -> int:
+    from assistant.llm import MiniMindOnnx
+    from assistant.sampling import Sampling
+
+    model = MiniMindOnnx(model_dir, threads=threads)
+    prompt = prompt_ids(model.architecture.vocab_size)
+    sampling = Sampling(greedy=True, max_new_tokens=NEW_TOKENS)
+    print(json.dumps({"ready": True, "torch_loaded": "torch" in sys.modules}), flush=True)
+    for line in sys.stdin:
+        if line.strip() != "run":
+            break
+        started = time.perf_counter()
+        first = last = started
+        count = 0
+        for _ in model.generate(prompt, sampling):
+            last = time.perf_counter()
+            if count == 0:
+                first = last
+            count += 1
+        print(json.dumps(_figures(started, first, last, count)), flush=True)
+    print(json.dumps({"rss_mb": peak_rss_mb(), "torch_loaded": "torch" in sys.modules}), flush=True)
+    return 0
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set of this process. VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork+exec, so a
+    worker started by the torch-laden parent would report the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: best effort
+
+
+def _figures(started: float, first: float, last: float, count: int) -> dict:
+    return {
+        "ttft_ms": (first - started) * 1000,
+        "tokens_per_s": (count - 1) / (last - first) if count > 1 else float("nan"),
+        "tokens": count,
+    }
+
+
+class Worker:
+    def __init__(self, name: str, model_dir: Path, threads: int) -> None:
+        self.name = name
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--worker", str(model_dir), "--threads", str(threads)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
+        ready = self._read()
+        if ready.get("torch_loaded"):
+            raise SystemExit(f"{name}: the onnxruntime worker imported torch")
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"{self.name}: worker died (exit {self.proc.wait()})")
+        return json.loads(line)
+
+    def run(self) -> dict:
+        self.proc.stdin.write("run\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> dict:
+        self.proc.stdin.write("quit\n")
+        self.proc.stdin.flush()
+        final = self._read()
+        self.proc.wait()
+        return final
+
+
+# --- torch eager baseline (this process) ---
+
+
+class TorchEngine:
+    def __init__(self, model, threads: int) -> None:
+        self.model = model
+        self.threads = threads
+
+    def run(self) -> dict:
+        import torch
+
+        torch.set_num_threads(self.threads)
+        config = self.model.config
+        prompt = torch.tensor([prompt_ids(config.vocab_size)], dtype=torch.long)
+        started = time.perf_counter()
+        first = last = started
+        count = 0
+        with torch.inference_mode():
+            out = self.model(prompt, use_cache=True, logits_to_keep=1)
+            while True:
+                token = int(out.logits[0, -1].argmax())
+                if token == config.eos_token_id:
+                    break
+                last = time.perf_counter()
+                if count == 0:
+                    first = last
+                count += 1
+                if count == NEW_TOKENS:
+                    break
+                step = torch.tensor([[token]], dtype=torch.long)
+                out = self.model(step, out.past_key_values, use_cache=True, logits_to_keep=1)
+        return _figures(started, first, last, count)
+
+
+def small_model(seed: int):
+    import torch
+
+    from training.model import MiniMindConfig, MiniMindForCausalLM
+
+    torch.manual_seed(seed)
+    return MiniMindForCausalLM(MiniMindConfig()).eval()
+
+
+def export_dirs(model, root: Path) -> tuple[Path, Path]:
+    """fp32 and int8 exports of `model` made with assistant-export (CLI entry point, in-process)."""
+    from export.cli import main as export_main
+    from training.weights import save_pth
+
+    checkpoint = root / "minimind2-small-random.pth"
+    save_pth(model, checkpoint)
+    fp32, int8 = root / "fp32", root / "int8"
+    args = [str(checkpoint), "--out", str(fp32), "--quant", "fp32", "--tokenizer", str(TOKENIZER)]
+    if export_main(args) != 0:
+        raise SystemExit("fp32 export failed")
+    # Random weights: the int8 parity gate is about real models, not speed; do not let it refuse.
+    if export_main(["requantize", str(fp32), "--out", str(int8), "--quant", "int8", "--min-top1", "0"]) != 0:
+        raise SystemExit("int8 requantize failed")
+    return int8, fp32
+
+
+# --- main ---
+
+
+def measure(args: argparse.Namespace, root: Path) -> dict:
+    import torch
+
+    model = small_model(args.seed)
+    if args.model_dir is None:
+        int8_dir, fp32_dir = export_dirs(model, root)
+    else:
+        int8_dir, fp32_dir = args.model_dir, args.fp32_dir
+    engines: dict[str, object] = {}
+    workers: list[Worker] = []
+    for threads in THREADS:
+        for name, directory in (("int8", int8_dir), ("fp32", fp32_dir)):
+            if directory is not None:
+                worker_ = Worker(f"{name}@{threads}", directory, threads)
+                workers.append(worker_)
+                engines[f"{name}@{threads}"] = worker_
+        engines[f"torch@{threads}"] = TorchEngine(model, threads)
+    results: dict[str, list[dict]] = {name: [] for name in engines}
+    try:
+        for engine in engines.values():  # warm-up: first-run allocations and thread pools
+            engine.run()
+        for _ in range(args.runs):
+            for name, engine in engines.items():
+                results[name].append(engine.run())
+        rss = {w.name: w.close()["rss_mb"] for w in workers}
+    finally:
+        for w in workers:
+            if w.proc.poll() is None:
+                w.proc.kill()
+    table = {}
+    for name, runs in results.items():
+        table[name] = {
+            "ttft_ms": statistics.median(r["ttft_ms"] for r in runs),
+            "tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs),
+            "tokens": min(r["tokens"] for r in runs),
+            "rss_mb": rss.get(name),
+        }
+    return {
+        "table": table,
+        "torch_version": torch.__version__,
+        "int8_dir": str(int8_dir),
+        "fp32_dir": str(fp32_dir) if fp32_dir else None,
+    }
+
+
+def summary(report: dict) -> dict:
+    t = report["table"]
+
+    def get(name: str, key: str):
+        return t[name][key] if name in t else None
+
+    out = {
+        "int8_tokens_per_s": get("int8@2", "tokens_per_s"),
+        "fp32_tokens_per_s": get("fp32@2", "tokens_per_s"),
+        "torch_tokens_per_s": get("torch@2", "tokens_per_s"),
+        "int8_ttft_ms": get("int8@2", "ttft_ms"),
+        "fp32_ttft_ms": get("fp32@2", "ttft_ms"),
+        "torch_ttft_ms": get("torch@2", "ttft_ms"),
+        "rss_mb": get("int8@2", "rss_mb"),
+    }
+    out["int8_over_torch"] = _ratio(out["int8_tokens_per_s"], out["torch_tokens_per_s"])
+    out["int8_over_fp32"] = _ratio(out["int8_tokens_per_s"], out["fp32_tokens_per_s"])
+    return out
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
+def print_table(report: dict, args: argparse.Namespace) -> None:
+    t = report["table"]
+    load = os.getloadavg()[0]
+    print(f"MiniMind2-Small shape, {PROMPT_TOKENS}-token prompt + {NEW_TOKENS} new tokens, greedy, batch 1, "
+          f"median of {args.runs} interleaved runs; 1-min load average at the end {load:.1f}")  # fmt: skip
+    print()
+    print("| engine | threads | TTFT ms | tokens/s | tok/s vs torch | tok/s vs fp32 | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|")
+    for threads in THREADS:
+        torch_rate = t[f"torch@{threads}"]["tokens_per_s"]
+        fp32_rate = t.get(f"fp32@{threads}", {}).get("tokens_per_s")
+        for engine in ("int8", "fp32", "torch"):
+            row = t.get(f"{engine}@{threads}")
+            if row is None:
+                continue
+            rss = f"{row['rss_mb']:.0f}" if row["rss_mb"] else "-"
+            vs_fp32 = f"{row['tokens_per_s'] / fp32_rate:.2f}x" if fp32_rate else "-"
+            label = {"int8": "onnxruntime int8", "fp32": "onnxruntime fp32", "torch": "torch eager fp32"}[
+                engine
+            ]
+            print(f"| {label} | {threads} | {row['ttft_ms']:.1f} | {row['tokens_per_s']:.0f} | "
+                  f"{row['tokens_per_s'] / torch_rate:.2f}x | {vs_fp32} | {rss} |")  # fmt: skip
+    s = summary(report)
+    print()
+    print(f"at 2 threads: int8 {s['int8_tokens_per_s']:.0f} tok/s = {s['int8_over_torch']:.2f}x torch "
+          f"(target >= 6x, >= 500 tok/s); TTFT {s['int8_ttft_ms']:.1f} ms (target <= 20); "
+          f"RSS {s['rss_mb']:.0f} MB (target <= 150)")  # fmt: skip
+    short = [name for name, row in t.items() if row["tokens"] < NEW_TOKENS]
+    if short:
+        print(f"note: stopped at eos before {NEW_TOKENS} tokens: {', '.join(short)}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5, help="measured runs per engine (median reported)")
+    parser.add_argument("--model-dir", type=Path, help="an exported model to time instead of exporting one")
+    parser.add_argument("--fp32-dir", type=Path, help="with --model-dir: an fp32 export of the same weights")
+    parser.add_argument("--keep", type=Path, help="export into this folder and keep it")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker is not None:
+        return worker(args.worker, args.threads)
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        report = measure(args, args.keep)
+    else:
+        with tempfile.TemporaryDirectory(prefix="bench-llm-") as tmp:
+            report = measure(args, Path(tmp))
+    if args.json:
+        print(json.dumps({**summary(report), **report}))
+    else:
+        print_table(report, args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
