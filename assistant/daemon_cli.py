@@ -1,7 +1,7 @@
 """`assistant [run]`: load config and keywords, load the models, open the audio, run the daemon until the end.
 
-Order matters for exit codes: the config and the keywords file are checked first (CONFIG), then the models are
-loaded (MODEL), then the audio is opened (AUDIO); systemd does not restart the first kind. SIGTERM/SIGINT
+Order matters for exit codes: the config and the keywords file are checked first (CONFIG), then the audio is
+opened (AUDIO), then the models are loaded (MODEL); systemd does not restart the first kind. SIGTERM/SIGINT
 cancel the main task, so the reply in flight is cancelled and the sinks are closed before exit 0. SIGHUP
 reloads config and keywords in the background and swaps them in between two chunks; a bad reload is logged
 and the old ones stay.
@@ -218,9 +218,10 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(path, overrides)
     setup_logging(settings.logging.level)
     keywords = load_keyword_list(settings)
-    pipeline = build_pipeline(settings, keywords)
     from assistant.audio import AudioRing, open_source
 
+    # Opened before the models load (a few seconds): a missing file or microphone fails at once. A
+    # microphone only starts streaming when iterated, so nothing queues up meanwhile.
     source = open_source(
         str(settings.audio.input),
         sample_rate=settings.audio.sample_rate,
@@ -228,12 +229,16 @@ def run(args: argparse.Namespace) -> int:
         realtime=settings.audio.realtime,
         device=settings.audio.device,
     )
+    pipeline = None
     try:
+        pipeline = build_pipeline(settings, keywords)
         return asyncio.run(
             _main(settings, pipeline, source, AudioRing(settings.audio.ring_s), path, overrides)
         )
     finally:
-        if pipeline.speech is not None:
+        with contextlib.suppress(Exception):
+            source.close()
+        if pipeline is not None and pipeline.speech is not None:
             pipeline.speech.close()
 
 
