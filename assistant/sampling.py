@@ -42,6 +42,9 @@ class Sampling:
         return self.greedy or self.temperature == 0.0
 
 
+_NUCLEUS_WIDTHS = (64, 512)  # candidate counts tried before sorting everything for top-p
+
+
 class Sampler:
     """Picks tokens for one reply; holds the random generator and which tokens were seen."""
 
@@ -72,19 +75,38 @@ class Sampler:
 
     def _sample(self, logits: np.ndarray) -> int:
         s = self.sampling
-        scaled = logits.astype(np.float64) / s.temperature
-        if 0 < s.top_k < scaled.size:
-            candidates = np.argpartition(scaled, -s.top_k)[-s.top_k :]
+        scaled = logits / np.float32(s.temperature)
+        weights = np.exp(scaled - scaled.max())  # unnormalised probabilities, float32 [vocab]
+        vocab = weights.size
+        if 0 < s.top_k < vocab:
+            candidates = np.argpartition(weights, vocab - s.top_k)[vocab - s.top_k :]
         else:
-            candidates = np.arange(scaled.size)
-        # Most likely first; stable so equal logits keep id order (reproducible across numpy versions).
-        order = candidates[np.argsort(-scaled[candidates], kind="stable")]
-        probs = np.exp(scaled[order] - scaled[order[0]])
-        probs /= probs.sum()
+            candidates = np.arange(vocab)
+        mass = float(weights[candidates].sum())
         if s.top_p < 1.0:
-            # Keep tokens until the mass before them reaches top_p: the most likely token always stays.
-            mass_before = np.cumsum(probs) - probs
-            keep = int(np.count_nonzero(mass_before < s.top_p))
-            order = order[:keep]
-            probs = probs[:keep] / probs[:keep].sum()
-        return int(order[self._rng.choice(order.size, p=probs)])
+            candidates = self._nucleus(weights, candidates, s.top_p * mass)
+        cumulative = np.cumsum(weights[candidates], dtype=np.float64)
+        point = self._rng.random() * cumulative[-1]
+        index = min(int(np.searchsorted(cumulative, point, side="right")), candidates.size - 1)
+        return int(candidates[index])
+
+    @staticmethod
+    def _nucleus(weights: np.ndarray, candidates: np.ndarray, target: float) -> np.ndarray:
+        """The most likely candidates, best first, whose weights reach `target` (at least one token).
+
+        Sorting the whole vocabulary costs more than a decode step's graph overhead, and the nucleus is nearly
+        always among the few most likely tokens: look at those first, widening only when they fall short.
+        """
+        pool = candidates
+        for width in _NUCLEUS_WIDTHS:
+            if width >= candidates.size:
+                break
+            few = candidates[np.argpartition(weights[candidates], candidates.size - width)[-width:]]
+            if weights[few].sum() >= target:
+                pool = few
+                break
+        # Stable sort, so equal weights keep a fixed order (reproducible).
+        order = pool[np.argsort(-weights[pool], kind="stable")]
+        before = np.cumsum(weights[order], dtype=np.float64) - weights[order]
+        keep = max(1, int(np.searchsorted(before, target, side="left")))
+        return order[:keep]
