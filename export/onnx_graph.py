@@ -9,6 +9,7 @@ Outputs: `logits` float32 [1, V] (last position only), `present_key.{i}`, `prese
 from __future__ import annotations
 
 import logging
+import math
 import time
 import warnings
 from pathlib import Path
@@ -35,12 +36,20 @@ def io_names(config: MiniMindConfig) -> tuple[list[str], list[str]]:
 
 
 class DecoderForExport(nn.Module):
-    """Flat-tensor wrapper: RoPE computed from positions in the graph, lm_head as its own MatMul."""
+    """The model's math specialised for the graph: batch 1, flat KV tensors, shapes as constants.
+
+    training.model's forward reads sizes off tensors (x.shape), which a trace turns into Shape/Gather/Concat
+    chains around every reshape: hundreds of tiny nodes that cost more per decode step than the attention
+    itself. Here every reshape is constant apart from one -1, RoPE is computed from positions with constant
+    slices, and the n_rep query heads that share a kv head are stacked so the cache is never copied
+    (repeat_kv would copy all of it every step). The parity check compares this against the torch model.
+    """
 
     def __init__(self, model: MiniMindForCausalLM) -> None:
         super().__init__()
-        self.inner = model.model
+        self.model = model.model
         cfg = model.config
+        self.cfg = cfg
         d = cfg.head_dim
         # A [32768, D] table would put 16 MB of constants in the file; D/2 frequencies are enough in-graph.
         inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2)[: d // 2].float() / d))
@@ -51,16 +60,51 @@ class DecoderForExport(nn.Module):
         self.lm_head_t = nn.Parameter(lm_head_t, requires_grad=False)
 
     def forward(self, input_ids: torch.Tensor, *past_flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        past = [(past_flat[2 * i], past_flat[2 * i + 1]) for i in range(len(past_flat) // 2)]
+        cfg = self.cfg
+        n_rep = cfg.num_attention_heads // cfg.num_key_value_heads
         s = input_ids.shape[1]
-        p = past[0][0].shape[2]
-        positions = (torch.arange(s, device=input_ids.device) + p).float()  # [S]
-        angles = positions[:, None] * self.inv_freq[None, :]  # [S, D/2]
+        p = past_flat[0].shape[2]
+        q_pos = torch.arange(s) + p  # [S] positions of the new tokens
+        angles = q_pos.float()[:, None] * self.inv_freq[None, :]  # [S, D/2]
         cos = torch.cat([angles.cos(), angles.cos()], dim=-1)  # [S, D]
         sin = torch.cat([angles.sin(), angles.sin()], dim=-1)
-        h, presents, _ = self.inner.run_layers(self.inner.embed_tokens(input_ids), cos, sin, past)
-        logits = torch.matmul(h[:, -1, :], self.lm_head_t)  # [1, V]
-        return (logits, *[t for kv in presents for t in kv])
+        allowed = torch.arange(p + s)[None, :] <= q_pos[:, None]  # [S, P+S] causal
+        bias = torch.zeros(allowed.shape).masked_fill(~allowed, float("-inf"))
+        bias = bias.repeat(n_rep, 1)  # [n_rep*S, P+S]: one copy per stacked query head
+        h = self.model.embed_tokens(input_ids)  # [1, S, H]
+        presents = []
+        for i, layer in enumerate(self.model.layers):
+            attn, k, v = self._attention(layer, h, cos, sin, bias, past_flat[2 * i], past_flat[2 * i + 1])
+            presents += [k, v]
+            h = h + attn
+            ffn = layer.mlp(layer.post_attention_layernorm(h))
+            h = h + (ffn[0] if isinstance(ffn, tuple) else ffn)  # MoE also returns its aux loss
+        last = self.model.norm(h[:, -1, :])  # [1, H]: only the last position's logits are returned
+        return (torch.matmul(last, self.lm_head_t), *presents)  # logits [1, V]
+
+    def _attention(self, layer, h, cos, sin, bias, past_k, past_v):
+        cfg = self.cfg
+        hq, hkv, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        attn = layer.self_attn
+        x = layer.input_layernorm(h)  # [1, S, H]
+        q = attn.q_proj(x).reshape(1, -1, hq, d).transpose(1, 2)  # [1, Hq, S, D]
+        k = attn.k_proj(x).reshape(1, -1, hkv, d).transpose(1, 2)  # [1, Hkv, S, D]
+        v = attn.v_proj(x).reshape(1, -1, hkv, d).transpose(1, 2)
+        q = q * cos + _rotate_half(q, d) * sin
+        k = k * cos + _rotate_half(k, d) * sin
+        k = torch.cat([past_k, k], dim=2)  # [1, Hkv, P+S, D]
+        v = torch.cat([past_v, v], dim=2)
+        # Query head g*n_rep + r uses kv head g: stacking the r's along the sequence keeps one K/V per group.
+        qg = q.reshape(1, hkv, -1, d)  # [1, Hkv, n_rep*S, D]
+        scores = torch.matmul(qg, k.transpose(2, 3)) * (1.0 / math.sqrt(d)) + bias  # [1, Hkv, n_rep*S, P+S]
+        out = torch.matmul(scores.softmax(dim=-1), v)  # [1, Hkv, n_rep*S, D]
+        out = out.reshape(1, hq, -1, d).transpose(1, 2).reshape(1, -1, hq * d)  # [1, S, H]
+        return attn.o_proj(out), k, v
+
+
+def _rotate_half(x: torch.Tensor, d: int) -> torch.Tensor:
+    half = d // 2  # a Python int, so the slices are constants in the graph
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
 def export_onnx(model: MiniMindForCausalLM, path: Path) -> None:
