@@ -48,11 +48,15 @@ def test_chat_prompt_matches_the_official_template(tok):
 
 def test_sft_loss_mask_covers_exactly_the_assistant_turns(tok, identity):
     records = [json.loads(line) for line in identity.read_text(encoding="utf-8").splitlines()[:10]]
-    multi = {"conversations": [
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "你好"}, {"role": "assistant", "content": "你好！我是助手。"},
-        {"role": "user", "content": "1+1?"}, {"role": "assistant", "content": " 2"},
-    ]}
+    multi = {
+        "conversations": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "你好"},
+            {"role": "assistant", "content": "你好！我是助手。"},
+            {"role": "user", "content": "1+1?"},
+            {"role": "assistant", "content": " 2"},
+        ]
+    }
     for record in [*records, multi]:
         enc = encode_sft(record, tok, max_length=4096)
         targets = [i for i, w in zip(enc.ids, enc.weights, strict=True) if w > 0]
@@ -76,8 +80,12 @@ def test_sft_loss_mask_covers_exactly_the_assistant_turns(tok, identity):
 
 
 def test_reason_tags_get_extra_weight(tok):
-    record = {"conversations": [{"role": "user", "content": "2+3?"},
-                                {"role": "assistant", "content": "<think>2 plus 3</think><answer>5</answer>"}]}
+    record = {
+        "conversations": [
+            {"role": "user", "content": "2+3?"},
+            {"role": "assistant", "content": "<think>2 plus 3</think><answer>5</answer>"},
+        ]
+    }
     enc = make_reason_encoder(10.0)(record, tok, 4096)
     heavy = "".join(tok.decode([i]) for i, w in zip(enc.ids, enc.weights, strict=True) if w == 10.0)
     assert heavy == "<think></think><answer></answer>"
@@ -93,7 +101,7 @@ def test_pretrain_frames_text_and_truncates(tok):
     batch = collate([enc, short])
     assert batch.truncated == 1 and batch.examples == 2
     assert batch.input_ids.shape == (2, 16)
-    assert (batch.labels[1, len(short.ids) - 1:] == IGNORE).all()  # padding is never a target
+    assert (batch.labels[1, len(short.ids) - 1 :] == IGNORE).all()  # padding is never a target
 
 
 def test_malformed_line_is_named_with_file_and_line(tmp_path, tok):

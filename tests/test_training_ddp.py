@@ -14,10 +14,39 @@ from tests.test_training_stages import IDENTITY, TOKENIZER
 
 
 def _args(out, batch: int, accum: int) -> list[str]:
-    return ["--init-from", "", "--data", str(require(IDENTITY)), "--tokenizer", str(require(TOKENIZER)),
-            "--out-dir", str(out), "--hidden-size", "64", "--num-hidden-layers", "2", "--num-attention-heads", "1",
-            "--num-key-value-heads", "1", "--max-length", "64", "--batch-size", str(batch), "--grad-accum",
-            str(accum), "--steps", "4", "--lr", "3e-3", "--no-progress", "--threads", "1", "--save-every", "0"]
+    return [
+        "--init-from",
+        "",
+        "--data",
+        str(require(IDENTITY)),
+        "--tokenizer",
+        str(require(TOKENIZER)),
+        "--out-dir",
+        str(out),
+        "--hidden-size",
+        "64",
+        "--num-hidden-layers",
+        "2",
+        "--num-attention-heads",
+        "1",
+        "--num-key-value-heads",
+        "1",
+        "--max-length",
+        "64",
+        "--batch-size",
+        str(batch),
+        "--grad-accum",
+        str(accum),
+        "--steps",
+        "4",
+        "--lr",
+        "3e-3",
+        "--no-progress",
+        "--threads",
+        "1",
+        "--save-every",
+        "0",
+    ]
 
 
 def _run(cmd: list[str]) -> None:
@@ -28,10 +57,23 @@ def _run(cmd: list[str]) -> None:
 
 def test_two_processes_match_one_process(tmp_path):
     # Global batch 8 both ways: 2 ranks x 2 sequences x 2 accumulation steps vs 1 process x 4 x 2.
-    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-          "-m", "training.sft", *_args(tmp_path / "ddp", 2, 2)])
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "training.sft",
+            *_args(tmp_path / "ddp", 2, 2),
+        ]
+    )
     _run([sys.executable, "-m", "training.sft", *_args(tmp_path / "one", 4, 2)])
-    losses = [[json.loads(line)["loss"] for line in (tmp_path / d / "metrics.jsonl").open()] for d in ("ddp", "one")]
+    losses = [
+        [json.loads(line)["loss"] for line in (tmp_path / d / "metrics.jsonl").open()] for d in ("ddp", "one")
+    ]
     assert len(losses[0]) == 4
     for a, b in zip(*losses, strict=True):
         assert abs(a - b) < 1e-5, losses

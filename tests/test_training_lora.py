@@ -14,7 +14,9 @@ from training.model import MiniMindConfig, MiniMindForCausalLM
 
 def tiny_model(hidden: int = 64) -> MiniMindForCausalLM:
     torch.manual_seed(0)
-    config = MiniMindConfig(hidden_size=hidden, num_hidden_layers=2, num_attention_heads=1, num_key_value_heads=1)
+    config = MiniMindConfig(
+        hidden_size=hidden, num_hidden_layers=2, num_attention_heads=1, num_key_value_heads=1
+    )
     return MiniMindForCausalLM(config).eval()
 
 
@@ -31,7 +33,9 @@ def test_merge_equals_running_adapters_unmerged(tmp_path):
     ids = torch.randint(3, 6400, (2, 17))
     before = base(ids).logits
     trained_adapters(model)
-    assert [p.requires_grad for p in model.parameters()].count(True) == 2 * 2 * 3  # A and B, 3 targets x 2 layers
+    assert [p.requires_grad for p in model.parameters()].count(
+        True
+    ) == 2 * 2 * 3  # A and B, 3 targets x 2 layers
     unmerged = model(ids).logits
     assert not torch.allclose(unmerged, before, atol=1e-3)  # the adapters do change the output
 

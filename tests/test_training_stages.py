@@ -14,21 +14,42 @@ from assistant.exitcodes import ConfigError
 from tests.conftest import ASSETS, require
 from training import distill, dpo, lora, pretrain, reason, sft
 from training.loop import train
-from training.settings import DistillSettings, DPOSettings, LoRASettings, PretrainSettings, ReasonSettings, SFTSettings
+from training.settings import (
+    DistillSettings,
+    DPOSettings,
+    LoRASettings,
+    PretrainSettings,
+    ReasonSettings,
+    SFTSettings,
+)
 
 TOKENIZER = ASSETS / "minimind-tokenizer" / "minimind2"
 IDENTITY = ASSETS / "datasets" / "minimind-lora-identity" / "lora_identity.jsonl"
 MEDICAL_DPO = ASSETS / "datasets" / "medicalgpt-zh" / "dpo_zh_500.jsonl"
 
-# One head of 64 (the head size every MiniMind2 uses, so a saved .pth is self-describing), 2 layers, ~0.5M params.
-TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=1, num_key_value_heads=1,
-            max_length=96, batch_size=4, grad_accum=1, warmup_steps=0, progress=False, log_every=1000,
-            save_every=0, threads=1, init_from="")
+# One head of 64 (the head size every MiniMind2 uses, so a saved .pth is self-describing), 2 layers, ~0.5M
+# params.
+TINY = dict(
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=1,
+    num_key_value_heads=1,
+    max_length=96,
+    batch_size=4,
+    grad_accum=1,
+    warmup_steps=0,
+    progress=False,
+    log_every=1000,
+    save_every=0,
+    threads=1,
+    init_from="",
+)
 
 
 def tiny(cls, out: Path, data: Path, **overrides):
-    return cls(**{**TINY, "tokenizer": str(require(TOKENIZER)), "data": str(data), "out_dir": str(out),
-                  **overrides})
+    return cls(
+        **{**TINY, "tokenizer": str(require(TOKENIZER)), "data": str(data), "out_dir": str(out), **overrides}
+    )
 
 
 def identity_records(n: int | None = None) -> list[dict]:
@@ -59,8 +80,19 @@ def test_pretrain_loss_falls_dense_and_moe(tmp_path):
     dense = train(tiny(PretrainSettings, tmp_path / "dense", data, steps=8, lr=5e-3), pretrain.STAGE)
     assert falls(dense.losses), dense.losses
     assert dense.final_path.name == "pretrain_64.pth" and dense.final_path.is_file()
-    moe = train(tiny(PretrainSettings, tmp_path / "moe", data, steps=8, lr=5e-3, use_moe=True,
-                     n_routed_experts=2, num_experts_per_tok=1), pretrain.STAGE)
+    moe = train(
+        tiny(
+            PretrainSettings,
+            tmp_path / "moe",
+            data,
+            steps=8,
+            lr=5e-3,
+            use_moe=True,
+            n_routed_experts=2,
+            num_experts_per_tok=1,
+        ),
+        pretrain.STAGE,
+    )
     assert falls(moe.losses), moe.losses
     aux = [json.loads(line)["aux_loss"] for line in (tmp_path / "moe" / "metrics.jsonl").open()]
     assert all(a > 0 for a in aux)  # the load-balancing loss is part of the objective
@@ -69,21 +101,42 @@ def test_pretrain_loss_falls_dense_and_moe(tmp_path):
 
 def test_sft_overfits_eight_examples(tmp_path):
     data = write_jsonl(tmp_path / "eight.jsonl", identity_records(8))
-    result = train(tiny(SFTSettings, tmp_path / "out", data, batch_size=8, steps=50, lr=1e-2, min_lr_ratio=1.0,
-                        weight_decay=0.0), sft.STAGE)
+    result = train(
+        tiny(
+            SFTSettings,
+            tmp_path / "out",
+            data,
+            batch_size=8,
+            steps=50,
+            lr=1e-2,
+            min_lr_ratio=1.0,
+            weight_decay=0.0,
+        ),
+        sft.STAGE,
+    )
     assert result.losses[-1] < 0.05, result.losses[-5:]
 
 
 def test_lora_trains_only_adapters(tmp_path, base):
     data = write_jsonl(tmp_path / "lora_identity.jsonl", identity_records(8))
-    settings = tiny(LoRASettings, tmp_path / "lora", data, init_from=str(base), steps=6, lr=2e-2, lora_rank=4,
-                    batch_size=8)  # the whole set in each batch: the loss falls step after step
+    settings = tiny(
+        LoRASettings,
+        tmp_path / "lora",
+        data,
+        init_from=str(base),
+        steps=6,
+        lr=2e-2,
+        lora_rank=4,
+        batch_size=8,
+    )  # the whole set in each batch: the loss falls step after step
     result = train(settings, lora.STAGE)
     assert falls(result.losses), result.losses
     assert result.final_path.name == "lora_identity_64.pth"
     adapter = torch.load(result.final_path, weights_only=True)
     assert adapter["rank"] == 4 and len(adapter["modules"]) == 2 * 7  # 2 layers x q,k,v,o,gate,up,down
-    assert all(name.endswith((".A", ".B")) for name in adapter["tensors"])  # adapters only, never base weights
+    assert all(
+        name.endswith((".A", ".B")) for name in adapter["tensors"]
+    )  # adapters only, never base weights
 
 
 def test_dpo_starts_at_log2_and_loss_falls(tmp_path, base):
@@ -92,25 +145,61 @@ def test_dpo_starts_at_log2_and_loss_falls(tmp_path, base):
         row = json.loads(line)  # ShareGPT-style source converted to MiniMind's dpo.jsonl format
         question = row["conversations"][0]["value"][:200]
         user = {"role": "user", "content": question}
-        pairs.append({"chosen": [user, {"role": "assistant", "content": row["chosen"][:200]}],
-                      "rejected": [user, {"role": "assistant", "content": row["rejected"][:200]}]})
+        pairs.append(
+            {
+                "chosen": [user, {"role": "assistant", "content": row["chosen"][:200]}],
+                "rejected": [user, {"role": "assistant", "content": row["rejected"][:200]}],
+            }
+        )
     data = write_jsonl(tmp_path / "dpo.jsonl", pairs)
-    result = train(tiny(DPOSettings, tmp_path / "dpo", data, init_from=str(base), steps=6, lr=2e-3, beta=0.5,
-                        max_length=128), dpo.STAGE)
+    result = train(
+        tiny(
+            DPOSettings,
+            tmp_path / "dpo",
+            data,
+            init_from=str(base),
+            steps=6,
+            lr=2e-3,
+            beta=0.5,
+            max_length=128,
+        ),
+        dpo.STAGE,
+    )
     assert result.losses[0] == pytest.approx(math.log(2), abs=1e-5)
     assert falls(result.losses), result.losses
 
 
 def test_distill_loss_falls(tmp_path, base):
-    result = train(tiny(DistillSettings, tmp_path / "student", require(IDENTITY), teacher=str(base), steps=8,
-                        lr=5e-3, temperature=2.0, kl_weight=0.7), distill.STAGE)
+    result = train(
+        tiny(
+            DistillSettings,
+            tmp_path / "student",
+            require(IDENTITY),
+            teacher=str(base),
+            steps=8,
+            lr=5e-3,
+            temperature=2.0,
+            kl_weight=0.7,
+        ),
+        distill.STAGE,
+    )
     assert falls(result.losses), result.losses
 
 
 def test_reason_loss_falls(tmp_path):
-    records = [{"conversations": [r["conversations"][0], {
-        "role": "assistant", "content": f"<think>The user asks who I am.</think><answer>{r['conversations'][1]['content']}"
-                                        "</answer>"}]} for r in identity_records(16)]
+    records = [
+        {
+            "conversations": [
+                r["conversations"][0],
+                {
+                    "role": "assistant",
+                    "content": f"<think>The user asks who I am.</think><answer>{r['conversations'][1]['content']}"
+                    "</answer>",
+                },
+            ]
+        }
+        for r in identity_records(16)
+    ]
     data = write_jsonl(tmp_path / "r1.jsonl", records)
     result = train(tiny(ReasonSettings, tmp_path / "reason", data, steps=8, lr=5e-3), reason.STAGE)
     assert falls(result.losses), result.losses
@@ -131,16 +220,33 @@ def test_resume_with_another_model_config_is_refused(tmp_path):
     data = require(IDENTITY)
     train(tiny(SFTSettings, tmp_path / "out", data, steps=4, stop_after=1), sft.STAGE)
     with pytest.raises(ConfigError, match=r"model config differs \(hidden_size: checkpoint 64 vs now 128"):
-        train(tiny(SFTSettings, tmp_path / "out", data, steps=4, hidden_size=128, num_attention_heads=2), sft.STAGE)
+        train(
+            tiny(SFTSettings, tmp_path / "out", data, steps=4, hidden_size=128, num_attention_heads=2),
+            sft.STAGE,
+        )
     # --no-resume starts over instead
-    fresh = train(tiny(SFTSettings, tmp_path / "out", data, steps=1, hidden_size=128, num_attention_heads=2,
-                       resume=False), sft.STAGE)
+    fresh = train(
+        tiny(
+            SFTSettings, tmp_path / "out", data, steps=1, hidden_size=128, num_attention_heads=2, resume=False
+        ),
+        sft.STAGE,
+    )
     assert fresh.step == 1
 
 
 def test_stage_cli_reports_user_errors_in_one_line(tmp_path, capsys):
-    code = sft.main(["--init-from", str(tmp_path / "nope.pth"), "--data", str(require(IDENTITY)),
-                     "--out-dir", str(tmp_path), "--tokenizer", str(require(TOKENIZER))])
+    code = sft.main(
+        [
+            "--init-from",
+            str(tmp_path / "nope.pth"),
+            "--data",
+            str(require(IDENTITY)),
+            "--out-dir",
+            str(tmp_path),
+            "--tokenizer",
+            str(require(TOKENIZER)),
+        ]
+    )
     assert code == ConfigError.exit_code
     err = capsys.readouterr().err
     assert "nope.pth: no such file" in err and "Traceback" not in err

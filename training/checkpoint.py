@@ -69,7 +69,7 @@ def checkpoints(out_dir: str | os.PathLike[str]) -> list[Path]:
 def save(out_dir: str | os.PathLike[str], *, step: int, keep: int, **state: Any) -> Path:
     path = Path(out_dir) / f"step_{step:08d}.pt"
     atomic_torch_save({"format": FORMAT, "version": VERSION, "step": step, **state}, path)
-    for old in checkpoints(out_dir)[:-max(keep, 1)]:
+    for old in checkpoints(out_dir)[: -max(keep, 1)]:
         old.unlink(missing_ok=True)
     return path
 
@@ -82,14 +82,21 @@ def load(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ConfigError(f"{path} is not a training checkpoint of this project")
     if state.get("version") != VERSION:
-        raise ConfigError(f"{path}: checkpoint version {state.get('version')} is not supported (want {VERSION})")
+        raise ConfigError(
+            f"{path}: checkpoint version {state.get('version')} is not supported (want {VERSION})"
+        )
     return state
 
 
 def check_same(kind: str, path: Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
     """Refuse to resume when the saved and the current configuration differ; name every difference."""
-    diffs = [f"{k}: checkpoint {saved.get(k)!r} vs now {current.get(k)!r}"
-             for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
+    diffs = [
+        f"{k}: checkpoint {saved.get(k)!r} vs now {current.get(k)!r}"
+        for k in sorted(set(saved) | set(current))
+        if saved.get(k) != current.get(k)
+    ]
     if diffs:
-        raise ConfigError(f"cannot resume from {path}: its {kind} differs ({'; '.join(diffs)}). "
-                          "Use the original settings, another --out-dir, or --no-resume to start over.")
+        raise ConfigError(
+            f"cannot resume from {path}: its {kind} differs ({'; '.join(diffs)}). "
+            "Use the original settings, another --out-dir, or --no-resume to start over."
+        )

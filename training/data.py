@@ -41,8 +41,10 @@ def load_tokenizer(path: str | os.PathLike[str] = "") -> Tokenizer:
     p = Path(path) if path else DEFAULT_TOKENIZER
     file = p / "tokenizer.json" if p.is_dir() or not p.suffix else p
     if not file.is_file():
-        raise ConfigError(f"tokenizer not found: {file} (give --tokenizer DIR with tokenizer.json, "
-                          "or train one with `python -m training.tokenizer`)")
+        raise ConfigError(
+            f"tokenizer not found: {file} (give --tokenizer DIR with tokenizer.json, "
+            "or train one with `python -m training.tokenizer`)"
+        )
     return Tokenizer.from_file(str(file))
 
 
@@ -116,16 +118,17 @@ def sample_indices(n: int, start: int, count: int, *, seed: int) -> list[int]:
         epoch, offset = divmod(pos, n)
         perm = np.random.default_rng([seed, epoch]).permutation(n)
         take = min(count - len(out), n - offset)
-        out.extend(int(i) for i in perm[offset:offset + take])
+        out.extend(int(i) for i in perm[offset : offset + take])
         pos += take
     return out
 
 
-# ---------------------------------------------------------------------------------------------- chat rendering
+# ---------------------------------------------------------------------------------------------- chat renderin
 
 
-def render_chat(messages: Sequence[dict[str, Any]], *, add_generation_prompt: bool = False
-                ) -> tuple[str, list[tuple[int, int]]]:
+def render_chat(
+    messages: Sequence[dict[str, Any]], *, add_generation_prompt: bool = False
+) -> tuple[str, list[tuple[int, int]]]:
     """ChatML text as MiniMind2's template renders it, plus the character spans the assistant must learn.
 
     Each span covers an assistant turn's content and its closing <|im_end|> (the model must learn to stop).
@@ -146,7 +149,9 @@ def render_chat(messages: Sequence[dict[str, Any]], *, add_generation_prompt: bo
         role = msg.get("role")
         content = msg.get("content")
         if role not in ("system", "user", "assistant") or not isinstance(content, str):
-            raise ValueError(f"a message needs role system/user/assistant and string content, got {msg!r:.80}")
+            raise ValueError(
+                f"a message needs role system/user/assistant and string content, got {msg!r:.80}"
+            )
         add(f"<|im_start|>{role}\n")
         start = length
         add(f"{content}<|im_end|>")
@@ -168,8 +173,15 @@ class Encoded:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def encode_spans(tokenizer: Tokenizer, text: str, spans: Sequence[tuple[int, int]], *, max_length: int,
-                 tag_spans: Sequence[tuple[int, int]] = (), tag_weight: float = 1.0) -> Encoded:
+def encode_spans(
+    tokenizer: Tokenizer,
+    text: str,
+    spans: Sequence[tuple[int, int]],
+    *,
+    max_length: int,
+    tag_spans: Sequence[tuple[int, int]] = (),
+    tag_weight: float = 1.0,
+) -> Encoded:
     """Tokenize `text`; a token is a target when it starts inside a span (weight tag_weight inside a tag span).
 
     `weights[i]` is the weight of predicting token i (from position i-1); the first token is never a target.
@@ -197,7 +209,7 @@ def tag_spans_in(text: str, spans: Sequence[tuple[int, int]], tags: Sequence[str
     return out
 
 
-# ---------------------------------------------------------------------------------------------- record encoders
+# ---------------------------------------------------------------------------------------------- record encode
 # Each takes one json record and returns Encoded, or raises ValueError naming what is wrong with the record.
 
 
@@ -235,7 +247,9 @@ def make_reason_encoder(tag_weight: float) -> Callable[[dict[str, Any], Tokenize
         if not spans:
             raise ValueError("the conversation has no assistant turn to learn")
         tags = tag_spans_in(text, spans, REASON_TAGS)
-        return encode_spans(tokenizer, text, spans, max_length=max_length, tag_spans=tags, tag_weight=tag_weight)
+        return encode_spans(
+            tokenizer, text, spans, max_length=max_length, tag_spans=tags, tag_weight=tag_weight
+        )
 
     return encode_reason
 
@@ -265,8 +279,13 @@ class Batch:
         return float(self.weights.sum())
 
     def to(self, device: torch.device) -> Batch:
-        return Batch(self.input_ids.to(device), self.labels.to(device), self.weights.to(device),
-                     self.examples, self.truncated)
+        return Batch(
+            self.input_ids.to(device),
+            self.labels.to(device),
+            self.weights.to(device),
+            self.examples,
+            self.truncated,
+        )
 
 
 def collate(items: Sequence[Encoded]) -> Batch:
@@ -279,16 +298,25 @@ def collate(items: Sequence[Encoded]) -> Batch:
         n = len(e.ids)
         ids[row, :n] = torch.tensor(e.ids, dtype=torch.long)
         target_w = torch.tensor(e.weights[1:], dtype=torch.float32)  # weight of predicting ids[t+1]
-        labels[row, :n - 1] = torch.where(target_w > 0, ids[row, 1:n], torch.full_like(ids[row, 1:n], IGNORE))
-        weights[row, :n - 1] = target_w
+        labels[row, : n - 1] = torch.where(
+            target_w > 0, ids[row, 1:n], torch.full_like(ids[row, 1:n], IGNORE)
+        )
+        weights[row, : n - 1] = target_w
     return Batch(ids, labels, weights, len(items), sum(e.truncated for e in items))
 
 
 class Dataset:
     """A jsonl file + a record encoder: reads and encodes the samples a batch asks for."""
 
-    def __init__(self, path: str | os.PathLike[str], encoder: Callable[[dict[str, Any], Tokenizer, int], Encoded],
-                 tokenizer: Tokenizer, *, max_length: int, on_bad_line: str = "error") -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        encoder: Callable[[dict[str, Any], Tokenizer, int], Encoded],
+        tokenizer: Tokenizer,
+        *,
+        max_length: int,
+        on_bad_line: str = "error",
+    ) -> None:
         self.file = JsonlFile(path, on_bad_line=on_bad_line)
         self.encoder = encoder
         self.tokenizer = tokenizer

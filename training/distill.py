@@ -1,7 +1,8 @@
 """White-box distillation on chats: the student matches a teacher's softened next-token distribution.
 
 per target token: kl_weight * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - kl_weight) * CE
-(the T^2 keeps the soft-label gradient on the scale of the CE gradient). Teacher and student share the tokenizer.
+(the T^2 keeps the soft-label gradient on the scale of the CE gradient). Teacher and student share the
+tokenizer.
 """
 
 from __future__ import annotations
@@ -23,9 +24,13 @@ def prepare(model: torch.nn.Module, settings: DistillSettings, device: torch.dev
         raise ConfigError("distill needs --teacher PATH (a .pth or HF dir of a larger model)")
     teacher = load_frozen(settings.teacher, device)
     vocab = model.get_output_embeddings().weight.shape[0] if hasattr(model, "get_output_embeddings") else None
-    t_vocab = teacher.get_output_embeddings().weight.shape[0] if hasattr(teacher, "get_output_embeddings") else None
+    t_vocab = (
+        teacher.get_output_embeddings().weight.shape[0] if hasattr(teacher, "get_output_embeddings") else None
+    )
     if vocab is not None and t_vocab is not None and vocab != t_vocab:
-        raise ConfigError(f"teacher {settings.teacher} has vocab {t_vocab}, student {vocab}: they must share it")
+        raise ConfigError(
+            f"teacher {settings.teacher} has vocab {t_vocab}, student {vocab}: they must share it"
+        )
     return {"teacher": teacher}
 
 
@@ -38,8 +43,12 @@ def distill_loss(ctx: Context, batch: Batch) -> LossParts:
     student = out.logits.float()[mask]  # [N, V]
     teacher = teacher_logits[mask]
     t = s.temperature
-    kl = F.kl_div(F.log_softmax(student / t, dim=-1), F.log_softmax(teacher / t, dim=-1),
-                  log_target=True, reduction="none").sum(-1)  # [N]
+    kl = F.kl_div(
+        F.log_softmax(student / t, dim=-1),
+        F.log_softmax(teacher / t, dim=-1),
+        log_target=True,
+        reduction="none",
+    ).sum(-1)  # [N]
     nll = -token_logprobs(out.logits, batch.labels)[mask]
     total = s.kl_weight * t * t * kl.sum() + (1.0 - s.kl_weight) * nll.sum()
     return LossParts(total=total, aux=_aux(out))
@@ -54,7 +63,6 @@ STAGE = Stage(
     prepare=prepare,
     description=__doc__,
 )
-
 
 
 def main(argv: list[str] | None = None) -> int:

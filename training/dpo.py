@@ -77,7 +77,6 @@ STAGE = Stage(
 )
 
 
-
 def main(argv: list[str] | None = None) -> int:
     return run_cli(STAGE, argv)
 

@@ -59,8 +59,12 @@ class TorchLM:
                 if nxt == self.eos:
                     break
                 out_ids.append(nxt)
-                out = self.model(torch.tensor([[nxt]]), past_key_values=out.past_key_values, use_cache=True,
-                                 logits_to_keep=1)
+                out = self.model(
+                    torch.tensor([[nxt]]),
+                    past_key_values=out.past_key_values,
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
         return out_ids
 
 
@@ -76,7 +80,9 @@ class OnnxLM:
             raise ModelError(f"{directory} has no model.onnx + model.json (export it with assistant-export)")
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         if "io" in manifest:
-            raise ModelError(f"{manifest_path}: graph I/O variant {manifest['io']!r} is not supported by training.eval")
+            raise ModelError(
+                f"{manifest_path}: graph I/O variant {manifest['io']!r} is not supported by training.eval"
+            )
         arch = manifest["architecture"]
         self.layers = int(arch["num_hidden_layers"])
         self.kv_heads = int(arch["num_key_value_heads"])
@@ -85,7 +91,9 @@ class OnnxLM:
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(directory / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(
+            str(directory / "model.onnx"), opts, providers=["CPUExecutionProvider"]
+        )
 
     def _empty_past(self) -> dict[str, np.ndarray]:
         shape = (1, self.kv_heads, 0, self.head_dim)
@@ -142,8 +150,9 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
     return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
 
 
-def perplexity(lm: TorchLM | OnnxLM, path: str | Path, tokenizer, *, max_length: int = 512,
-               limit: int = 0) -> tuple[float, int]:
+def perplexity(
+    lm: TorchLM | OnnxLM, path: str | Path, tokenizer, *, max_length: int = 512, limit: int = 0
+) -> tuple[float, int]:
     """exp(mean NLL) over the target tokens of the file, and the number of tokens."""
     file = JsonlFile(path)
     nll, count = 0.0, 0
@@ -195,14 +204,21 @@ def read_choices(path: str | Path) -> list[Question]:
 
 
 def mc_prompt(q: Question, *, chat: bool) -> str:
-    body = q.question + "\n" + "\n".join(f"{k}. {c}" for k, c in zip(LETTERS, q.choices, strict=True)) + "\n答案："
+    body = (
+        q.question
+        + "\n"
+        + "\n".join(f"{k}. {c}" for k, c in zip(LETTERS, q.choices, strict=True))
+        + "\n答案："
+    )
     if not chat:
         return body
     text, _ = render_chat([{"role": "user", "content": body}], add_generation_prompt=True)
     return text
 
 
-def choice_accuracy(lm: TorchLM | OnnxLM, questions: list[Question], tokenizer, *, chat: bool = True) -> float:
+def choice_accuracy(
+    lm: TorchLM | OnnxLM, questions: list[Question], tokenizer, *, chat: bool = True
+) -> float:
     letter_ids = [tokenizer.token_to_id(k) for k in LETTERS]
     if None in letter_ids:
         raise ModelError("the tokenizer has no single tokens for A/B/C/D")
@@ -216,13 +232,20 @@ def choice_accuracy(lm: TorchLM | OnnxLM, questions: list[Question], tokenizer, 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(prog="python -m training.eval", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m training.eval",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("model", help=".pth / HF dir (torch) or exported dir with model.onnx (onnxruntime)")
-    parser.add_argument("--tokenizer", default="", help="tokenizer dir (default: the model dir's, else MiniMind2's)")
+    parser.add_argument(
+        "--tokenizer", default="", help="tokenizer dir (default: the model dir's, else MiniMind2's)"
+    )
     parser.add_argument("--ppl", action="append", default=[], help="jsonl file for perplexity (repeatable)")
     parser.add_argument("--mc", action="append", default=[], help="C-Eval-style file (repeatable)")
-    parser.add_argument("--no-chat", action="store_true", help="multiple-choice prompts without the chat template")
+    parser.add_argument(
+        "--no-chat", action="store_true", help="multiple-choice prompts without the chat template"
+    )
     parser.add_argument("--max-length", type=int, default=512, help="tokens per perplexity record")
     parser.add_argument("--limit", type=int, default=0, help="records per perplexity file (0: all)")
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0: default)")

@@ -28,13 +28,22 @@ import torch.nn.functional as F
 
 from assistant.exitcodes import AssistantError, ConfigError
 from training import checkpoint
-from training.data import DEFAULT_TOKENIZER, IGNORE, Batch, Dataset, Encoded, collate, load_tokenizer, sample_indices
+from training.data import (
+    DEFAULT_TOKENIZER,
+    IGNORE,
+    Batch,
+    Dataset,
+    Encoded,
+    collate,
+    load_tokenizer,
+    sample_indices,
+)
 from training.settings import TrainSettings, to_dict
 
 log = logging.getLogger(__name__)
 
 
-# ---------------------------------------------------------------------------------------------- stage interface
+# ---------------------------------------------------------------------------------------------- stage interfa
 
 
 @dataclass
@@ -146,7 +155,9 @@ def setup_runtime(settings: TrainSettings) -> Runtime:
     elif settings.dtype in dtypes:
         amp = dtypes[settings.dtype]
         if amp is not None and device.type == "cpu":
-            raise ConfigError(f"--dtype {settings.dtype} is for GPUs; on CPU training runs in fp32 (--dtype fp32)")
+            raise ConfigError(
+                f"--dtype {settings.dtype} is for GPUs; on CPU training runs in fp32 (--dtype fp32)"
+            )
     else:
         raise ConfigError(f"--dtype must be auto, bf16, fp16 or fp32, not {settings.dtype!r}")
     return Runtime(rank, world, local_rank, device, amp)
@@ -169,17 +180,26 @@ def build_model(settings: TrainSettings) -> tuple[torch.nn.Module, Any]:
         from training.weights import load_model
 
         if not Path(settings.init_from).exists():
-            raise ConfigError(f"--init-from {settings.init_from}: no such file or directory "
-                              "(train the previous stage first, or give the path of its .pth)")
+            raise ConfigError(
+                f"--init-from {settings.init_from}: no such file or directory "
+                "(train the previous stage first, or give the path of its .pth)"
+            )
         model, config = load_model(settings.init_from)
         return model.float(), config
     config = MiniMindConfig(
-        hidden_size=settings.hidden_size, num_hidden_layers=settings.num_hidden_layers,
-        num_attention_heads=settings.num_attention_heads, num_key_value_heads=settings.num_key_value_heads,
-        vocab_size=settings.vocab_size, max_position_embeddings=settings.max_position_embeddings,
-        rope_theta=settings.rope_theta, dropout=settings.dropout, use_moe=settings.use_moe,
-        n_routed_experts=settings.n_routed_experts, num_experts_per_tok=settings.num_experts_per_tok,
-        n_shared_experts=settings.n_shared_experts, aux_loss_alpha=settings.aux_loss_alpha,
+        hidden_size=settings.hidden_size,
+        num_hidden_layers=settings.num_hidden_layers,
+        num_attention_heads=settings.num_attention_heads,
+        num_key_value_heads=settings.num_key_value_heads,
+        vocab_size=settings.vocab_size,
+        max_position_embeddings=settings.max_position_embeddings,
+        rope_theta=settings.rope_theta,
+        dropout=settings.dropout,
+        use_moe=settings.use_moe,
+        n_routed_experts=settings.n_routed_experts,
+        num_experts_per_tok=settings.num_experts_per_tok,
+        n_shared_experts=settings.n_shared_experts,
+        aux_loss_alpha=settings.aux_loss_alpha,
     )
     torch.manual_seed(settings.seed)
     return MiniMindForCausalLM(config), config
@@ -247,12 +267,19 @@ def train(settings: TrainSettings, stage: Stage) -> TrainResult:
 
 def _train(settings: TrainSettings, stage: Stage, rt: Runtime, out_dir: Path) -> TrainResult:
     tokenizer = load_tokenizer(settings.tokenizer)
-    dataset = Dataset(settings.data, stage.encoder(settings), tokenizer,
-                      max_length=settings.max_length, on_bad_line=settings.on_bad_line)
+    dataset = Dataset(
+        settings.data,
+        stage.encoder(settings),
+        tokenizer,
+        max_length=settings.max_length,
+        on_bad_line=settings.on_bad_line,
+    )
     model, config = build_model(settings)
     if tokenizer.get_vocab_size() > config.vocab_size:
-        raise ConfigError(f"tokenizer has {tokenizer.get_vocab_size()} tokens but the model only "
-                          f"{config.vocab_size}: use the tokenizer the model was trained with")
+        raise ConfigError(
+            f"tokenizer has {tokenizer.get_vocab_size()} tokens but the model only "
+            f"{config.vocab_size}: use the tokenizer the model was trained with"
+        )
     extras = stage.prepare(model, settings, rt.device) if stage.prepare else {}
     model.to(rt.device)
     optimizer = _optimizer(model, settings)
@@ -270,8 +297,10 @@ def _train(settings: TrainSettings, stage: Stage, rt: Runtime, out_dir: Path) ->
             model.load_state_dict(state["model"], strict=True)
             optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError) as exc:
-            raise ConfigError(f"cannot resume from {saved[-1]}: its trainable state does not fit this run "
-                              f"({str(exc).splitlines()[0]}). Use --no-resume or another --out-dir.") from exc
+            raise ConfigError(
+                f"cannot resume from {saved[-1]}: its trainable state does not fit this run "
+                f"({str(exc).splitlines()[0]}). Use --no-resume or another --out-dir."
+            ) from exc
         step, cursor = int(state["step"]), int(state["cursor"])
         total = int(state["total_steps"]) if not settings.steps else total
         checkpoint.set_rng_state(state["rng"][min(rt.rank, len(state["rng"]) - 1)])
@@ -282,7 +311,8 @@ def _train(settings: TrainSettings, stage: Stage, rt: Runtime, out_dir: Path) ->
     train_model: torch.nn.Module = model
     if rt.world > 1:
         train_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
+            model,
+            device_ids=[rt.device.index] if rt.device.type == "cuda" else None,
             find_unused_parameters=bool(getattr(config, "use_moe", False)),
         )
     ctx = Context(train_model, settings, extras)
@@ -294,10 +324,21 @@ def _train(settings: TrainSettings, stage: Stage, rt: Runtime, out_dir: Path) ->
     n_params = sum(p.numel() for p in model.parameters())
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if rt.main:
-        log.info("%s: %d records, %d steps x %d samples (batch %d x accum %d x world %d), "
-                 "%.2fM params (%.2fM trainable), device %s %s", stage.name, len(dataset), total, global_batch,
-                 settings.batch_size, settings.grad_accum, rt.world, n_params / 1e6, n_train / 1e6,
-                 rt.device, rt.amp_dtype or "fp32")
+        log.info(
+            "%s: %d records, %d steps x %d samples (batch %d x accum %d x world %d), "
+            "%.2fM params (%.2fM trainable), device %s %s",
+            stage.name,
+            len(dataset),
+            total,
+            global_batch,
+            settings.batch_size,
+            settings.grad_accum,
+            rt.world,
+            n_params / 1e6,
+            n_train / 1e6,
+            rt.device,
+            rt.amp_dtype or "fp32",
+        )
 
     def save_state(at_step: int, at_cursor: int) -> None:
         rngs = [checkpoint.rng_state()]
@@ -306,10 +347,20 @@ def _train(settings: TrainSettings, stage: Stage, rt: Runtime, out_dir: Path) ->
             dist.all_gather_object(gathered, rngs[0])
             rngs = gathered
         if rt.main:
-            path = checkpoint.save(out_dir, step=at_step, keep=settings.keep_checkpoints, stage=stage.name,
-                                   cursor=at_cursor, total_steps=total, model=model.state_dict(),
-                                   optimizer=optimizer.state_dict(), rng=rngs, world_size=rt.world,
-                                   model_config=config.to_dict(), settings=to_dict(settings))
+            path = checkpoint.save(
+                out_dir,
+                step=at_step,
+                keep=settings.keep_checkpoints,
+                stage=stage.name,
+                cursor=at_cursor,
+                total_steps=total,
+                model=model.state_dict(),
+                optimizer=optimizer.state_dict(),
+                rng=rngs,
+                world_size=rt.world,
+                model_config=config.to_dict(),
+                settings=to_dict(settings),
+            )
             log.info("saved %s", path)
 
     losses: list[float] = []
@@ -326,22 +377,29 @@ def _train(settings: TrainSettings, stage: Stage, rt: Runtime, out_dir: Path) ->
     try:
         while step < total:
             t0 = time.monotonic()
-            lr = lr_at(step, total=total, warmup=settings.warmup_steps, peak=settings.lr,
-                       min_ratio=settings.min_lr_ratio)
+            lr = lr_at(
+                step,
+                total=total,
+                warmup=settings.warmup_steps,
+                peak=settings.lr,
+                min_ratio=settings.min_lr_ratio,
+            )
             for group in optimizer.param_groups:
                 group["lr"] = lr
             indices = sample_indices(len(dataset), cursor, global_batch, seed=settings.seed)
             micro: list[Batch] = []
             for m in range(settings.grad_accum):
                 first = (m * rt.world + rt.rank) * settings.batch_size
-                items = dataset.items(indices[first:first + settings.batch_size])
+                items = dataset.items(indices[first : first + settings.batch_size])
                 if items:
                     micro.append(stage.collate(items))
             local_units = sum(stage.units(b) for b in micro)
             global_units = _all_sum(local_units, rt)
             if global_units <= 0:
-                raise ConfigError(f"{settings.data}: a whole batch at step {step} has nothing to learn "
-                                  "(no valid records or no target tokens)")
+                raise ConfigError(
+                    f"{settings.data}: a whole batch at step {step} has nothing to learn "
+                    "(no valid records or no target tokens)"
+                )
             loss_sum = 0.0
             aux_sum = 0.0
             for i, batch in enumerate(micro):
@@ -352,7 +410,9 @@ def _train(settings: TrainSettings, stage: Stage, rt: Runtime, out_dir: Path) ->
                     with rt.autocast():
                         parts = stage.loss(ctx, batch)
                     # DDP averages gradients over ranks, hence the factor world.
-                    objective = parts.total * (rt.world / global_units) + parts.aux.to(parts.total) / len(micro)
+                    objective = parts.total * (rt.world / global_units) + parts.aux.to(parts.total) / len(
+                        micro
+                    )
                     scaler.scale(objective).backward()
                 loss_sum += float(parts.total.detach())
                 aux_sum += float(parts.aux.detach()) / len(micro)
@@ -364,8 +424,9 @@ def _train(settings: TrainSettings, stage: Stage, rt: Runtime, out_dir: Path) ->
                 objective.backward()
             if settings.grad_clip > 0:
                 scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
-                                               settings.grad_clip)
+                torch.nn.utils.clip_grad_norm_(
+                    [p for p in model.parameters() if p.requires_grad], settings.grad_clip
+                )
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
@@ -377,7 +438,14 @@ def _train(settings: TrainSettings, stage: Stage, rt: Runtime, out_dir: Path) ->
             losses.append(loss)
             ms = (time.monotonic() - t0) * 1000
             if rt.main:
-                record = {"step": step, "loss": loss, "aux_loss": aux, "lr": lr, "units": global_units, "ms": ms}
+                record = {
+                    "step": step,
+                    "loss": loss,
+                    "aux_loss": aux,
+                    "lr": lr,
+                    "units": global_units,
+                    "ms": ms,
+                }
                 metrics_file.write(json.dumps(record) + "\n")
                 metrics_file.flush()
                 trackers.log(record, step)
@@ -385,11 +453,22 @@ def _train(settings: TrainSettings, stage: Stage, rt: Runtime, out_dir: Path) ->
                     progress.update(1)
                     progress.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
                 if step % settings.log_every == 0 or step == total:
-                    log.info("%s step %d/%d loss %.4f aux %.4f lr %.3e %.0f ms/step truncated %d/%d bad lines %d",
-                             stage.name, step, total, loss, aux, lr, ms, truncated_total, examples_total,
-                             dataset.file.bad_lines)
+                    log.info(
+                        "%s step %d/%d loss %.4f aux %.4f lr %.3e %.0f ms/step truncated %d/%d bad lines %d",
+                        stage.name,
+                        step,
+                        total,
+                        loss,
+                        aux,
+                        lr,
+                        ms,
+                        truncated_total,
+                        examples_total,
+                        dataset.file.bad_lines,
+                    )
             stop = (settings.stop_after and run_steps >= settings.stop_after) or (
-                settings.time_limit_min and time.monotonic() - started > settings.time_limit_min * 60)
+                settings.time_limit_min and time.monotonic() - started > settings.time_limit_min * 60
+            )
             if step < total and ((settings.save_every and step % settings.save_every == 0) or stop):
                 save_state(step, cursor)
             if stop and step < total:
@@ -416,8 +495,13 @@ def _train(settings: TrainSettings, stage: Stage, rt: Runtime, out_dir: Path) ->
         # from shapes) and assistant-export finds the tokenizer there.
         (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
         _copy_tokenizer(settings.tokenizer, out_dir)
-        log.info("%s done: %d steps, final loss %.4f, wrote %s", stage.name, step,
-                 losses[-1] if losses else float("nan"), final)
+        log.info(
+            "%s done: %d steps, final loss %.4f, wrote %s",
+            stage.name,
+            step,
+            losses[-1] if losses else float("nan"),
+            final,
+        )
     if rt.world > 1:
         dist.barrier()
     return TrainResult(final, step, total, losses, out_dir)
@@ -448,8 +532,9 @@ def run_cli(stage: Stage, argv: list[str] | None = None) -> int:
     from training.settings import parse
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = parse(stage.settings_cls, argv, prog=f"python -m training.{stage.name}",
-                     description=stage.description)
+    settings = parse(
+        stage.settings_cls, argv, prog=f"python -m training.{stage.name}", description=stage.description
+    )
     try:
         train(settings, stage)
     except AssistantError as exc:

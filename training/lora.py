@@ -47,11 +47,15 @@ class LoRA(nn.Module):
         return (self.B.float() @ self.A.float()) * self.scale
 
 
-def _add_adapter_output(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor:
+def _add_adapter_output(
+    module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor
+) -> torch.Tensor:
     return output + module.lora(inputs[0]).to(output.dtype)
 
 
-def apply_lora(model: nn.Module, *, rank: int, alpha: float, targets: tuple[str, ...] | list[str]) -> list[str]:
+def apply_lora(
+    model: nn.Module, *, rank: int, alpha: float, targets: tuple[str, ...] | list[str]
+) -> list[str]:
     """Attach adapters to every nn.Linear whose last name is in `targets`; freeze everything else."""
     if rank <= 0:
         raise ModelError(f"LoRA rank must be positive, not {rank}")
@@ -61,7 +65,8 @@ def apply_lora(model: nn.Module, *, rank: int, alpha: float, targets: tuple[str,
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in targets:
             module.lora = LoRA(module.in_features, module.out_features, rank=rank, alpha=alpha).to(
-                module.weight.device)
+                module.weight.device
+            )
             module._lora_hook = module.register_forward_hook(_add_adapter_output)
             names.append(name)
     if not names:
@@ -71,7 +76,9 @@ def apply_lora(model: nn.Module, *, rank: int, alpha: float, targets: tuple[str,
 
 
 def adapters(model: nn.Module) -> dict[str, LoRA]:
-    return {name: m.lora for name, m in model.named_modules() if isinstance(m, nn.Linear) and hasattr(m, "lora")}
+    return {
+        name: m.lora for name, m in model.named_modules() if isinstance(m, nn.Linear) and hasattr(m, "lora")
+    }
 
 
 def save_lora(model: nn.Module, path: str | os.PathLike[str], *, meta: dict[str, Any] | None = None) -> Path:
@@ -83,8 +90,15 @@ def save_lora(model: nn.Module, path: str | os.PathLike[str], *, meta: dict[str,
     for name, lora in found.items():
         tensors[f"{name}.A"] = lora.A.detach().cpu().float().contiguous()
         tensors[f"{name}.B"] = lora.B.detach().cpu().float().contiguous()
-    payload = {"format": FORMAT, "version": VERSION, "rank": first.rank, "alpha": first.scale * first.rank,
-               "modules": sorted(found), "tensors": tensors, "meta": meta or {}}
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "rank": first.rank,
+        "alpha": first.scale * first.rank,
+        "modules": sorted(found),
+        "tensors": tensors,
+        "meta": meta or {},
+    }
     atomic_torch_save(payload, path)
     return Path(path)
 
@@ -125,18 +139,27 @@ def merge_lora_file(model: nn.Module, path: str | os.PathLike[str]) -> int:
     for name in payload["modules"]:
         layer = linears.get(name)
         if layer is None:
-            raise ModelError(f"{path}: adapter for {name}, but the model has no such Linear layer "
-                             "(was it trained on another architecture?)")
+            raise ModelError(
+                f"{path}: adapter for {name}, but the model has no such Linear layer "
+                "(was it trained on another architecture?)"
+            )
         a, b = payload["tensors"][f"{name}.A"], payload["tensors"][f"{name}.B"]
         if b.shape[0] != layer.out_features or a.shape[1] != layer.in_features:
-            raise ModelError(f"{path}: adapter {name} is {b.shape[0]}x{a.shape[1]}, the layer "
-                             f"{layer.out_features}x{layer.in_features} (another model size?)")
+            raise ModelError(
+                f"{path}: adapter {name} is {b.shape[0]}x{a.shape[1]}, the layer "
+                f"{layer.out_features}x{layer.in_features} (another model size?)"
+            )
         updates.append((layer, (b.float() @ a.float()) * scale))
     with torch.no_grad():
         for layer, delta in updates:
             layer.weight += delta.to(layer.weight.device, layer.weight.dtype)
-    log.info("merged %d LoRA adapters from %s (r=%d, alpha=%g)", len(updates), path, payload["rank"],
-             payload["alpha"])
+    log.info(
+        "merged %d LoRA adapters from %s (r=%d, alpha=%g)",
+        len(updates),
+        path,
+        payload["rank"],
+        payload["alpha"],
+    )
     return len(updates)
 
 
@@ -165,7 +188,6 @@ STAGE = Stage(
     save_final=save_final,
     description=__doc__,
 )
-
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,11 +13,11 @@ STAGE = Stage(
     settings_cls=ReasonSettings,
     encoder=lambda settings: make_reason_encoder(settings.tag_weight),
     loss=lm_loss,
-    # Units are target tokens, not weights: a tag token counts once in the mean but pulls tag_weight times harder.
+    # Units are target tokens, not weights: a tag token counts once in the mean but pulls tag_weight times
+    # harder.
     units=lambda batch: float((batch.weights > 0).sum()),
     description=__doc__,
 )
-
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,8 @@
 """Typed, frozen training settings and the command line generated from them.
 
 Every stage has one settings dataclass; a stage's defaults are the class's field defaults. The CLI is built from
-the fields (name, type, default, `help` metadata), so adding a setting is one line, never an `add_argument` call.
+the fields (name, type, default, `help` metadata), so adding a setting is one line, never an `add_argument`
+call.
 """
 
 from __future__ import annotations
@@ -28,8 +29,12 @@ class TrainSettings:
 
     data: str = _f("", "training data, a jsonl file in the MiniMind format of this stage")
     out_dir: str = _f("out", "directory for checkpoints, the metrics log and the final .pth")
-    tokenizer: str = _f("", "directory with tokenizer.json (default: the MiniMind2 tokenizer beside the repo)")
-    init_from: str = _f("", "start from these weights (.pth or HF dir); empty: a new model from the arch fields")
+    tokenizer: str = _f(
+        "", "directory with tokenizer.json (default: the MiniMind2 tokenizer beside the repo)"
+    )
+    init_from: str = _f(
+        "", "start from these weights (.pth or HF dir); empty: a new model from the arch fields"
+    )
     # Architecture of a new model (ignored when init_from is given: the checkpoint describes itself).
     hidden_size: int = _f(512, "new model: hidden size")
     num_hidden_layers: int = _f(8, "new model: transformer layers")
@@ -46,7 +51,9 @@ class TrainSettings:
     aux_loss_alpha: float = _f(0.1, "new MoE model: weight of the load-balancing loss")
     # Data.
     max_length: int = _f(512, "tokens per sequence; longer examples are truncated and counted")
-    on_bad_line: str = _f("error", "a malformed jsonl line: 'error' stops with file:line, 'skip' logs and skips it")
+    on_bad_line: str = _f(
+        "error", "a malformed jsonl line: 'error' stops with file:line, 'skip' logs and skips it"
+    )
     # Optimisation.
     batch_size: int = _f(32, "sequences per micro-batch per process")
     grad_accum: int = _f(8, "micro-batches per optimizer step")
@@ -68,7 +75,9 @@ class TrainSettings:
     save_every: int = _f(500, "write a resumable checkpoint every N steps (0: only at the end)")
     keep_checkpoints: int = _f(2, "resumable checkpoints to keep in out_dir")
     resume: bool = _f(True, "continue from the latest checkpoint in out_dir if there is one")
-    stop_after: int = _f(0, "stop (resumably) after this many steps in this run, e.g. on a time-sliced machine")
+    stop_after: int = _f(
+        0, "stop (resumably) after this many steps in this run, e.g. on a time-sliced machine"
+    )
     time_limit_min: float = _f(0.0, "stop (resumably) after this many minutes of training in this run")
     progress: bool = _f(True, "show a tqdm progress bar on rank 0")
     wandb_project: str = _f("", "log to wandb (or swanlab) under this project when installed; empty: off")
@@ -76,13 +85,13 @@ class TrainSettings:
 
 @dataclass(frozen=True)
 class PretrainSettings(TrainSettings):
-    data: str = _f("dataset/pretrain_hq.jsonl", "pretraining text, one {\"text\": ...} per line")
+    data: str = _f("dataset/pretrain_hq.jsonl", 'pretraining text, one {"text": ...} per line')
     lr: float = _f(5e-4, "peak learning rate")
 
 
 @dataclass(frozen=True)
 class SFTSettings(TrainSettings):
-    data: str = _f("dataset/sft_mini_512.jsonl", "chats, one {\"conversations\": [...]} per line")
+    data: str = _f("dataset/sft_mini_512.jsonl", 'chats, one {"conversations": [...]} per line')
     init_from: str = _f("out/pretrain/pretrain_512.pth", "weights to fine-tune")
     lr: float = _f(5e-5, "peak learning rate")
     batch_size: int = _f(16, "sequences per micro-batch per process")
@@ -92,7 +101,7 @@ class SFTSettings(TrainSettings):
 
 @dataclass(frozen=True)
 class LoRASettings(SFTSettings):
-    data: str = _f("dataset/lora_identity.jsonl", "chats, one {\"conversations\": [...]} per line")
+    data: str = _f("dataset/lora_identity.jsonl", 'chats, one {"conversations": [...]} per line')
     init_from: str = _f("out/sft/full_sft_512.pth", "frozen base weights the adapter is trained on")
     lr: float = _f(1e-4, "peak learning rate")
     epochs: float = _f(10.0, "passes over the data (ignored when steps > 0)")
@@ -106,7 +115,7 @@ class LoRASettings(SFTSettings):
 
 @dataclass(frozen=True)
 class DPOSettings(SFTSettings):
-    data: str = _f("dataset/dpo.jsonl", "preference pairs, one {\"chosen\": [...], \"rejected\": [...]} per line")
+    data: str = _f("dataset/dpo.jsonl", 'preference pairs, one {"chosen": [...], "rejected": [...]} per line')
     reference: str = _f("", "frozen reference weights (empty: the same weights as init_from)")
     beta: float = _f(0.1, "DPO temperature beta")
     lr: float = _f(1e-6, "peak learning rate")
@@ -126,7 +135,9 @@ class DistillSettings(SFTSettings):
 
 @dataclass(frozen=True)
 class ReasonSettings(SFTSettings):
-    data: str = _f("dataset/r1_mix_1024.jsonl", "chats whose answers use <think>...</think><answer>...</answer>")
+    data: str = _f(
+        "dataset/r1_mix_1024.jsonl", "chats whose answers use <think>...</think><answer>...</answer>"
+    )
     init_from: str = _f("out/rlhf/rlhf_512.pth", "weights to fine-tune")
     tag_weight: float = _f(10.0, "loss weight of the tokens of the <think>/<answer> tags (others: 1)")
     max_length: int = _f(1024, "tokens per sequence; longer examples are truncated and counted")
@@ -150,8 +161,9 @@ def add_arguments(parser: argparse.ArgumentParser, settings_cls: type) -> None:
         flag = "--" + f.name.replace("_", "-")
         help_text = f"{f.metadata.get('help', '')} (default: {f.default!r})"
         if tp is bool:
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
-                                help=help_text)
+            parser.add_argument(
+                flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
         elif typing.get_origin(tp) is tuple:
             parser.add_argument(flag, dest=f.name, nargs="+", default=None, help=help_text)
         else:
@@ -160,8 +172,11 @@ def add_arguments(parser: argparse.ArgumentParser, settings_cls: type) -> None:
 
 def from_args(settings_cls: type[S], args: argparse.Namespace) -> S:
     """Settings from parsed flags; flags not given keep the class defaults."""
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(settings_cls)
-             if getattr(args, f.name, None) is not None}
+    given = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(settings_cls)
+        if getattr(args, f.name, None) is not None
+    }
     for name, value in given.items():
         if isinstance(value, list):
             given[name] = tuple(value)

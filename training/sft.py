@@ -17,7 +17,6 @@ STAGE = Stage(
 )
 
 
-
 def main(argv: list[str] | None = None) -> int:
     return run_cli(STAGE, argv)
 

@@ -42,7 +42,7 @@ CHAT_TEMPLATE = (
 
 @dataclass(frozen=True)
 class TokenizerSettings:
-    data: str = _f("dataset/pretrain_hq.jsonl", "jsonl with {\"text\"} or {\"conversations\"} lines")
+    data: str = _f("dataset/pretrain_hq.jsonl", 'jsonl with {"text"} or {"conversations"} lines')
     out_dir: str = _f("out/tokenizer", "where tokenizer.json and tokenizer_config.json are written")
     vocab_size: int = _f(6400, "vocabulary size including the 3 special tokens")
     max_records: int = _f(0, "train on at most this many records (0: all)")
@@ -66,15 +66,33 @@ def texts(file: JsonlFile, limit: int = 0) -> Iterator[str]:
 
 
 def config_json() -> dict:
-    added = {str(i): {"content": tok, "lstrip": False, "normalized": False, "rstrip": False,
-                      "single_word": False, "special": True} for i, tok in enumerate(SPECIALS)}
+    added = {
+        str(i): {
+            "content": tok,
+            "lstrip": False,
+            "normalized": False,
+            "rstrip": False,
+            "single_word": False,
+            "special": True,
+        }
+        for i, tok in enumerate(SPECIALS)
+    }
     return {
-        "add_bos_token": False, "add_eos_token": False, "add_prefix_space": False,
-        "added_tokens_decoder": added, "additional_special_tokens": [],
-        "bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
-        "unk_token": "<|endoftext|>", "clean_up_tokenization_spaces": False, "legacy": True,
-        "model_max_length": 32768, "spaces_between_special_tokens": False,
-        "tokenizer_class": "PreTrainedTokenizerFast", "chat_template": CHAT_TEMPLATE,
+        "add_bos_token": False,
+        "add_eos_token": False,
+        "add_prefix_space": False,
+        "added_tokens_decoder": added,
+        "additional_special_tokens": [],
+        "bos_token": "<|im_start|>",
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|endoftext|>",
+        "unk_token": "<|endoftext|>",
+        "clean_up_tokenization_spaces": False,
+        "legacy": True,
+        "model_max_length": 32768,
+        "spaces_between_special_tokens": False,
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "chat_template": CHAT_TEMPLATE,
     }
 
 
@@ -85,8 +103,12 @@ def train_tokenizer(settings: TokenizerSettings) -> Path:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=settings.vocab_size, special_tokens=list(SPECIALS),
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=settings.vocab_size,
+        special_tokens=list(SPECIALS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(texts(file, settings.max_records), trainer=trainer)
     for i, special in enumerate(SPECIALS):
         if tok.token_to_id(special) != i:
@@ -94,8 +116,9 @@ def train_tokenizer(settings: TokenizerSettings) -> Path:
     out = Path(settings.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tok.save(str(out / "tokenizer.json"))
-    (out / "tokenizer_config.json").write_text(json.dumps(config_json(), ensure_ascii=False, indent=2) + "\n",
-                                               encoding="utf-8")
+    (out / "tokenizer_config.json").write_text(
+        json.dumps(config_json(), ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+    )
     log.info("tokenizer: %d tokens from %s -> %s", tok.get_vocab_size(), settings.data, out)
     return out
 

@@ -61,8 +61,10 @@ IDENTITY = (
     ("Please introduce yourself.", "请介绍一下你自己。"),
     ("What should I call you?", "我该怎么称呼你？"),
 )
-IDENTITY_ANSWER = (f"I am {ASSISTANT_NAME_EN}, an offline voice assistant running on this device.",
-                   f"我是{ASSISTANT_NAME_ZH}，一个在本机离线运行的语音助手。")
+IDENTITY_ANSWER = (
+    f"I am {ASSISTANT_NAME_EN}, an offline voice assistant running on this device.",
+    f"我是{ASSISTANT_NAME_ZH}，一个在本机离线运行的语音助手。",
+)
 IDENTITY_HELD_OUT = (("Tell me who you are.", "告诉我你是谁。"),)
 
 
@@ -75,8 +77,12 @@ class QA:
     held_out: bool
 
     def record(self) -> dict:
-        return {"conversations": [{"role": "user", "content": self.question},
-                                  {"role": "assistant", "content": self.answer}]}
+        return {
+            "conversations": [
+                {"role": "user", "content": self.question},
+                {"role": "assistant", "content": self.answer},
+            ]
+        }
 
 
 def _held_out(key: str, fraction: float) -> bool:
@@ -106,23 +112,55 @@ def units(fraction: float) -> Iterator[QA]:
     for src_en, src_zh, dst_en, dst_zh, factor in UNITS:
         for n in range(1, 21):
             held = _held_out(f"unit {src_en} {n}", fraction)
-            yield QA("units", "en", f"How many {dst_en} are in {n} {src_en}?",
-                     f"{n} {src_en} is {n * factor} {dst_en}.", held)
-            yield QA("units", "zh", f"{n}{src_zh}等于多少{dst_zh}？", f"{n}{src_zh}等于{n * factor}{dst_zh}。", held)
+            yield QA(
+                "units",
+                "en",
+                f"How many {dst_en} are in {n} {src_en}?",
+                f"{n} {src_en} is {n * factor} {dst_en}.",
+                held,
+            )
+            yield QA(
+                "units",
+                "zh",
+                f"{n}{src_zh}等于多少{dst_zh}？",
+                f"{n}{src_zh}等于{n * factor}{dst_zh}。",
+                held,
+            )
 
 
 def weekdays(fraction: float) -> Iterator[QA]:
     for d in range(7):
-        yield QA("weekdays", "en", f"What day comes after {WEEKDAYS_EN[d]}?",
-                 f"{WEEKDAYS_EN[(d + 1) % 7]} comes after {WEEKDAYS_EN[d]}.", False)
-        yield QA("weekdays", "zh", f"{WEEKDAYS_ZH[d]}的下一天是星期几？", f"{WEEKDAYS_ZH[d]}的下一天是{WEEKDAYS_ZH[(d + 1) % 7]}。",
-                 False)
+        yield QA(
+            "weekdays",
+            "en",
+            f"What day comes after {WEEKDAYS_EN[d]}?",
+            f"{WEEKDAYS_EN[(d + 1) % 7]} comes after {WEEKDAYS_EN[d]}.",
+            False,
+        )
+        yield QA(
+            "weekdays",
+            "zh",
+            f"{WEEKDAYS_ZH[d]}的下一天是星期几？",
+            f"{WEEKDAYS_ZH[d]}的下一天是{WEEKDAYS_ZH[(d + 1) % 7]}。",
+            False,
+        )
         for n in range(1, 15):
             held = _held_out(f"day {d} {n}", fraction)
             target_en, target_zh = WEEKDAYS_EN[(d + n) % 7], WEEKDAYS_ZH[(d + n) % 7]
-            yield QA("weekdays", "en", f"If today is {WEEKDAYS_EN[d]}, what day is it in {n} days?",
-                     f"In {n} days it will be {target_en}.", held)
-            yield QA("weekdays", "zh", f"如果今天是{WEEKDAYS_ZH[d]}，{n}天后是星期几？", f"{n}天后是{target_zh}。", held)
+            yield QA(
+                "weekdays",
+                "en",
+                f"If today is {WEEKDAYS_EN[d]}, what day is it in {n} days?",
+                f"In {n} days it will be {target_en}.",
+                held,
+            )
+            yield QA(
+                "weekdays",
+                "zh",
+                f"如果今天是{WEEKDAYS_ZH[d]}，{n}天后是星期几？",
+                f"{n}天后是{target_zh}。",
+                held,
+            )
 
 
 def facts() -> Iterator[QA]:
@@ -145,8 +183,13 @@ def identity() -> Iterator[QA]:
 
 
 def build(held_out_fraction: float = 0.1) -> list[QA]:
-    return [*arithmetic(held_out_fraction), *units(held_out_fraction), *weekdays(held_out_fraction),
-            *facts(), *identity()]
+    return [
+        *arithmetic(held_out_fraction),
+        *units(held_out_fraction),
+        *weekdays(held_out_fraction),
+        *facts(),
+        *identity(),
+    ]
 
 
 def split(items: list[QA], *, seed: int = 0) -> tuple[list[QA], list[QA]]:
@@ -163,4 +206,4 @@ def pretrain_texts(items: list[QA], *, per_doc: int = 6, seed: int = 0) -> list[
     rng = random.Random(seed)
     lines = [f"{q.question} {q.answer}" for q in items]
     rng.shuffle(lines)
-    return [{"text": "\n".join(lines[i:i + per_doc])} for i in range(0, len(lines), per_doc)]
+    return [{"text": "\n".join(lines[i : i + per_doc])} for i in range(0, len(lines), per_doc)]
