@@ -109,6 +109,7 @@ class Reloaded:
     settings: Settings
     wake: Spotter
     asr: Recognizer
+    summary: str = ""  # what changed, for the log line when it is applied
 
 
 def sampling_from(settings: Settings) -> Sampling:
@@ -216,7 +217,7 @@ class Daemon:
         self.settings = reloaded.settings
         self.wake = reloaded.wake
         self.asr = reloaded.asr
-        log.info("reloaded config and keywords")
+        log.info("reloaded config and keywords%s", f": {reloaded.summary}" if reloaded.summary else "")
 
     # -- audio ------------------------------------------------------------------------------------------
 

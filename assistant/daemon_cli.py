@@ -12,13 +12,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import os
+import queue
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from assistant.daemon import Daemon, Reloaded, make_executor
 from assistant.exitcodes import OK, ConfigError
@@ -209,6 +213,83 @@ def build_pipeline(settings: Settings, keywords: list[Any]) -> Pipeline:
     return pipeline
 
 
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if not dataclasses.is_dataclass(value):
+        return {prefix: value}
+    flat: dict[str, Any] = {}
+    for f in dataclasses.fields(value):
+        flat.update(_flatten(getattr(value, f.name), f"{prefix}.{f.name}" if prefix else f.name))
+    return flat
+
+
+def describe_reload(old: Settings, new: Settings, keywords: list[Any]) -> str:
+    """One line for the log: the keyword labels now active and every setting whose value changed."""
+    labels = list(dict.fromkeys(str(getattr(k, "label", k)) for k in keywords))
+    before, after = _flatten(old), _flatten(new)
+    changed = [f"{key} {before.get(key)} -> {v}" for key, v in after.items() if before.get(key) != v]
+    return (
+        f"keywords {new.wake.keywords_file} ({', '.join(labels)}); "
+        f"{'changed: ' + ', '.join(changed) if changed else 'no setting changed'}"
+    )
+
+
+class StdinPump:
+    """stdin read by a daemon thread, handed out through `read(n)` (the stream PcmStreamSource reads).
+
+    PcmStreamSource reads in an executor thread, and asyncio.run waits for those threads on the way out: a
+    read blocked on a pipe whose writer (`arecord | assistant --input -`) is open but quiet never returns, so
+    SIGTERM hung until systemd's TimeoutStopSec killed us. close() ends a pending read() with EOF at once; the
+    thread stuck in the real read is a daemon thread and does not hold the process.
+    """
+
+    def __init__(self, stream: BinaryIO, max_queued: int = 64) -> None:
+        self._stream = stream
+        self._queue: queue.Queue[bytes] = queue.Queue(maxsize=max_queued)  # back-pressure like the pipe's
+        self._buffer = b""
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._pump, name="stdin-reader", daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        # The raw fd, not the buffered object: at interpreter exit Python takes the BufferedReader's lock to
+        # close it, and a daemon thread parked inside read1() holds that lock ("Fatal Python error").
+        try:
+            fd = self._stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            fd = None
+        while not self._closed.is_set():
+            try:
+                data = os.read(fd, 65536) if fd is not None else self._stream.read(65536)
+            except (OSError, ValueError):
+                data = b""
+            while not self._closed.is_set():
+                try:
+                    self._queue.put(data, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if not data:
+                return
+
+    def read(self, n: int) -> bytes:
+        """Up to `n` bytes (fewer when that is what has arrived); b"" at end of input or after close()."""
+        while not self._buffer:
+            if self._closed.is_set():
+                return b""
+            try:
+                self._buffer = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if not self._buffer:
+                self._closed.set()
+                return b""
+        data, self._buffer = self._buffer[:n], self._buffer[n:]
+        return data
+
+    def close(self) -> None:
+        self._closed.set()
+
+
 # ------------------------------------------------------------------------------------------------- running
 
 
@@ -222,20 +303,24 @@ def run(args: argparse.Namespace) -> int:
 
     # Opened before the models load (a few seconds): a missing file or microphone fails at once. A
     # microphone only starts streaming when iterated, so nothing queues up meanwhile.
+    stdin = StdinPump(sys.stdin.buffer) if str(settings.audio.input) == "-" else None
     source = open_source(
         str(settings.audio.input),
         sample_rate=settings.audio.sample_rate,
         block_ms=settings.audio.block_ms,
         realtime=settings.audio.realtime,
         device=settings.audio.device,
+        stdin=stdin,  # type: ignore[arg-type] - read(n) is all PcmStreamSource uses
     )
     pipeline = None
     try:
         pipeline = build_pipeline(settings, keywords)
         return asyncio.run(
-            _main(settings, pipeline, source, AudioRing(settings.audio.ring_s), path, overrides)
+            _main(settings, pipeline, source, AudioRing(settings.audio.ring_s), path, overrides, stdin)
         )
     finally:
+        if stdin is not None:
+            stdin.close()
         with contextlib.suppress(Exception):
             source.close()
         if pipeline is not None and pipeline.speech is not None:
@@ -249,6 +334,7 @@ async def _main(
     ring: Any,
     path: Path | None,
     overrides: dict[str, Any],
+    stdin: StdinPump | None = None,
 ) -> int:
     loop = asyncio.get_running_loop()
     executor = make_executor()
@@ -282,7 +368,12 @@ async def _main(
         def load() -> Reloaded:
             fresh = load_settings(path, overrides)
             keywords = load_keyword_list(fresh)
-            return Reloaded(settings=fresh, wake=build_wake(fresh, keywords), asr=build_asr(fresh))
+            return Reloaded(
+                settings=fresh,
+                wake=build_wake(fresh, keywords),
+                asr=build_asr(fresh),
+                summary=describe_reload(daemon.settings, fresh, keywords),
+            )
 
         async def apply() -> None:
             notifier.reloading()
@@ -312,6 +403,8 @@ async def _main(
             loop.remove_signal_handler(signum)
         for task in reloads:
             task.cancel()
+        if stdin is not None:
+            stdin.close()  # frees the executor thread waiting in read(): asyncio.run joins it next
         with contextlib.suppress(Exception):
             source.close()
         executor.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,433 @@
+"""The daemon as systemd runs it: a subprocess talking sd_notify to a real AF_UNIX datagram socket.
+
+The daemon reads 16 kHz s16le PCM on stdin (`--input -`), so each test decides when audio arrives relative to
+a signal; the English KWS model is both wake word and ASR, the tiny int8 MiniMind export answers. Every wait
+has a deadline and nothing asserts on timing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from assistant.exitcodes import CONFIG
+from tests.conftest import ASSETS, REPO, require
+from tests.llm_fixture import (
+    AUDIO,
+    KWS_EN,
+    load_mono16k,
+    silence,
+    tiny_llm,  # noqa: F401 - fixture
+    write_config,
+)
+
+JFK = AUDIO / "en" / "whisper-jfk.flac"
+WATCHDOG_USEC = 200_000  # pings every 0.1 s: a few arrive within any wait below
+START_TIMEOUT_S = 90.0  # import + model loads on 2 busy shared cores
+STEP_TIMEOUT_S = 60.0
+
+
+# ------------------------------------------------------------------------------------------------ harness
+
+
+def _wait(predicate: Callable[[], Any], timeout: float, what: str, dump: Callable[[], str]) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}\n{dump()}")
+
+
+class NotifySocket:
+    """The service manager's side of sd_notify: a bound datagram socket, messages collected by a thread."""
+
+    def __init__(self, directory: Path) -> None:
+        path = directory / "notify"
+        if len(str(path)) >= 100:  # sun_path holds 108 bytes
+            path = Path(tempfile.mkdtemp(prefix="sdn-")) / "notify"
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.1)
+        self.messages: list[dict[str, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._receive, daemon=True)
+        self._thread.start()
+
+    def _receive(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            fields = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
+            self.messages.append(fields)
+
+    def with_key(self, key: str, value: str | None = None) -> list[dict[str, str]]:
+        return [m for m in list(self.messages) if key in m and (value is None or m[key] == value)]
+
+    def statuses(self) -> list[str]:
+        return [m["STATUS"] for m in list(self.messages) if "STATUS" in m]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sock.close()
+
+
+class Service:
+    """`assistant` started like systemd does it: NOTIFY_SOCKET, WATCHDOG_USEC and a matching WATCHDOG_PID."""
+
+    def __init__(self, argv: list[str], cwd: Path, notify: NotifySocket) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_", "JOURNAL_"))}
+        env.update(
+            PYTHONPATH=str(REPO),
+            PYTHONUNBUFFERED="1",
+            NOTIFY_SOCKET=str(notify.path),
+            WATCHDOG_USEC=str(WATCHDOG_USEC),
+        )
+        # systemd sets WATCHDOG_PID to the main pid: `exec` keeps the shell's pid ($$) for the daemon.
+        command = "WATCHDOG_PID=$$ exec " + shlex.join(argv)
+        self.notify = notify
+        self.proc = subprocess.Popen(
+            ["/bin/sh", "-c", command],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self.events: list[dict[str, Any]] = []
+        self.stderr: list[str] = []
+        self.fed_s = 0.0  # seconds of audio handed to the feeder so far
+        self._audio: queue.Queue[bytes | None] = queue.Queue()
+        self._threads = [
+            threading.Thread(target=self._read_events, daemon=True),
+            threading.Thread(target=self._read_stderr, daemon=True),
+            threading.Thread(target=self._feed, daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _read_events(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.strip():
+                self.events.append(json.loads(line))
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr.append(line.decode(errors="replace"))
+
+    def _feed(self) -> None:
+        # Writes block while the daemon is busy: a thread keeps the test's waits bounded.
+        assert self.proc.stdin is not None
+        while (data := self._audio.get()) is not None:
+            try:
+                self.proc.stdin.write(data)
+                self.proc.stdin.flush()
+            except (BrokenPipeError, ValueError):
+                return
+        self.proc.stdin.close()
+
+    def feed(self, *parts: np.ndarray) -> None:
+        samples = np.concatenate(parts)
+        pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
+        self._audio.put(pcm.tobytes())
+        self.fed_s += len(samples) / 16000
+
+    def end_input(self) -> None:
+        self._audio.put(None)
+
+    def dump(self) -> str:
+        return (
+            f"notify: {self.notify.messages[-12:]}\nevents: {self.events[-12:]}\n"
+            f"stderr:\n{''.join(self.stderr[-30:])}"
+        )
+
+    def wait(self, predicate: Callable[[], Any], what: str, timeout: float = STEP_TIMEOUT_S) -> Any:
+        def check() -> Any:
+            found = predicate()
+            if not found and self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited with {self.proc.returncode} waiting for {what}\n"
+                                     f"{self.dump()}")
+            return found
+
+        return _wait(check, timeout, what, self.dump)
+
+    def wait_notify(self, key: str, value: str | None = None, *, count: int = 1,
+                    timeout: float = STEP_TIMEOUT_S) -> list[dict[str, str]]:
+        def found() -> list[dict[str, str]]:
+            hits = self.notify.with_key(key, value)
+            return hits if len(hits) >= count else []
+
+        return self.wait(found, f"{count} x {key}={value or '*'} on the notify socket", timeout)
+
+    def wait_event(self, name: str, *, count: int = 1, **fields: Any) -> list[dict[str, Any]]:
+        def found() -> list[dict[str, Any]]:
+            hits = self.of(name, **fields)
+            return hits if len(hits) >= count else []
+
+        return self.wait(found, f"{count} x {name} {fields or ''} event")
+
+    def wait_log(self, text: str) -> str:
+        return self.wait(lambda: next((line for line in list(self.stderr) if text in line), None),
+                         f"log line with {text!r}")
+
+    def of(self, name: str, **fields: Any) -> list[dict[str, Any]]:
+        return [e for e in list(self.events) if e["event"] == name
+                and all(e.get(k) == v for k, v in fields.items())]
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def finish(self, timeout: float = STEP_TIMEOUT_S) -> int:
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"daemon still running after {timeout:g} s\n{self.dump()}") from None
+        for thread in self._threads[:2]:
+            thread.join(timeout=10)
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        self._audio.put(None)
+
+
+@pytest.fixture()
+def notify(tmp_path: Path) -> Iterator[NotifySocket]:
+    sock = NotifySocket(tmp_path)
+    yield sock
+    sock.close()
+
+
+@pytest.fixture(scope="module")
+def jfk() -> np.ndarray:
+    return load_mono16k(require(JFK))
+
+
+@pytest.fixture()
+def workdir(tmp_path: Path, tiny_llm: Path) -> Path:  # noqa: F811
+    require(KWS_EN)
+    (tmp_path / "keywords.txt").write_text("FELLOW AMERICANS @FELLOW_AMERICANS\n", encoding="utf-8")
+    write_config(tmp_path, _config_body(tiny_llm))
+    return tmp_path
+
+
+def _config_body(llm: Path, wake_extra: str = "") -> str:
+    return (
+        f"  model_dir: {llm}\n"
+        f"wake:\n  keywords_file: keywords.txt\n  model_dir: {KWS_EN}\n{wake_extra}"
+        "audio:\n  input: '-'\n"
+        "logging:\n  json: true\n"
+    )
+
+
+def _daemon_argv(workdir: Path) -> list[str]:
+    return [sys.executable, "-m", "assistant", "--config", str(workdir / "config.yaml")]
+
+
+@pytest.fixture()
+def start(workdir: Path, notify: NotifySocket) -> Iterator[Callable[..., Service]]:
+    started: list[Service] = []
+
+    def _start(argv: list[str] | None = None) -> Service:
+        service = Service(argv or _daemon_argv(workdir), workdir, notify)
+        started.append(service)
+        return service
+
+    yield _start
+    for service in started:
+        service.kill()
+
+
+def _one_utterance(service: Service, jfk: np.ndarray) -> None:
+    """JFK (wake word "fellow Americans" ~2 s in, then the question) and enough silence for the endpoint."""
+    service.feed(jfk, silence(3.0))
+
+
+# ------------------------------------------------------------------------------------------------- tests
+
+
+def test_ready_watchdog_status_cycle_and_stopping(start: Callable[..., Service], jfk: np.ndarray) -> None:
+    service = start()
+    service.feed(silence(0.5))
+    (ready,) = service.wait_notify("READY", "1", timeout=START_TIMEOUT_S)
+    assert ready["MAINPID"] == str(service.proc.pid)
+    # WATCHDOG_PID matched (set as systemd does): the event loop pings every WATCHDOG_USEC/2.
+    service.wait_notify("WATCHDOG", "1", count=3)
+
+    _one_utterance(service, jfk)
+    service.wait_event("reply")
+    service.wait_event("state", state="idle")
+    wake = service.of("wake")[0]
+    assert wake["label"] == "FELLOW_AMERICANS"
+    statuses = service.wait(lambda: [s for s in service.notify.statuses() if s.startswith("idle (last wake")],
+                            "STATUS idle with the last wake time")
+    history = service.notify.statuses()
+    assert history[0] == "idle"
+    kinds = [s.split()[0].rstrip(":") for s in history]
+    assert kinds == ["idle", "listening", "thinking", "idle"], history
+    assert all("(last wake " in s for s in history[1:]), history
+    assert history[2].startswith("thinking: "), history  # what was heard, for `systemctl status`
+    assert statuses[-1] == history[-1]
+    pings = len(service.notify.with_key("WATCHDOG"))
+
+    # Still running (stdin open, no audio): SIGTERM stops it cleanly while it waits for input.
+    service.wait_notify("WATCHDOG", "1", count=pings + 2)
+    service.signal(signal.SIGTERM)
+    service.wait_notify("STOPPING", "1")
+    assert service.finish() == 0, service.dump()
+    assert "Traceback" not in "".join(service.stderr)
+    names = [next(iter(m)) for m in service.notify.messages if "STATUS" not in m or len(m) > 1]
+    assert names.count("READY") == 1 and names[-1] == "STOPPING", service.notify.messages
+
+
+def test_config_error_exits_config_before_ready(
+    workdir: Path, start: Callable[..., Service], notify: NotifySocket
+) -> None:
+    config = workdir / "config.yaml"
+    config.write_text(config.read_text() + "service:\n  watchdgo: true\n")
+    service = start()
+    code = service.finish()
+    assert code == CONFIG, service.dump()
+    stderr = "".join(service.stderr)
+    assert "service.watchdgo" in stderr and str(config) in stderr and "Traceback" not in stderr
+    time.sleep(0.3)  # let any datagram still in flight arrive
+    assert not notify.with_key("READY"), notify.messages
+
+
+def test_sighup_keywords_invalid_keeps_old_then_valid_swaps(
+    workdir: Path, start: Callable[..., Service], jfk: np.ndarray
+) -> None:
+    keywords = workdir / "keywords.txt"
+    service = start()
+    service.feed(silence(0.5))
+    service.wait_notify("READY", "1", timeout=START_TIMEOUT_S)
+
+    # An invalid keywords file: the reload is refused with the reason, the old keyword keeps working.
+    keywords.write_text("FELLOW AMERICANS\n\u2603 SNOWMAN\n", encoding="utf-8")
+    service.signal(signal.SIGHUP)
+    service.wait_notify("RELOADING", "1")
+    service.wait_notify("READY", "1", count=2)
+    failure = service.wait_log("reload failed")
+    assert f"{keywords}:2" in failure and "keeping the old" in failure
+    _one_utterance(service, jfk)
+    service.wait_event("reply")
+    service.wait_event("state", state="idle")
+    assert [w["label"] for w in service.of("wake")] == ["FELLOW_AMERICANS"]
+
+    # A valid new file: the next wake is on the new keyword, in the same audio stream (t keeps counting).
+    keywords.write_text("COUNTRY @COUNTRY\n", encoding="utf-8")
+    before_s = service.fed_s
+    service.signal(signal.SIGHUP)
+    service.wait_notify("RELOADING", "1", count=2)
+    service.wait_notify("READY", "1", count=3)
+    service.feed(silence(0.3))  # the swap happens between two chunks
+    applied = service.wait_log("reloaded")
+    assert "COUNTRY" in applied
+    _one_utterance(service, jfk)
+    service.wait_event("reply", count=2)
+    service.end_input()
+    assert service.finish() == 0, service.dump()
+    wakes = service.of("wake")
+    assert [w["label"] for w in wakes] == ["FELLOW_AMERICANS", "COUNTRY"], wakes
+    assert wakes[1]["t"] > before_s
+    assert "Traceback" not in "".join(service.stderr)
+
+
+def test_sighup_reloads_config_and_keeps_the_old_one_when_bad(
+    workdir: Path, start: Callable[..., Service], tiny_llm: Path, jfk: np.ndarray  # noqa: F811
+) -> None:
+    config = workdir / "config.yaml"
+    service = start()
+    service.feed(silence(0.5))
+    service.wait_notify("READY", "1", timeout=START_TIMEOUT_S)
+
+    # Out of range: refused, naming the key; the running threshold (0.25) stays and the wake fires.
+    write_config(workdir, _config_body(tiny_llm, "  keywords_threshold: 5\n"))
+    service.signal(signal.SIGHUP)
+    service.wait_notify("READY", "1", count=2)
+    failure = service.wait_log("reload failed")
+    assert "wake.keywords_threshold" in failure and str(config) in failure
+    _one_utterance(service, jfk)
+    service.wait_event("reply")
+    service.wait_event("state", state="idle")
+
+    # A threshold no keyword reaches: after the reload the same audio no longer wakes it.
+    write_config(workdir, _config_body(tiny_llm, "  keywords_threshold: 0.99\n"))
+    service.signal(signal.SIGHUP)
+    service.wait_notify("READY", "1", count=3)
+    service.feed(silence(0.3))
+    applied = service.wait_log("reloaded")
+    assert "wake.keywords_threshold 0.25 -> 0.99" in applied
+    _one_utterance(service, jfk)
+    service.end_input()
+    assert service.finish() == 0, service.dump()
+    assert len(service.of("wake")) == 1, service.of("wake")
+    assert len(service.of("reply")) == 1
+    assert "Traceback" not in "".join(service.stderr)
+
+
+def test_unit_exec_start_with_models_fetched_from_the_mirror(
+    tmp_path: Path, tiny_llm: Path, notify: NotifySocket  # noqa: F811
+) -> None:
+    """As a new user: `models fetch kws-en --mirror`, then the unit's own ExecStart line, started by hand."""
+    assets = require(ASSETS)
+    models_dir = tmp_path / "models"
+    env = {k: v for k, v in os.environ.items() if k not in ("ASSISTANT_MIRROR", "ASSISTANT_MODELS_DIR")}
+    assistant = [sys.executable, "-m", "assistant"]
+    fetched = subprocess.run(
+        [*assistant, "models", "fetch", "kws-en", "--mirror", str(assets), "--models-dir", str(models_dir)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert fetched.returncode == 0, fetched.stderr
+    assert fetched.stdout.strip() == str(models_dir / "kws-en")
+
+    keywords = tmp_path / "keywords.txt"
+    keywords.write_text((REPO / "examples" / "keywords-en.txt").read_text(encoding="utf-8"), encoding="utf-8")
+    unit = subprocess.run(
+        [*assistant, "install-service", "--dry-run", "--keywords", str(keywords)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert unit.returncode == 0, unit.stderr
+    lines = unit.stdout.splitlines()
+    (exec_start,) = [line.split("=", 1)[1] for line in lines if line.startswith("ExecStart=")]
+    argv = shlex.split(exec_start)
+    assert Path(argv[0]).name == "assistant" and argv[1] == "run"
+    # The repo's config.yaml with the fetched models; the LLM is the tiny test export, the mic is the clip.
+    argv += ["--model-dir", str(models_dir), "--llm-model", str(tiny_llm)]
+    argv += ["--input", str(require(JFK)), "--json"]
+    service = Service(argv, REPO, notify)
+    try:
+        service.end_input()
+        code = service.finish(timeout=START_TIMEOUT_S + STEP_TIMEOUT_S)
+    finally:
+        service.kill()
+    assert code == 0, service.dump()
+    assert [w["label"] for w in service.of("wake")] == ["fellow_americans"], service.dump()
+    assert service.of("final") and service.of("reply")
+    assert service.notify.with_key("READY", "1")
