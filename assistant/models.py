@@ -5,12 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from assistant import fetch
 from assistant.exitcodes import ModelError
 
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from assistant.settings import Settings
+
+DEFAULT_CONFIG = Path("config.yaml")  # the daemon's rule: read from the working directory
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,6 +29,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--manifest", type=Path, default=None, help="model manifest (default: models/manifest.yaml)"
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="settings whose paths.models_dir and paths.mirror apply when the flags and env are not given "
+        "(default: ./config.yaml if it exists, as for the daemon)",
     )
     sub = parser.add_subparsers(dest="action", required=True, metavar="{list,fetch,path}")
     listing = sub.add_parser("list", help="show every known model, installed or not")
@@ -44,13 +59,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # argparse puts a sub-parser's own --models-dir default over the parent's value: accept it in both places.
     for child in (listing, getting, locate):
         child.add_argument("--models-dir", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        child.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def _settings(args: argparse.Namespace) -> Settings | None:
+    """The daemon's config file, so `models fetch` installs where the daemon looks (None: no file)."""
+    path = args.config if args.config is not None else DEFAULT_CONFIG
+    if args.config is None and not path.is_file():
+        return None
+    from assistant.settings import load_settings  # only here: it pulls in the gate's model runtimes
+
+    return load_settings(path)
 
 
 def run(args: argparse.Namespace) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     manifest = fetch.load_manifest(args.manifest)
-    models_dir = (args.models_dir or fetch.default_models_dir()).expanduser()
+    settings = _settings(args)
+    # Precedence: flag, then environment, then the config file, then models/ in the repo.
+    models_dir = args.models_dir
+    if models_dir is None and settings is not None and not os.environ.get("ASSISTANT_MODELS_DIR"):
+        models_dir = settings.paths.models_dir
+    models_dir = (models_dir or fetch.default_models_dir()).expanduser()
     if args.action == "list":
         return _list(manifest, models_dir, as_json=args.json)
     if args.action == "path":
@@ -66,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     entries = [fetch.get_entry(manifest, name) for name in args.names]
     options = fetch.FetchOptions(
         models_dir=models_dir,
-        mirror=args.mirror or fetch.default_mirror(),
+        mirror=args.mirror or fetch.default_mirror() or (settings.mirror() if settings else None),
         allow_unverified=args.allow_unverified,
     )
     for entry in entries:

@@ -33,6 +33,10 @@ def _bound(default: Any, **limits: float) -> Any:
 @dataclass(frozen=True)
 class PathsSettings:
     models_dir: Path = Path("models")  # where `assistant models fetch NAME` installs <models_dir>/<NAME>/
+    # `models fetch` source when --mirror/ASSISTANT_MIRROR are not given: a folder (relative: to the config
+    # file's folder) or an http(s):// URL laid out like the upstream; None = the official URLs. A str, not a
+    # Path, so a URL is not resolved as a file name: Settings.mirror() resolves a folder.
+    mirror: str | None = None
 
 
 @dataclass(frozen=True)
@@ -159,6 +163,16 @@ class Settings:
 
     def llm_model_dir(self) -> Path:
         return self.llm.model_dir or self.paths.models_dir / self.llm.model
+
+    def mirror(self) -> str | None:
+        """paths.mirror, a relative folder resolved against the config file's folder (URLs as written)."""
+        mirror = self.paths.mirror
+        if not mirror or mirror.startswith(("http://", "https://")):
+            return mirror or None
+        folder = Path(mirror).expanduser()
+        if folder.is_absolute() or self.config_path is None:
+            return str(folder)
+        return str((self.config_path.parent / folder).resolve())
 
 
 @dataclass(frozen=True)

@@ -431,3 +431,21 @@ def test_unit_exec_start_with_models_fetched_from_the_mirror(
     assert [w["label"] for w in service.of("wake")] == ["fellow_americans"], service.dump()
     assert service.of("final") and service.of("reply")
     assert service.notify.with_key("READY", "1")
+
+
+def test_models_fetch_takes_mirror_and_models_dir_from_the_config(tmp_path: Path) -> None:
+    """paths.mirror is the config equivalent of --mirror; a relative folder is relative to the config file."""
+    assets = require(ASSETS)
+    (tmp_path / "offline").symlink_to(assets, target_is_directory=True)
+    (tmp_path / "config.yaml").write_text("paths:\n  models_dir: my-models\n  mirror: offline\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("ASSISTANT_MIRROR", "ASSISTANT_MODELS_DIR")}
+    env["PYTHONPATH"] = str(REPO)
+    fetched = subprocess.run(
+        [sys.executable, "-m", "assistant", "models", "fetch", "kws-en"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert fetched.returncode == 0, fetched.stderr
+    target = tmp_path / "my-models" / "kws-en"
+    assert fetched.stdout.strip() == str(target)
+    receipt = json.loads((target / ".fetched.json").read_text())
+    assert receipt["source"] == f"mirror {(tmp_path / 'offline').resolve()}"
