@@ -169,6 +169,7 @@ class Daemon:
         self._reply_task: asyncio.Task[None] | None = None
         self._pending: Reloaded | None = None
         self.last_wake_wall: str | None = None
+        self._status_detail = ""  # what THINKING is answering, for the STATUS line
         self.replies = 0
         self.errors = 0
 
@@ -182,12 +183,17 @@ class Daemon:
         suffix = f" ({detail})" if detail else ""
         log.info("state %s -> %s at %.2f s%s", previous.value, state.value, self._t, suffix)
         self._emit(StateChange(t=self._t, state=state.value, previous=previous.value))
-        status = state.value
-        if state is State.THINKING and detail:
-            status = f"thinking: {detail[:60]}"
+        self._status_detail = detail[:60] if state is State.THINKING else ""
+        self.notifier.status(self.status_line())
+
+    def status_line(self) -> str:
+        """What `systemctl status` shows: the state, what is being answered, the last wake time."""
+        status = self.state.value
+        if self._status_detail:
+            status += f": {self._status_detail}"
         if self.last_wake_wall:
             status += f" (last wake {self.last_wake_wall})"
-        self.notifier.status(status)
+        return status
 
     def _emit(self, event: Event) -> None:
         try:

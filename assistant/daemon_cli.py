@@ -222,15 +222,42 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+# Settings a SIGHUP applies: the wake word and ASR are rebuilt, the reply reads these per utterance.
+# Everything else (audio stream, LLM session, TTS voice, logging, watchdog) is set up once at start.
+RELOADABLE = (
+    "wake.",
+    "asr.",
+    "paths.models_dir",
+    "llm.temperature",
+    "llm.top_p",
+    "llm.top_k",
+    "llm.repetition_penalty",
+    "llm.max_new_tokens",
+    "llm.seed",
+    "llm.greedy",
+    "llm.follow_up_window_s",
+    "tts.mute_tail_s",
+)
+
+
 def describe_reload(old: Settings, new: Settings, keywords: list[Any]) -> str:
-    """One line for the log: the keyword labels now active and every setting whose value changed."""
+    """One line for the log: the keyword labels now active and every setting whose value changed.
+
+    Changes a reload cannot apply are named too (and logged as a warning), so an edit never looks applied
+    when it needs `systemctl restart`.
+    """
     labels = list(dict.fromkeys(str(getattr(k, "label", k)) for k in keywords))
     before, after = _flatten(old), _flatten(new)
-    changed = [f"{key} {before.get(key)} -> {v}" for key, v in after.items() if before.get(key) != v]
-    return (
-        f"keywords {new.wake.keywords_file} ({', '.join(labels)}); "
-        f"{'changed: ' + ', '.join(changed) if changed else 'no setting changed'}"
-    )
+    changed = [key for key, value in after.items() if before.get(key) != value]
+    live = [f"{key} {before.get(key)} -> {after[key]}" for key in changed if key.startswith(RELOADABLE)]
+    later = [key for key in changed if not key.startswith(RELOADABLE)]
+    if later:
+        log.warning("reload: %s take effect only after a restart", ", ".join(later))
+    text = f"keywords {new.wake.keywords_file} ({', '.join(labels)}); "
+    text += f"changed: {', '.join(live)}" if live else "no setting changed"
+    if later:
+        text += f"; needs a restart: {', '.join(later)}"
+    return text
 
 
 class StdinPump:
@@ -366,13 +393,14 @@ async def _main(
 
     def reload() -> None:
         def load() -> Reloaded:
+            running = daemon.settings
             fresh = load_settings(path, overrides)
             keywords = load_keyword_list(fresh)
+            summary = describe_reload(running, fresh, keywords)
+            # The audio stream stays open as it is: its settings (and the clock derived from them) too.
+            fresh = dataclasses.replace(fresh, audio=running.audio)
             return Reloaded(
-                settings=fresh,
-                wake=build_wake(fresh, keywords),
-                asr=build_asr(fresh),
-                summary=describe_reload(daemon.settings, fresh, keywords),
+                settings=fresh, wake=build_wake(fresh, keywords), asr=build_asr(fresh), summary=summary
             )
 
         async def apply() -> None:
@@ -384,7 +412,7 @@ async def _main(
             else:
                 daemon.request_reload(reloaded)
             finally:
-                notifier.ready(status=daemon.state.value)
+                notifier.ready(status=daemon.status_line())
 
         log.info("SIGHUP: reloading %s and the keywords file", path or "settings")
         reloads.add(loop.create_task(apply()))

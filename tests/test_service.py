@@ -237,11 +237,11 @@ def workdir(tmp_path: Path, tiny_llm: Path) -> Path:  # noqa: F811
     return tmp_path
 
 
-def _config_body(llm: Path, wake_extra: str = "") -> str:
+def _config_body(llm: Path, wake_extra: str = "", audio_extra: str = "") -> str:
     return (
         f"  model_dir: {llm}\n"
         f"wake:\n  keywords_file: keywords.txt\n  model_dir: {KWS_EN}\n{wake_extra}"
-        "audio:\n  input: '-'\n"
+        f"audio:\n  input: '-'\n{audio_extra}"
         "logging:\n  json: true\n"
     )
 
@@ -377,13 +377,17 @@ def test_sighup_reloads_config_and_keeps_the_old_one_when_bad(
     service.wait_event("reply")
     service.wait_event("state", state="idle")
 
-    # A threshold no keyword reaches: after the reload the same audio no longer wakes it.
-    write_config(workdir, _config_body(tiny_llm, "  keywords_threshold: 0.99\n"))
+    # A threshold no keyword reaches: after the reload the same audio no longer wakes it. The audio stream
+    # is not reopened, so an audio setting is reported as needing a restart instead of looking applied.
+    write_config(workdir, _config_body(tiny_llm, "  keywords_threshold: 0.99\n", "  block_ms: 200\n"))
     service.signal(signal.SIGHUP)
-    service.wait_notify("READY", "1", count=3)
+    (_, _, ready) = service.wait_notify("READY", "1", count=3)
+    assert ready["STATUS"].startswith("idle (last wake "), ready
     service.feed(silence(0.3))
     applied = service.wait_log("reloaded")
     assert "wake.keywords_threshold 0.25 -> 0.99" in applied
+    assert "needs a restart: audio.block_ms" in applied
+    assert any("WARNING" in line and "audio.block_ms" in line for line in service.stderr)
     _one_utterance(service, jfk)
     service.end_input()
     assert service.finish() == 0, service.dump()
