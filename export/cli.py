@@ -77,6 +77,13 @@ def _parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("--config", type=Path, help="config.json for a .pth whose head size is not 64")
         p.add_argument("--lora", type=Path, help="LoRA adapter to merge into the weights before export")
         p.add_argument(
+            "--graph",
+            choices=("fused", "traced"),
+            default="fused",
+            help="fused: onnxruntime's fused attention/norm operators (dense models; the default); "
+            "traced: a torch trace using standard ONNX operators only (MoE always uses it)",
+        )
+        p.add_argument(
             "--max-abs-diff",
             type=float,
             default=parity.Tolerances.fp32_max_abs,
@@ -117,7 +124,7 @@ def run_export(args: argparse.Namespace) -> None:
     tol = parity.Tolerances(fp32_max_abs=args.max_abs_diff, min_top1=args.min_top1)
     with staging(args.out) as stage:
         fp32_path = stage / "model.onnx" if args.quant == "fp32" else stage / "model.fp32.onnx"
-        export_onnx(model, fp32_path)
+        graph = export_onnx(model, fp32_path, graph=args.graph)
         copy_tokenizer(tokenizer_files, stage)
         fp32 = parity.open_session(fp32_path, args.threads)
         sequences = parity.build_sequences(
@@ -139,6 +146,7 @@ def run_export(args: argparse.Namespace) -> None:
             quantization=args.quant,
             parity=figures,
             source=args.checkpoint.name,
+            graph=graph,
             bos_token_id=config.bos_token_id,
             eos_token_id=config.eos_token_id,
         )
@@ -174,6 +182,7 @@ def run_requantize(args: argparse.Namespace) -> None:
             quantization=args.quant,
             parity=figures,
             source=manifest.get("source", source.name),
+            graph=manifest.get("graph", "traced"),
             bos_token_id=manifest["bos_token_id"],
             eos_token_id=manifest["eos_token_id"],
         )

@@ -28,6 +28,7 @@ def build_manifest(
     quantization: str,
     parity: dict,
     source: str,
+    graph: str,
     bos_token_id: int = 1,
     eos_token_id: int = 2,
 ) -> dict:
@@ -46,6 +47,8 @@ def build_manifest(
         "eos_token_id": eos_token_id,
         "tokenizer": "tokenizer.json",
         "model": "model.onnx",
+        # "fused" graphs use onnxruntime contrib operators (com.microsoft); the I/O contract is the same.
+        "graph": graph,
         "source": source,
         "files": files,
         "parity": parity,

@@ -107,10 +107,37 @@ def _rotate_half(x: torch.Tensor, d: int) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-def export_onnx(model: MiniMindForCausalLM, path: Path) -> None:
-    """Write the fp32 graph to `path` (a single file: weights inline, no external data)."""
-    cfg = model.config
+GRAPHS = ("fused", "traced")
+
+
+def export_onnx(model: MiniMindForCausalLM, path: Path, *, graph: str = "fused") -> str:
+    """Write the fp32 graph to `path` (one file, weights inline); returns the kind of graph written.
+
+    "fused" (dense models) is the hand-built graph of export/fused_graph.py; "traced" is the torch trace of
+    DecoderForExport below, which also covers MoE.
+    """
     model = model.float().eval()
+    if graph == "fused" and not model.config.use_moe:
+        import onnx
+
+        from export.fused_graph import build_fused_graph
+
+        started = time.perf_counter()
+        state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+        onnx.save_model(build_fused_graph(state, model.config), str(path))
+        log.info(
+            "built fused graph %s: %.1f MB in %.0f ms",
+            path,
+            path.stat().st_size / 1e6,
+            (time.perf_counter() - started) * 1000,
+        )
+        return "fused"
+    _trace(model, path)
+    return "traced"
+
+
+def _trace(model: MiniMindForCausalLM, path: Path) -> None:
+    cfg = model.config
     wrapper = DecoderForExport(model).eval()
     inputs, outputs = io_names(cfg)
     kv_shape = (1, cfg.num_key_value_heads, _EXAMPLE_PAST, cfg.head_dim)

@@ -94,9 +94,15 @@ def greedy(session: ort.InferenceSession, prompt: list[int], steps: int, eos: in
 
 
 def teacher_forced(session: ort.InferenceSession, sequence: list[int], prefill: int) -> np.ndarray:
-    """Logits [len - prefill + 1, V] at positions prefill-1 .. len-1: one prefill, then one token per step."""
+    """Logits [len - prefill + 1, V] at positions prefill-1 .. len-1: prefill, then one token per step."""
     graph = _Graph(session)
-    logits, cache = graph.step(sequence[:prefill], graph.empty_cache())
+    # The prompt goes in as two chunks, so a prefill on top of a cache (P > 0, S > 1: the next turn of a
+    # conversation) is checked too.
+    half = prefill // 2
+    cache = graph.empty_cache()
+    if half > 0:
+        _, cache = graph.step(sequence[:half], cache)
+    logits, cache = graph.step(sequence[half:prefill], cache)
     rows = [logits]
     for token in sequence[prefill:]:
         logits, cache = graph.step([token], cache)

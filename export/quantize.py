@@ -34,6 +34,7 @@ def quantize(src: Path, dst: Path, quant: str) -> None:
 
 
 def _int8(src: Path, dst: Path) -> None:
+    from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     # MatMul covers every projection and lm_head (exported as its own MatMul for this reason); Gather makes
@@ -44,6 +45,8 @@ def _int8(src: Path, dst: Path) -> None:
         weight_type=QuantType.QInt8,
         op_types_to_quantize=["MatMul", "Gather"],
         per_channel=False,
+        # onnx shape inference cannot type the outputs of onnxruntime's fused (com.microsoft) operators.
+        extra_options={"DefaultTensorType": TensorProto.FLOAT},
     )
 
 

@@ -61,6 +61,7 @@ def test_manifest_describes_directory(exported: dict[str, Path], quant: str) -> 
     assert sorted(manifest["files"]) == ["model.onnx", "tokenizer.json", "tokenizer_config.json"]
     assert sorted(p.name for p in directory.iterdir()) == ["model.json", *sorted(manifest["files"])]
     assert manifest["quantization"] == quant
+    assert manifest["graph"] == "fused"
     arch = manifest["architecture"]
     assert (arch["hidden_size"], arch["num_hidden_layers"], arch["head_dim"]) == (256, 2, 64)
     assert (manifest["bos_token_id"], manifest["eos_token_id"]) == (1, 2)
@@ -82,6 +83,18 @@ def test_fp32_graph_reproduces_pack(exported: dict[str, Path], pack: Path) -> No
         tokens, logits = greedy_logits(session, ref[f"chat{i}_ids"].tolist(), 24)
         assert tokens == ref[f"chat{i}_greedy"].tolist()
         np.testing.assert_allclose(logits, ref[f"chat{i}_decode_logits"], atol=1e-4, rtol=0)
+
+
+def test_traced_graph_reproduces_pack(pack: Path, tokenizer: Path, tmp_path: Path) -> None:
+    # The standard-operator graph (no onnxruntime contrib ops), as used for MoE.
+    out = tmp_path / "traced"
+    argv = [str(pack / "minimind2-dense-tiny-random.pth"), "--tokenizer", str(tokenizer), "--graph", "traced"]
+    assert main([*argv, "--out", str(out), "--quant", "fp32"]) == 0
+    assert mf.read_manifest(out)["graph"] == "traced"
+    ref = np.load(pack / "minimind2-dense-tiny-reference.npz")
+    tokens, logits = greedy_logits(parity.open_session(out / "model.onnx"), ref["chat2_ids"].tolist(), 24)
+    assert tokens == ref["chat2_greedy"].tolist()
+    np.testing.assert_allclose(logits, ref["chat2_decode_logits"], atol=1e-4, rtol=0)
 
 
 def test_int8_agrees_with_pack(exported: dict[str, Path], pack: Path) -> None:
@@ -198,6 +211,7 @@ def test_moe_export(pack: Path, tokenizer: Path, tmp_path: Path) -> None:
     out = tmp_path / "moe"
     argv = [str(pack / "minimind2-moe-tiny-random.pth"), "--config", str(tmp_path / "config.json")]
     assert main([*argv, "--tokenizer", str(tokenizer), "--out", str(out), "--quant", "fp32"]) == 0
+    assert mf.read_manifest(out)["graph"] == "traced"  # MoE routing is traced, not hand-built
     ref = np.load(pack / "minimind2-moe-tiny-reference.npz")
     session = parity.open_session(out / "model.onnx")
     tokens, logits = greedy_logits(session, ref["chat1_ids"].tolist(), 24)
