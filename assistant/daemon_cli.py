@@ -274,6 +274,7 @@ class StdinPump:
         self._queue: queue.Queue[bytes] = queue.Queue(maxsize=max_queued)  # back-pressure like the pipe's
         self._buffer = b""
         self._closed = threading.Event()
+        self._error: Exception | None = None
         self._thread = threading.Thread(target=self._pump, name="stdin-reader", daemon=True)
         self._thread.start()
 
@@ -287,7 +288,9 @@ class StdinPump:
         while not self._closed.is_set():
             try:
                 data = os.read(fd, 65536) if fd is not None else self._stream.read(65536)
-            except (OSError, ValueError):
+            except (OSError, ValueError) as exc:
+                # A dead recorder (EIO) is not a clean end of input: read() re-raises it in the reader.
+                self._error = exc
                 data = b""
             while not self._closed.is_set():
                 try:
@@ -309,6 +312,8 @@ class StdinPump:
                 continue
             if not self._buffer:
                 self._closed.set()
+                if self._error is not None:
+                    raise OSError(f"{self._error}") from self._error
                 return b""
         data, self._buffer = self._buffer[:n], self._buffer[n:]
         return data
@@ -321,6 +326,20 @@ class StdinPump:
 
 
 def run(args: argparse.Namespace) -> int:
+    # SIGHUP's default action kills the process: until the event loop takes it over, a reload request
+    # (an early `systemctl reload`) is remembered and done once the daemon runs.
+    early_hup = threading.Event()
+    try:
+        previous = signal.signal(signal.SIGHUP, lambda signum, frame: early_hup.set())
+    except ValueError:  # not the main thread (in-process callers): nothing to guard
+        return _run(args, early_hup)
+    try:
+        return _run(args, early_hup)
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
+def _run(args: argparse.Namespace, early_hup: threading.Event) -> int:
     path = config_path(args)
     overrides = overrides_from(args)
     settings = load_settings(path, overrides)
@@ -343,7 +362,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         pipeline = build_pipeline(settings, keywords)
         return asyncio.run(
-            _main(settings, pipeline, source, AudioRing(settings.audio.ring_s), path, overrides, stdin)
+            _main(
+                settings,
+                pipeline,
+                source,
+                AudioRing(settings.audio.ring_s),
+                path,
+                overrides,
+                stdin=stdin,
+                early_hup=early_hup,
+            )
         )
     finally:
         if stdin is not None:
@@ -361,7 +389,9 @@ async def _main(
     ring: Any,
     path: Path | None,
     overrides: dict[str, Any],
+    *,
     stdin: StdinPump | None = None,
+    early_hup: threading.Event | None = None,
 ) -> int:
     loop = asyncio.get_running_loop()
     executor = make_executor()
@@ -421,6 +451,8 @@ async def _main(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop, signum)
     loop.add_signal_handler(signal.SIGHUP, reload)
+    if early_hup is not None and early_hup.is_set():
+        loop.call_soon(reload)  # runs once daemon.run() has sent READY: RELOADING must come after it
     try:
         await daemon.run(source)
     except asyncio.CancelledError:

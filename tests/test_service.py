@@ -359,6 +359,22 @@ def test_sighup_keywords_invalid_keeps_old_then_valid_swaps(
     assert "Traceback" not in "".join(service.stderr)
 
 
+def test_sighup_while_the_models_load_is_done_once_running(
+    workdir: Path, start: Callable[..., Service]
+) -> None:
+    service = start()
+    service.wait_log("keyword sequences")  # the keywords are parsed; the models are loading now
+    (workdir / "keywords.txt").write_text("COUNTRY @COUNTRY\n", encoding="utf-8")
+    service.signal(signal.SIGHUP)  # the default action would kill the daemon before READY
+    service.wait_notify("READY", "1", count=2, timeout=START_TIMEOUT_S)
+    kinds = [key for m in service.notify.messages for key in ("READY", "RELOADING") if key in m]
+    assert kinds == ["READY", "RELOADING", "READY"], service.notify.messages
+    service.feed(silence(0.3))
+    assert "COUNTRY" in service.wait_log("reloaded")
+    service.end_input()
+    assert service.finish() == 0, service.dump()
+
+
 def test_sighup_reloads_config_and_keeps_the_old_one_when_bad(
     workdir: Path, start: Callable[..., Service], tiny_llm: Path, jfk: np.ndarray  # noqa: F811
 ) -> None:
