@@ -260,7 +260,10 @@ class PcmStreamSource:
         carry = b""
         while True:
             # a thread, because a blocking read on the loop would stall everything else until data comes
-            data = await asyncio.to_thread(self.stream.read, nbytes)
+            try:
+                data = await asyncio.to_thread(self.stream.read, nbytes)
+            except OSError as exc:
+                raise AudioError(f"cannot read PCM from stdin: {exc}") from exc
             final = not data
             data = carry + (data or b"")
             usable = len(data) - len(data) % 2

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from assistant.events import Error, Event, Final, FirstToken, Partial, Reply, StateChange, Wake
+from assistant.exitcodes import AudioError
 from assistant.sampling import Sampling
 from assistant.settings import Settings
 from assistant.sinks import SentenceSplitter, Speech
@@ -234,13 +235,19 @@ class Daemon:
         self.notifier.status("idle")
         log.info("listening for the wake word (%s input)", "live" if self.live else "file")
         try:
-            async for chunk in source:
-                self.ring.push(chunk)
-                self._t = chunk.t + len(chunk.samples) / self.settings.audio.sample_rate
-                self._apply_reload()
-                await self._on_chunk(chunk)
-                if not self.live and self._reply_task is not None:
+            try:
+                async for chunk in source:
+                    self.ring.push(chunk)
+                    self._t = chunk.t + len(chunk.samples) / self.settings.audio.sample_rate
+                    self._apply_reload()
+                    await self._on_chunk(chunk)
+                    if not self.live and self._reply_task is not None:
+                        await self._finish_reply()
+            except AudioError:
+                # The input died (a crashed recorder on stdin): answer what was already heard, then report.
+                if self._reply_task is not None:
                     await self._finish_reply()
+                raise
             await self._end_of_input()
         finally:
             watchdog.cancel()

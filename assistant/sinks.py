@@ -97,6 +97,7 @@ class EventWriter:
     def __init__(self, *, json_lines: bool, stream: TextIO | None = None) -> None:
         self._json = json_lines
         self._stream = stream
+        self._write_failed = False
 
     def __call__(self, event: Event) -> None:
         stream = self._stream or sys.stdout
@@ -115,5 +116,13 @@ class EventWriter:
         try:
             stream.write(line + "\n")
             stream.flush()
-        except (BrokenPipeError, ValueError):  # reader went away: the daemon keeps running
-            log.debug("stdout closed; event dropped: %s", line)
+        except (OSError, ValueError) as exc:
+            # Reader gone (EPIPE), disk full (ENOSPC), closed stream: the daemon keeps running. Warn once,
+            # then quietly, so a full disk does not turn every event into a traceback.
+            if not self._write_failed:
+                log.warning("cannot write events to stdout (%s); dropping them until it works again", exc)
+            else:
+                log.debug("event dropped: %s", line)
+            self._write_failed = True
+        else:
+            self._write_failed = False

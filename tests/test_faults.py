@@ -276,10 +276,6 @@ class _FailingStream(io.RawIOBase):
         return chunk
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "assistant/audio.py PcmStreamSource.__aiter__ lets an OSError from stdin's read escape: the CLI logs "
-    "'unexpected error' with a traceback and exits FAILURE (1); it should raise AudioError naming stdin "
-    "(exit AUDIO, 5, one line)"))
 def test_stdin_read_error_mid_stream_exits_audio_without_traceback(
     tiny_llm: Path, keywords_file: Path, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
     capsys: pytest.CaptureFixture[str],
@@ -578,11 +574,6 @@ def test_json_events_on_a_full_disk_do_not_stop_the_assistant(
     assert "reply: " in err and "done: 1 replies" in err  # it went on and answered
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "assistant/sinks.py EventWriter.__call__ catches only BrokenPipeError/ValueError: ENOSPC (OSError) "
-    "reaches Daemon._emit, which logs a full traceback for every event (hundreds per utterance). Fix: also "
-    "catch OSError there, log one warning ('stdout write failed: ...; events dropped') the first time and "
-    "debug after"))
 def test_json_events_on_a_full_disk_are_one_warning_not_a_traceback_per_event(
     tmp_path: Path, tiny_llm: Path, dev_full: Any  # noqa: F811
 ) -> None:
