@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Install the assistant into .venv and run it once, end to end, on a recording (or the microphone).
+#
+#   bash scripts/demo.sh                 # recording from the local mirror when there is one, else the mic
+#   DEMO_INPUT=my.wav bash scripts/demo.sh
+#
+# Models: taken from a local mirror (ASSISTANT_MIRROR, or ../shared/assets when it exists) or fetched from
+# their official URLs. The LLM is models/minimind (official MiniMind2-Small, exported to int8) when it can be
+# had; otherwise the project's own demo model is trained once on this CPU (about 15 minutes) into
+# models/minimind-demo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -m venv .venv
+# torch only serves export/ and training/; the runtime never imports it. TORCH_SPEC picks another build.
+.venv/bin/pip install -q "${TORCH_SPEC:-torch==2.13.0}"
+.venv/bin/pip install -q -e '.[export,training]'
+
+if [ -z "${ASSISTANT_MIRROR:-}" ] && [ -d ../shared/assets ]; then
+  export ASSISTANT_MIRROR="$PWD/../shared/assets"
+fi
+A=.venv/bin/assistant
+
+$A models fetch kws-en
+
+if [ ! -f models/minimind/model.onnx ] && [ ! -f models/minimind-demo/model.onnx ]; then
+  if $A models fetch minimind2-small --allow-unverified 2>/dev/null \
+      && .venv/bin/assistant-export "$($A models path minimind2-small)" --out models/minimind --quant int8; then
+    echo "demo: using the official MiniMind2-Small weights (models/minimind)"
+  else
+    echo "demo: official MiniMind2 weights unreachable; training the demo model (~15 min, once)"
+    .venv/bin/python -m training.recipes.demo --out models/minimind-demo --minutes 15
+  fi
+fi
+llm=models/minimind; [ -f "$llm/model.onnx" ] || llm=models/minimind-demo
+
+input="${DEMO_INPUT:-}"
+if [ -z "$input" ] && [ -n "${ASSISTANT_MIRROR:-}" ] && [ -f "$ASSISTANT_MIRROR/audio/en/whisper-jfk.flac" ]; then
+  input="$ASSISTANT_MIRROR/audio/en/whisper-jfk.flac"   # "...my fellow Americans, ask not what your country..."
+fi
+input="${input:-mic}"
+
+echo "demo: a question the model was trained on, through the text path:"
+$A ask --model-dir "$llm" --greedy "What is 12 plus 7?"
+echo
+echo "demo: the voice pipeline on $input (wake phrases in examples/keywords-en.txt):"
+exec $A --keywords examples/keywords-en.txt --input "$input" --llm-model "$llm" --json
