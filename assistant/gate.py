@@ -24,7 +24,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from assistant.vad import SAMPLE_RATE, VadSettings, make_vad
+from assistant.vad import SAMPLE_RATE, VadSettings, feed, make_vad
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class SileroGate:
         self.is_open = False
 
     def update(self, samples: np.ndarray) -> bool:
-        self._vad.accept_waveform(samples)
+        feed(self._vad, samples)
         self.is_open = bool(self._vad.is_speech_detected())
         while not self._vad.empty():
             self._vad.pop()

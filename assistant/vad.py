@@ -71,6 +71,18 @@ def make_vad(settings: VadSettings, buffer_s: float = 60.0) -> sherpa_onnx.Voice
         raise ModelError(f"silero VAD model {settings.model} cannot be loaded ({exc}); {FETCH_HINT}") from exc
 
 
+FEED_SAMPLES = 1600
+"""Largest piece handed to accept_waveform at once: sherpa-onnx 2.0.1's VAD loses segments when one call
+carries seconds of audio (a 16 s array gave 1 segment of 0.3 s; the same audio in 100 ms pieces gave 2)."""
+
+
+def feed(vad: sherpa_onnx.VoiceActivityDetector, samples: np.ndarray) -> None:
+    """accept_waveform in pieces of at most FEED_SAMPLES."""
+    samples = np.asarray(samples, dtype=np.float32)
+    for i in range(0, len(samples), FEED_SAMPLES):
+        vad.accept_waveform(samples[i : i + FEED_SAMPLES])
+
+
 @dataclass(frozen=True)
 class SpeechSegment:
     start_s: float  # seconds from the first sample fed to the detector
