@@ -11,6 +11,7 @@ from assistant.exitcodes import ModelError
 log = logging.getLogger(__name__)
 
 QUANTS = ("int8", "int4", "fp32")
+INT4_BLOCK = 32  # K elements sharing one scale
 
 
 def quantize(src: Path, dst: Path, quant: str) -> None:
@@ -51,15 +52,78 @@ def _int8(src: Path, dst: Path) -> None:
 
 
 def _int4(src: Path, dst: Path) -> None:
-    try:
-        import onnx
-        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-    except ImportError as exc:
-        raise ModelError(
-            f"int4 quantization is not supported by this onnxruntime ({exc}); use --quant int8"
-        ) from exc
+    """Weights of every constant MatMul as 4-bit blocks (MatMulNBits); the embedding table as int8."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
     model = onnx.load(str(src))
-    # accuracy_level 4 (int8 activations) is the fast kernel; level 0 ran at 10-20 tokens/s on these machines.
-    quantizer = MatMulNBitsQuantizer(model, block_size=32, is_symmetric=True, accuracy_level=4)
-    quantizer.process()
-    onnx.save_model(quantizer.model.model, str(dst))
+    graph = model.graph
+    weights = {t.name: t for t in graph.initializer}
+    replaced = 0
+    for index, node in enumerate(graph.node):
+        if node.op_type != "MatMul" or node.input[1] not in weights:
+            continue
+        w = numpy_helper.to_array(weights[node.input[1]])  # [K, N]
+        if w.ndim != 2 or w.dtype != np.float32 or w.shape[0] % INT4_BLOCK:
+            continue
+        packed, scales = pack_int4(w)
+        k, n = w.shape
+        name = node.input[1]
+        graph.initializer.remove(weights.pop(name))
+        graph.initializer.extend(
+            [numpy_helper.from_array(packed, f"{name}_q4"), numpy_helper.from_array(scales, f"{name}_scales")]
+        )
+        graph.node[index].CopyFrom(
+            helper.make_node(
+                "MatMulNBits",
+                [node.input[0], f"{name}_q4", f"{name}_scales"],
+                list(node.output),
+                name=node.name or f"MatMulNBits_{index}",
+                domain="com.microsoft",
+                K=k,
+                N=n,
+                bits=4,
+                block_size=INT4_BLOCK,
+                # 4: int8 activations, the fast kernel; level 0 ran at 10-20 tokens/s on these machines.
+                accuracy_level=4,
+            )
+        )
+        replaced += 1
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    if replaced == 0:
+        raise ModelError(f"{src}: no MatMul with a constant weight to quantize to int4")
+    staged = dst.with_name(dst.name + ".q4tmp")
+    onnx.save_model(model, str(staged))
+    try:
+        # The embedding table (a Gather, not a MatMul) becomes int8 as in the int8 export.
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(
+            model_input=str(staged),
+            model_output=str(dst),
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["Gather"],
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+    finally:
+        staged.unlink(missing_ok=True)
+    log.info("int4: %d MatMul weights in %d-element blocks", replaced, INT4_BLOCK)
+
+
+def pack_int4(w):
+    """[K, N] float32 -> (uint8 [N, K/B, B/2] two 4-bit values per byte, float32 scales [N * K/B]).
+
+    Symmetric per block of B consecutive K elements of one output column: q = round(w / scale) + 8 in 0..15,
+    scale = max|w| / 7, the zero point left at MatMulNBits' default of 8. Low nibble first.
+    """
+    import numpy as np
+
+    k, n = w.shape
+    blocks = w.T.reshape(n, k // INT4_BLOCK, INT4_BLOCK)  # [N, K/B, B]
+    scales = np.abs(blocks).max(axis=-1, keepdims=True) / 7.0
+    scales = np.where(scales == 0, 1.0, scales).astype(np.float32)
+    q = (np.clip(np.rint(blocks / scales), -8, 7) + 8).astype(np.uint8)
+    packed = q[..., 0::2] | (q[..., 1::2] << 4)  # [N, K/B, B/2]
+    return np.ascontiguousarray(packed), scales.reshape(-1)

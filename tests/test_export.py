@@ -243,3 +243,56 @@ def test_lora_merged_before_export(pack: Path, tokenizer: Path, tmp_path: Path) 
     graph = parity._Graph(parity.open_session(out / "model.onnx"))
     logits, _ = graph.step(ids, graph.empty_cache())
     np.testing.assert_allclose(logits, adapted, atol=1e-4, rtol=0)
+
+
+def test_int4_blocks_match_matmulnbits() -> None:
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from export.quantize import INT4_BLOCK, pack_int4
+
+    rng = np.random.default_rng(0)
+    k, n = 4 * INT4_BLOCK, 48
+    w = rng.normal(0, 0.05, (k, n)).astype(np.float32)
+    x = rng.normal(0, 1, (1, 3, k)).astype(np.float32)
+    packed, scales = pack_int4(w)
+    nibbles = np.stack([packed & 15, packed >> 4], axis=-1).astype(np.float32) - 8  # [N, K/B, B/2, 2]
+    dequantized = (nibbles.reshape(n, k // INT4_BLOCK, INT4_BLOCK) * scales.reshape(n, -1, 1)).reshape(n, k).T
+    assert np.abs(dequantized - w).max() <= scales.max() / 2 + 1e-7  # rounding error only
+    node = helper.make_node(
+        "MatMulNBits",
+        ["x", "b", "s"],
+        ["y"],
+        domain="com.microsoft",
+        K=k,
+        N=n,
+        bits=4,
+        block_size=INT4_BLOCK,
+        accuracy_level=0,
+    )
+    graph = helper.make_graph(
+        [node],
+        "int4",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, n])],
+        initializer=[numpy_helper.from_array(packed, "b"), numpy_helper.from_array(scales, "s")],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    )
+    model.ir_version = 8
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"x": x})[0], x @ dequantized, atol=1e-5)
+
+
+def test_int4_requantize_records_parity(exported: dict[str, Path], tmp_path: Path) -> None:
+    # Random weights lose too much at 4 bits for the 98% rule; the figures are recorded either way.
+    out = tmp_path / "int4"
+    assert (
+        main(["requantize", str(exported["fp32"]), "--out", str(out), "--quant", "int4", "--min-top1", "0"])
+        == 0
+    )
+    manifest = mf.read_manifest(out)
+    assert manifest["quantization"] == "int4"
+    assert 0 <= manifest["parity"]["int4_vs_fp32"]["top1_agreement_all"] <= 1
+    assert (out / "model.onnx").stat().st_size < (exported["int8"] / "model.onnx").stat().st_size
