@@ -24,6 +24,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from assistant.exitcodes import ConfigError
 from assistant.vad import SAMPLE_RATE, VadSettings, feed, make_vad
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,10 @@ class SileroGate:
     def __init__(self, settings: GateSettings, model: str | None = None) -> None:
         path = model or settings.silero_model
         if path is None:
-            raise ValueError("SileroGate needs the silero VAD model path")
+            raise ConfigError(
+                "wake.gate.silero_model: kind silero needs the path of silero_vad.onnx "
+                "(`assistant models fetch vad-silero` installs it under <models_dir>/vad-silero/)"
+            )
         self._vad_settings = VadSettings(
             model=Path(path),
             threshold=settings.silero_threshold,
@@ -127,8 +131,8 @@ class SileroGate:
             min_speech_s=0.25,
             max_speech_s=1e6,
         )
-        # Segments are popped and dropped at once: a small buffer is enough.
-        self._vad = make_vad(self._vad_settings, buffer_s=5.0)
+        # Finished segments are dropped at once; the buffer holds the segment still open.
+        self._vad = make_vad(self._vad_settings, buffer_s=30.0)
         self.is_open = False
 
     def update(self, samples: np.ndarray) -> bool:
@@ -278,6 +282,10 @@ class GatedWakeWord:
         self._open = False
         self._ring.clear()
         self._ring_samples = 0
+
+    def __getattr__(self, name: str) -> Any:
+        # Anything else (reload, labels, decode_s, files) is the wrapped WakeWord's.
+        return getattr(self.wake, name)
 
     def flush(self) -> Any:
         """End of input: let the spotter finish a keyword at the very end (nothing is pending if closed)."""

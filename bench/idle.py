@@ -16,9 +16,12 @@ Each scene also reports the wake labels each configuration fired, which must be 
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
+import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from assistant.gate import GatedWakeWord, GateSettings, make_gate  # noqa: E402
 
 SAMPLE_RATE = 16000
 SHARED = Path(os.environ.get("ASSISTANT_SHARED", REPO.parent / "shared")).resolve()
@@ -163,3 +167,64 @@ def run_spotter(wake: object, audio: np.ndarray) -> list[tuple[str, float]]:
     if hit:
         found.append(hit)
     return found
+
+
+def measure(wake: object, audio: np.ndarray, realtime: bool) -> tuple[float, list[str]]:
+    """CPU % of one core for the loop over `audio`, and the labels it fired."""
+    labels = []
+    cpu0 = time.process_time()
+    wall0 = time.perf_counter()
+    for chunk in chunks(audio):
+        if realtime:
+            delay = wall0 + chunk.t - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        hit = wake.accept(chunk)  # type: ignore[attr-defined]
+        if hit:
+            labels.append(hit[0])
+    cpu = time.process_time() - cpu0
+    span = (time.perf_counter() - wall0) if realtime else len(audio) / SAMPLE_RATE
+    return 100.0 * cpu / span, labels
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--minutes", type=float, default=10.0, help="minutes of room noise (silence scene)")
+    parser.add_argument("--noise-dbfs", type=float, default=-55.0, help="room noise RMS level, dBFS")
+    parser.add_argument("--realtime", action="store_true", help="pace chunks like a microphone")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    work = Path(tempfile.mkdtemp(prefix="bench-idle-"))
+    spotter = Spotter("en", keywords_file("en", work))
+    silence = pink_noise(args.minutes * 60, args.noise_dbfs, seed=7, drift_db=3.0)
+    clips = [load_16k(clip) for lang, clip, _ in KEYWORD_CLIPS if lang == "en"]
+    gap = pink_noise(0.3, args.noise_dbfs, seed=8)
+    speech = np.concatenate([part for clip in clips for part in (clip, gap)])
+    configs = {
+        "ungated": lambda: spotter,
+        "energy gate": lambda: GatedWakeWord(spotter, make_gate(GateSettings())),
+        "silero gate": lambda: GatedWakeWord(
+            spotter, make_gate(GateSettings(kind="silero", silero_model=str(SILERO)))
+        ),
+    }
+    mode = "CPU/wall, paced in real time" if args.realtime else "CPU s per audio s, fed as fast as possible"
+    print(f"idle CPU, % of one core ({mode}); en KWS, 1 thread, 100 ms chunks")
+    print(f"silence: {args.minutes:g} min pink noise {args.noise_dbfs:g} dBFS +-3 dB drift; "
+          f"speech: {len(speech) / SAMPLE_RATE:.0f} s of en clips back to back")
+    print(f"{'config':12s} {'silence %':>10s} {'speech %':>9s} {'openings':>9s}  speech labels")
+    for name, make in configs.items():
+        spotter.reset()
+        wake = make()
+        quiet, fired_quiet = measure(wake, silence, args.realtime)
+        openings = getattr(wake, "openings", 0)
+        spotter.reset()
+        wake = make()
+        busy, fired = measure(wake, speech, args.realtime)
+        print(f"{name:12s} {quiet:10.3f} {busy:9.2f} {openings:9d}  {' '.join(fired)}"
+              + (f"  (false alarms in silence: {fired_quiet})" if fired_quiet else ""))
+
+
+if __name__ == "__main__":
+    main()
