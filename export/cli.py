@@ -6,6 +6,10 @@
 
 A directory is built in a hidden staging folder beside DIR and moved into place only after parity passed, so
 a refused or failed export leaves DIR as it was. torch is imported only by the checkpoint export.
+
+Dense models get the hand-built graph of export/fused_graph.py (onnxruntime's fused operators) unless
+`--graph traced` asks for the standard-operator trace of export/onnx_graph.py, which MoE models always use.
+Both have the same inputs and outputs; model.json records which one ("graph").
 """
 
 from __future__ import annotations
