@@ -123,6 +123,7 @@ def run_export(args: argparse.Namespace) -> None:
 
         config = read_config(args.config)
     model, config = load_model(args.checkpoint, config=config)
+    check_tokenizer(tokenizer_files[0], config.vocab_size, config.eos_token_id)
     if args.lora:
         merge_lora(model, args.lora)
     tol = parity.Tolerances(fp32_max_abs=args.max_abs_diff, min_top1=args.min_top1)
@@ -228,6 +229,25 @@ def find_tokenizer(given: Path | None, checkpoint: Path) -> list[Path]:
     if config_file.is_file():
         files.append(config_file)
     return files
+
+
+def check_tokenizer(path: Path, vocab_size: int, eos_token_id: int) -> None:
+    """The tokenizer must fit the model: ids within its vocabulary, <|im_end|> where the model expects eos."""
+    from tokenizers import Tokenizer
+
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises a bare Exception for malformed files
+        raise ModelError(f"cannot read tokenizer {path}: {exc}") from exc
+    if tokenizer.get_vocab_size() > vocab_size:
+        raise ModelError(
+            f"tokenizer {path} has {tokenizer.get_vocab_size()} tokens, the model only {vocab_size}: "
+            "pass the tokenizer the model was trained with (--tokenizer)"
+        )
+    if tokenizer.token_to_id("<|im_end|>") != eos_token_id:
+        raise ModelError(
+            f"tokenizer {path}: <|im_end|> is not token {eos_token_id}; not a MiniMind2 tokenizer"
+        )
 
 
 def copy_tokenizer(files: list[Path], stage: Path) -> None:

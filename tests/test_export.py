@@ -188,6 +188,14 @@ def test_missing_checkpoint_and_tokenizer(pack: Path, tmp_path: Path, capsys: py
     assert not (tmp_path / "o").exists()
 
 
+def test_wrong_tokenizer(pack: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "tokenizer.json").write_text("{not json")
+    checkpoint = str(pack / "minimind2-dense-tiny-random.pth")
+    assert main([checkpoint, "--tokenizer", str(tmp_path), "--out", str(tmp_path / "o")]) == 4
+    assert f"cannot read tokenizer {tmp_path / 'tokenizer.json'}" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tokenizer.json"]
+
+
 def test_parity_failure_leaves_nothing(pack: Path, tokenizer: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "refused"
     argv = [str(pack / "minimind2-dense-tiny-random.pth"), "--tokenizer", str(tokenizer), "--out", str(out)]
