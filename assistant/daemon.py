@@ -395,9 +395,17 @@ class Daemon:
         reply: list[str] = []
         first_ms: float | None = None
         worker = loop.run_in_executor(self._executor, generate)
+        timeout_s = self.settings.llm.reply_timeout_s
+        deadline = loop.time() + timeout_s
         try:
             while True:
-                piece = await pieces.get()
+                # asyncio.timeout_at, not wait_for: on 3.11 wait_for can swallow a cancellation that races
+                # with a piece arriving, and SIGTERM must always win.
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        piece = await pieces.get()
+                except TimeoutError:
+                    raise TimeoutError(f"reply timed out after {timeout_s:g} s") from None
                 if piece is None:
                     break
                 if isinstance(piece, BaseException):
@@ -433,7 +441,8 @@ class Daemon:
             raise
         except Exception as exc:  # noqa: BLE001 - one bad reply must not stop the assistant
             cancel.set()
-            log.error("reply failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
+            trace = None if isinstance(exc, TimeoutError) else exc  # a timeout is not a bug: no traceback
+            log.error("reply failed: %s: %s", type(exc).__name__, exc, exc_info=trace)
             self._error("llm", f"{type(exc).__name__}: {exc}")
         finally:
             cancel.set()
@@ -441,8 +450,9 @@ class Daemon:
                 speaker.cancel()
                 with contextlib.suppress(BaseException):
                     await speaker
+            # A wedged model thread may never see `cancel`: wait a moment for it, never forever.
             with contextlib.suppress(BaseException):
-                await worker
+                await asyncio.wait_for(asyncio.shield(worker), 1.0)
             await self._to_idle()
 
     async def _speak(self, sentences: asyncio.Queue[str | None]) -> None:

@@ -101,6 +101,7 @@ class LlmSettings:
     greedy: bool = False  # argmax decoding (reproducible replies)
     max_context_tokens: int = _bound(512, ge=16)  # prompt + history budget; oldest turns are dropped first
     follow_up_window_s: float = _bound(8.0, ge=0)  # s after a reply in which a new wake keeps the history
+    reply_timeout_s: float = _bound(60.0, gt=0)  # s a reply may take in all; then it is cancelled (error)
 
 
 @dataclass(frozen=True)
