@@ -2,10 +2,20 @@
 (SenseVoice by default; paraformer and whisper too) transcribes each cut.
 
 Same interface as assistant.asr.StreamingASR (`start()`, `accept(samples) -> AsrUpdate`, `finish()`), so
-`asr.engine: vad-offline` needs no other change in the daemon. There are no partial results: the text
-appears at once when the VAD closes the first speech segment, i.e. after `min_silence_s` of trailing
-silence (the VAD's counterpart of endpoint rule2), which is also when `endpoint` is reported. A segment
-longer than `max_speech_s` is cut there (rule3). The no-speech timeout stays the daemon's.
+`asr.engine: vad-offline` needs no other change in the daemon. The final text comes when the VAD closes the
+first speech segment, i.e. after `min_silence_s` of trailing silence (the VAD's counterpart of endpoint
+rule2), which is also when `endpoint` is reported. A segment longer than `max_speech_s` is cut there (rule3).
+The no-speech timeout stays the daemon's.
+
+Two things the daemon's timeline needs from this engine (measured on the JFK clip through the daemon):
+- The daemon starts the ASR `pre_roll_s` before the spotter's estimate of the keyword's end, so the VAD
+  first hears the keyword's last syllable, then the speaker's pause after the wake word, and closed that as
+  the utterance ("...cans" at 0.00-0.49 s; the question after it was never heard). A first segment that was
+  already running when listening started and ends within `keyword_tail_s` is that tail: it is dropped.
+- The daemon's no-speech timeout ends the utterance when no text came within `no_speech_timeout_s`: with text
+  only at the endpoint, a sentence longer than a few seconds was cut off as "no speech". With
+  `first_partial_s` > 0 the open segment is decoded after that many seconds of speech, then at 2x, 4x, ...
+  that length: partial text as the streaming engine gives, at most about twice the final decode's cost.
 
 sherpa-onnx exits the process (no exception) when a SenseVoice file lacks a metadata key it needs, so the
 keys are read here first, straight from the ONNX file's top-level protobuf fields (no onnx package, no
@@ -202,6 +212,8 @@ class VadOfflineASR:
         language: str = "auto",
         use_itn: bool = True,
         num_threads: int = 1,
+        keyword_tail_s: float = 0.0,
+        first_partial_s: float = 0.0,
     ) -> None:
         started = time.perf_counter()
         self._vad = make_vad(vad, buffer_s=vad.max_speech_s + 10.0)
@@ -210,7 +222,11 @@ class VadOfflineASR:
         )
         log.info("vad-offline ASR %s (%s) loaded in %.0f ms", files.name, files.kind,
                  (time.perf_counter() - started) * 1000)
+        self.keyword_tail_s = keyword_tail_s  # s: a segment running from 0 and ending before is the keyword's
+        self.first_partial_s = first_partial_s  # s of open segment before the first partial decode; 0 = none
         self._text: str | None = None  # the utterance's text once its segment is closed
+        self._partial = ""  # the last partial text reported
+        self._next_partial_s = first_partial_s  # open-segment length at which the next partial is decoded
         self._active = False
         self.decode_s = 0.0  # time spent in the offline recognizer, for RTF reports
 
@@ -218,6 +234,8 @@ class VadOfflineASR:
         """Begin a new utterance: nothing carries over from the last one."""
         self._vad.reset()
         self._text = None
+        self._partial = ""
+        self._next_partial_s = self.first_partial_s
         self._active = True
 
     def accept(self, samples: np.ndarray) -> AsrUpdate:
@@ -228,11 +246,37 @@ class VadOfflineASR:
             # Already endpointed: the rest belongs to the next utterance (after finish()).
             return AsrUpdate(text=self._text, changed=False, endpoint=True)
         feed(self._vad, samples)
-        segments = pop_segments(self._vad)
-        if not segments:
-            return AsrUpdate(text="", changed=False, endpoint=False)
-        self._text = self._transcribe(segments[0])
-        return AsrUpdate(text=self._text, changed=bool(self._text), endpoint=True)
+        segments = self._speech(pop_segments(self._vad))
+        if segments:
+            self._text = self._transcribe(segments[0])
+            return AsrUpdate(text=self._text, changed=self._text != self._partial, endpoint=True)
+        return self._maybe_partial()
+
+    def _speech(self, segments: list[SpeechSegment]) -> list[SpeechSegment]:
+        """`segments` without the keyword's tail (see the module docstring)."""
+        kept = []
+        for segment in segments:
+            if segment.start_s < 0.05 and segment.start_s + segment.duration_s <= self.keyword_tail_s:
+                log.info("segment 0.00-%.2f s dropped: the end of the wake word", segment.duration_s)
+                self._next_partial_s = self.first_partial_s
+                continue
+            kept.append(segment)
+        return kept
+
+    def _maybe_partial(self) -> AsrUpdate:
+        if self.first_partial_s <= 0 or not self._vad.is_speech_detected():
+            return AsrUpdate(text=self._partial, changed=False, endpoint=False)
+        current = self._vad.current_segment
+        segment = SpeechSegment(current.start / SAMPLE_RATE, np.asarray(current.samples, dtype=np.float32))
+        if segment.duration_s < self._next_partial_s:
+            return AsrUpdate(text=self._partial, changed=False, endpoint=False)
+        # Doubling keeps the partial decodes of one segment below about twice the final decode's cost.
+        self._next_partial_s = 2.0 * segment.duration_s
+        text = self._transcribe(segment, partial=True)
+        changed = bool(text) and text != self._partial
+        if changed:
+            self._partial = text
+        return AsrUpdate(text=self._partial, changed=changed, endpoint=False)
 
     def finish(self) -> str:
         """The utterance's final text (flushing a segment still open); the next accept() starts anew."""
@@ -240,14 +284,14 @@ class VadOfflineASR:
             return ""
         if self._text is None:
             self._vad.flush()
-            segments = pop_segments(self._vad)
+            segments = self._speech(pop_segments(self._vad))
             self._text = " ".join(t for t in (self._transcribe(s) for s in segments) if t)
         text = self._text
         self._active = False
         self._text = None
         return text
 
-    def _transcribe(self, segment: SpeechSegment) -> str:
+    def _transcribe(self, segment: SpeechSegment, partial: bool = False) -> str:
         started = time.perf_counter()
         stream = self._recognizer.create_stream()
         stream.accept_waveform(SAMPLE_RATE, segment.samples)
@@ -255,6 +299,7 @@ class VadOfflineASR:
         text = normalize_text(stream.result.text)
         spent = time.perf_counter() - started
         self.decode_s += spent
-        log.info("segment %.2f-%.2f s decoded in %.0f ms: %r", segment.start_s,
-                 segment.start_s + segment.duration_s, spent * 1000, text)
+        log.log(logging.DEBUG if partial else logging.INFO, "%s %.2f-%.2f s decoded in %.0f ms: %r",
+                "open segment" if partial else "segment", segment.start_s, segment.start_s + segment.duration_s,
+                spent * 1000, text)
         return text

@@ -33,6 +33,9 @@ from assistant.sinks import EventWriter, Speech
 log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = Path("config.yaml")  # read from the working directory when --config is not given
+# Seconds the spotter's estimate of a keyword's end can be early (JFK: estimated 2.20 s, the VAD heard the
+# keyword's speech go on to 2.39 s).
+KEYWORD_END_ERROR_S = 0.5
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -148,15 +151,31 @@ def build_wake(settings: Settings, keywords: list[Any]) -> Any:
         keywords_threshold=settings.wake.keywords_threshold,
         num_threads=settings.wake.num_threads,
     )
-    return gated(wake, settings.wake.gate)
+    return gated(wake, settings.gate_settings())
 
 
 def build_asr(settings: Settings) -> Any:
     """The recognizer for asr.engine (new engines are added here, behind the same start/accept/finish)."""
+    asr = settings.asr
+    if asr.engine == "vad-offline":
+        from assistant.asr_offline import VadOfflineASR, find_offline_model
+
+        offline = asr.offline
+        files = find_offline_model(settings.offline_model_dir(), kind=offline.kind, name=offline.model)
+        return VadOfflineASR(
+            files,
+            settings.vad_settings(),
+            language=offline.language,
+            use_itn=offline.use_itn,
+            num_threads=offline.num_threads,
+            # The daemon starts listening pre_roll_s before the keyword's estimated end, which can be a few
+            # hundred ms early: speech that ran from there and stopped within this is the keyword itself.
+            keyword_tail_s=asr.pre_roll_s + KEYWORD_END_ERROR_S,
+            first_partial_s=offline.first_partial_s,
+        )
     from assistant.asr import StreamingASR
     from assistant.model_files import find_transducer
 
-    asr = settings.asr
     files = find_transducer(settings.asr_model_dir(), settings.asr_model_name())
     return StreamingASR(
         files,
@@ -202,11 +221,16 @@ def build_pipeline(settings: Settings, keywords: list[Any]) -> Pipeline:
         chat=build_chat(settings),
         speech=build_speech(settings),
     )
+    if settings.asr.engine == "vad-offline":
+        asr = f"{settings.offline_model_dir()} + VAD {settings.vad_settings().model}"
+    else:
+        asr = str(settings.asr_model_dir())
     log.info(
-        "models loaded in %.0f ms (wake %s, asr %s, llm %s, tts %s)",
+        "models loaded in %.0f ms (wake %s, asr %s %s, llm %s, tts %s)",
         (time.perf_counter() - started) * 1000,
         settings.wake_model_dir(),
-        settings.asr_model_dir(),
+        settings.asr.engine,
+        asr,
         settings.llm_model_dir(),
         settings.tts.engine,
     )

@@ -8,8 +8,12 @@ the onset of a wake word (which is what opens the gate) is never lost.
 Two gates share one shape (`update(samples) -> is_open`, `close()`, `reset()`):
 - EnergyGate: 100 ms block RMS in dBFS against an adaptive noise floor, with hysteresis (open above
   floor + open_db for `open_blocks` blocks, close after `hang_s` below floor + close_db).
-- SileroGate: silero VAD's speech/non-speech state. It costs about as much as the whole 0.5 % idle budget
-  on its own (see BENCHMARKS.md), so the energy gate is the default.
+- SileroGate: silero VAD's speech/non-speech state. It costs ~0.5 % of a core on its own (the spotter: ~2.3 %),
+  the whole idle budget, and in bench/idle.py the spotter behind it found only 4 of 7 keywords (it opens after
+  0.25 s of confirmed speech), so the energy gate is the default (BENCHMARKS.md).
+
+sherpa_onnx is loaded only when a silero gate is made (assistant.vad imports it lazily), so importing the
+settings stays cheap.
 """
 
 from __future__ import annotations
@@ -44,7 +48,9 @@ class GateSettings:
     floor_rise_db_per_s: float = 2.0  # energy: how fast the floor follows a louder room
     min_floor_dbfs: float = -75.0  # energy: floor never goes below this (dither / digital silence)
     silero_threshold: float = 0.5  # silero: speech probability, 0..1
-    silero_model: str | None = None  # silero: path of silero_vad.onnx (required for kind silero)
+    # silero: path of silero_vad.onnx. Required here; the daemon fills in <models_dir>/vad-silero/silero_vad.onnx
+    # when the config leaves it null (Settings.gate_settings()).
+    silero_model: Path | None = None
 
 
 def block_dbfs(samples: np.ndarray) -> float:
@@ -117,7 +123,7 @@ class EnergyGate:
 class SileroGate:
     """Silero VAD as a gate: open while the detector is inside a speech segment."""
 
-    def __init__(self, settings: GateSettings, model: str | None = None) -> None:
+    def __init__(self, settings: GateSettings, model: Path | str | None = None) -> None:
         path = model or settings.silero_model
         if path is None:
             raise ConfigError(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import yaml
 
 from assistant.exitcodes import ConfigError
 from assistant.gate import GateSettings
+from assistant.vad import VadSettings
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,10 @@ def _bound(default: Any, **limits: float) -> Any:
 
 @dataclass(frozen=True)
 class PathsSettings:
-    models_dir: Path = Path("models")  # where `assistant models fetch NAME` installs <models_dir>/<NAME>/
+    # Where `assistant models fetch NAME` installs <models_dir>/<NAME>/. Not written (or null): the environment
+    # variable ASSISTANT_MODELS_DIR when set (relative: to the working directory, as `models fetch` reads it),
+    # else models/ beside the config file. --model-dir beats both.
+    models_dir: Path = field(default=Path("models"), metadata={"env": "ASSISTANT_MODELS_DIR"})
     # `models fetch` source when --mirror/ASSISTANT_MIRROR are not given: a folder (relative: to the config
     # file's folder) or an http(s):// URL laid out like the upstream; None = the official URLs. A str, not a
     # Path, so a URL is not resolved as a file name: Settings.mirror() resolves a folder.
@@ -68,10 +73,36 @@ class EndpointSettings:
 
 
 @dataclass(frozen=True)
+class OfflineAsrSettings:
+    """engine vad-offline: the non-streaming recognizer that transcribes each VAD segment."""
+
+    kind: Literal["sense_voice", "paraformer", "whisper"] = "sense_voice"  # sherpa-onnx OfflineRecognizer type
+    model: str = "sensevoice"  # model name under paths.models_dir (`assistant models fetch sensevoice`)
+    model_dir: Path | None = None  # explicit model folder; overrides `model`
+    language: str = "auto"  # sense_voice: auto, zh, en, ja, ko, yue; whisper: a code such as en (auto = detect)
+    use_itn: bool = True  # sense_voice: inverse text normalisation (digits and punctuation in the text)
+    num_threads: int = _bound(1, ge=1)  # onnxruntime threads for the recognizer
+    # Seconds of speech after which the open segment is decoded for partial text (again at 2x, 4x, ...); 0 =
+    # text only at the end. Partials also keep the no-speech timeout from ending a long sentence.
+    first_partial_s: float = _bound(1.0, ge=0)
+
+
+@dataclass(frozen=True)
+class AsrVadSettings:
+    """engine vad-offline: silero VAD that cuts the speech after the wake word into segments."""
+
+    model: Path | None = None  # silero_vad.onnx; None = <models_dir>/vad-silero/silero_vad.onnx
+    threshold: float = _bound(0.5, gt=0, le=1)  # speech probability of a 32 ms window, 0..1
+    min_silence_s: float = _bound(0.5, gt=0)  # seconds of trailing silence that end an utterance
+    min_speech_s: float = _bound(0.25, gt=0)  # seconds of speech before a segment counts (shorter: a click)
+
+
+@dataclass(frozen=True)
 class AsrSettings:
-    # "streaming": sherpa-onnx OnlineRecognizer fed chunk by chunk. Other engines plug in behind the same
-    # start/accept/finish interface (see daemon._make_asr); add their name here and their settings below.
-    engine: Literal["streaming"] = "streaming"
+    # "streaming": sherpa-onnx OnlineRecognizer fed chunk by chunk (model, decoding_method, endpoint below).
+    # "vad-offline": silero VAD segments + a non-streaming recognizer (`offline` and `vad` below).
+    # Both answer the daemon's start/accept/finish (daemon_cli.build_asr picks one).
+    engine: Literal["streaming", "vad-offline"] = "streaming"
     model: str = "asr-en"  # model name under paths.models_dir
     # Explicit model folder. None: <models_dir>/<model> when installed, else the wake word model (the KWS
     # transducers also decode as a weak streaming ASR), so a fresh install with only kws-en still answers.
@@ -84,6 +115,8 @@ class AsrSettings:
     pre_roll_s: float = _bound(0.3, ge=0)
     no_speech_timeout_s: float = _bound(5.0, gt=0)  # seconds after the wake with no text -> back to idle
     max_utterance_s: float = _bound(30.0, gt=0)  # seconds: hard cap on one utterance, whatever the endpoint
+    offline: OfflineAsrSettings = OfflineAsrSettings()
+    vad: AsrVadSettings = AsrVadSettings()
 
 
 @dataclass(frozen=True)
@@ -164,6 +197,31 @@ class Settings:
 
     def llm_model_dir(self) -> Path:
         return self.llm.model_dir or self.paths.models_dir / self.llm.model
+
+    def offline_model_dir(self) -> Path:
+        return self.asr.offline.model_dir or self.paths.models_dir / self.asr.offline.model
+
+    def default_vad_model(self) -> Path:
+        """Where `assistant models fetch vad-silero` puts silero: used wherever a silero path is left null."""
+        return self.paths.models_dir / "vad-silero" / "silero_vad.onnx"
+
+    def gate_settings(self) -> GateSettings:
+        """wake.gate, with the installed silero model filled in when kind silero leaves its path null."""
+        gate = self.wake.gate
+        if gate.kind == "silero" and gate.silero_model is None:
+            return dataclasses.replace(gate, silero_model=self.default_vad_model())
+        return gate
+
+    def vad_settings(self) -> VadSettings:
+        """The vad-offline engine's VAD; a segment is cut at asr.max_utterance_s, the daemon's own cap."""
+        vad = self.asr.vad
+        return VadSettings(
+            model=vad.model or self.default_vad_model(),
+            threshold=vad.threshold,
+            min_silence_s=vad.min_silence_s,
+            min_speech_s=vad.min_speech_s,
+            max_speech_s=self.asr.max_utterance_s,
+        )
 
     def mirror(self) -> str | None:
         """paths.mirror, a relative folder resolved against the config file's folder (URLs as written)."""
@@ -289,9 +347,16 @@ def _build(cls: type, raw: dict[str, Any], prefix: str, base: Path) -> Any:
             raise _Invalid(key, f"unknown setting (known here: {known})")
         if dataclasses.is_dataclass(hints[name]) and isinstance(value, _Override):
             raise _Invalid(key, "a section cannot be overridden as a whole")
+        if value is None and fields[name].metadata.get("env"):
+            continue  # null: as if not written (the environment variable, then the default)
         kwargs[name] = _convert(hints[name], value, key, base, dict(fields[name].metadata))
     for name, spec in fields.items():
         if name in kwargs:
+            continue
+        env = spec.metadata.get("env")
+        if env and os.environ.get(env):
+            # Relative to the working directory, as for a command-line flag (and as `models fetch` reads it).
+            kwargs[name] = _convert(hints[name], _Override(os.environ[env]), f"${env}", base, {})
             continue
         # Relative default paths (models/) follow the same rule as written ones, in unwritten sections too.
         if dataclasses.is_dataclass(hints[name]):

@@ -3,6 +3,10 @@
 sherpa-onnx exits the whole process (no exception) when a readable ONNX file is not a silero model, so the
 file's graph inputs are checked here first with onnxruntime, which turns every bad file into a ModelError that
 names the path and the fetch command.
+
+onnxruntime and sherpa_onnx are imported inside the functions that load a model: assistant.settings imports
+this module (through the gate's settings), and `assistant models list` should not pay ~0.25 s for runtimes
+it never uses.
 """
 
 from __future__ import annotations
@@ -10,12 +14,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnxruntime as ort
-import sherpa_onnx
 
 from assistant.exitcodes import ModelError
+
+if TYPE_CHECKING:
+    import sherpa_onnx
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +45,8 @@ def check_silero_model(path: Path) -> None:
     """Raise ModelError unless `path` is an ONNX file with a silero VAD's inputs."""
     if not path.is_file():
         raise ModelError(f"silero VAD model not found: {path}; {FETCH_HINT}")
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.log_severity_level = 3
     try:
@@ -47,13 +55,13 @@ def check_silero_model(path: Path) -> None:
         raise ModelError(f"silero VAD model {path} cannot be loaded ({exc}); {FETCH_HINT}") from exc
     names = {i.name for i in session.get_inputs()}
     if not any(expected <= names for expected in _SILERO_INPUTS):
-        raise ModelError(
-            f"{path} is not a silero VAD model (inputs {sorted(names)}); {FETCH_HINT}"
-        )
+        raise ModelError(f"{path} is not a silero VAD model (inputs {sorted(names)}); {FETCH_HINT}")
 
 
 def make_vad(settings: VadSettings, buffer_s: float = 60.0) -> sherpa_onnx.VoiceActivityDetector:
     """A sherpa-onnx VoiceActivityDetector for 16 kHz audio; `buffer_s` bounds the speech it keeps."""
+    import sherpa_onnx
+
     check_silero_model(settings.model)
     silero = sherpa_onnx.SileroVadModelConfig(
         model=str(settings.model),
@@ -62,9 +70,7 @@ def make_vad(settings: VadSettings, buffer_s: float = 60.0) -> sherpa_onnx.Voice
         min_speech_duration=settings.min_speech_s,
         max_speech_duration=settings.max_speech_s,
     )
-    config = sherpa_onnx.VadModelConfig(
-        silero_vad=silero, sample_rate=SAMPLE_RATE, num_threads=settings.num_threads
-    )
+    config = sherpa_onnx.VadModelConfig(silero_vad=silero, sample_rate=SAMPLE_RATE, num_threads=settings.num_threads)
     try:
         return sherpa_onnx.VoiceActivityDetector(config, buffer_size_in_seconds=buffer_s)
     except RuntimeError as exc:

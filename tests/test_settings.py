@@ -72,6 +72,9 @@ def test_empty_sections_mean_defaults(tmp_path: Path) -> None:
         ("tts:\n  engine: festival\n", "tts.engine: expected one of none, sherpa, espeak, got 'festival'"),
         ("llm: [1, 2]\n", "llm: expected a mapping of settings"),
         ("wake:\n  gate:\n    kind: loud\n", "wake.gate.kind: expected one of energy, silero"),
+        ("asr:\n  engine: whisper\n", "asr.engine: expected one of streaming, vad-offline, got 'whisper'"),
+        ("asr:\n  offline:\n    kind: ctc\n", "asr.offline.kind: expected one of sense_voice, paraformer, whisper"),
+        ("asr:\n  vad:\n    threshold: 0\n", "asr.vad.threshold: expected a number > 0 and <= 1, got 0.0"),
         ("- just\n- a list\n", "expected a mapping of sections at the top"),
     ],
 )
@@ -154,6 +157,39 @@ def test_cli_flags_override_the_file_and_resolve_against_cwd(
     assert unset.audio.device == 2
     assert unset.logging.level == "warning"
     assert unset.wake.keywords_file == (conf_dir / "file-kw.txt").resolve()
+
+
+def test_models_dir_precedence_flag_file_env_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--model-dir > paths.models_dir in the file > ASSISTANT_MODELS_DIR > models/ beside the config file."""
+    conf_dir = tmp_path / "etc"
+    conf_dir.mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ASSISTANT_MODELS_DIR", raising=False)
+    unset = _write(conf_dir, "paths:\n  models_dir: null\n")
+    assert load_settings(unset).paths.models_dir == conf_dir.resolve() / "models"
+    monkeypatch.setenv("ASSISTANT_MODELS_DIR", "env-models")  # relative: to the working directory
+    assert load_settings(unset).paths.models_dir == tmp_path.resolve() / "env-models"
+    assert load_settings(None).paths.models_dir == tmp_path.resolve() / "env-models"
+    assert load_settings(_write(conf_dir, "wake:\n")).wake_model_dir() == tmp_path.resolve() / "env-models" / "kws-en"
+    written = _write(conf_dir, "paths:\n  models_dir: file-models\n")
+    assert load_settings(written).paths.models_dir == conf_dir.resolve() / "file-models"
+    flag = daemon_cli.overrides_from(_cli_args("--model-dir", "flag-models"))
+    assert load_settings(written, flag).paths.models_dir == tmp_path.resolve() / "flag-models"
+    assert load_settings(unset, flag).paths.models_dir == tmp_path.resolve() / "flag-models"
+    # The silero paths left null follow models_dir wherever it came from.
+    silero = load_settings(_write(conf_dir, "wake:\n  gate:\n    kind: silero\n"))
+    assert silero.gate_settings().silero_model == tmp_path.resolve() / "env-models" / "vad-silero" / "silero_vad.onnx"
+    assert silero.vad_settings().model == silero.gate_settings().silero_model
+
+
+def test_importing_settings_loads_no_model_runtime() -> None:
+    """`assistant models list` reads the settings: sherpa_onnx and onnxruntime load only with a model."""
+    import subprocess
+    import sys
+
+    code = "import sys, assistant.settings; print(sorted({'sherpa_onnx', 'onnxruntime'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
 
 
 def test_asr_falls_back_to_the_wake_model_until_asr_is_installed(tmp_path: Path) -> None:
