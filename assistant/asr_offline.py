@@ -227,6 +227,8 @@ class VadOfflineASR:
         self._text: str | None = None  # the utterance's text once its segment is closed
         self._partial = ""  # the last partial text reported
         self._next_partial_s = first_partial_s  # open-segment length at which the next partial is decoded
+        self._min_speech_s = vad.min_speech_s
+        self._open_s = 0.0  # s of audio fed since the VAD last reported speech starting (detection lags it)
         self._active = False
         self.decode_s = 0.0  # time spent in the offline recognizer, for RTF reports
 
@@ -236,6 +238,7 @@ class VadOfflineASR:
         self._text = None
         self._partial = ""
         self._next_partial_s = self.first_partial_s
+        self._open_s = 0.0
         self._active = True
 
     def accept(self, samples: np.ndarray) -> AsrUpdate:
@@ -246,6 +249,7 @@ class VadOfflineASR:
             # Already endpointed: the rest belongs to the next utterance (after finish()).
             return AsrUpdate(text=self._text, changed=False, endpoint=True)
         feed(self._vad, samples)
+        self._open_s = self._open_s + len(samples) / SAMPLE_RATE if self._vad.is_speech_detected() else 0.0
         segments = self._speech(pop_segments(self._vad))
         if segments:
             self._text = self._transcribe(segments[0])
@@ -264,7 +268,8 @@ class VadOfflineASR:
         return kept
 
     def _maybe_partial(self) -> AsrUpdate:
-        if self.first_partial_s <= 0 or not self._vad.is_speech_detected():
+        # current_segment copies the whole open segment (~10 ms for 10 s): only when a partial may be due.
+        if self.first_partial_s <= 0 or self._open_s + self._min_speech_s < self._next_partial_s:
             return AsrUpdate(text=self._partial, changed=False, endpoint=False)
         current = self._vad.current_segment
         segment = SpeechSegment(current.start / SAMPLE_RATE, np.asarray(current.samples, dtype=np.float32))

@@ -27,6 +27,9 @@ from assistant.vad import VadSettings
 log = logging.getLogger(__name__)
 
 
+SENSE_VOICE_LANGUAGES = ("auto", "zh", "en", "ja", "ko", "yue")  # sherpa-onnx falls back to auto on others
+
+
 def _bound(default: Any, **limits: float) -> Any:
     """A field with numeric limits: gt, ge, le (checked by the loader)."""
     return field(default=default, metadata=limits)
@@ -379,6 +382,16 @@ def _merge(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = _Override(value)
 
 
+def _check(settings: Settings) -> None:
+    """Rules that involve more than one key."""
+    offline = settings.asr.offline
+    if offline.kind == "sense_voice" and offline.language not in SENSE_VOICE_LANGUAGES:
+        raise _Invalid(
+            "asr.offline.language",
+            f"sense_voice knows {', '.join(SENSE_VOICE_LANGUAGES)}, got {offline.language!r}",
+        )
+
+
 def load_settings(path: Path | None, overrides: dict[str, Any] | None = None) -> Settings:
     """Read `path` (None or a missing default file: all defaults), apply dotted-key `overrides`, validate.
 
@@ -411,6 +424,7 @@ def load_settings(path: Path | None, overrides: dict[str, Any] | None = None) ->
             if value is not None:
                 _merge(raw, dotted, value)
         settings = _build(Settings, raw, "", base)
+        _check(settings)
     except _Invalid as exc:
         raise ConfigError(f"{where}: {exc}") from None
     settings = dataclasses.replace(settings, config_path=Path(path).resolve() if path is not None else None)

@@ -12,10 +12,12 @@ from typing import Any
 import pytest
 
 from assistant import daemon_cli
-from assistant.exitcodes import MODEL
+from assistant.asr_offline import VadOfflineASR, find_offline_model
+from assistant.exitcodes import MODEL, ModelError
 from assistant.gate import GatedWakeWord, SileroGate
 from assistant.settings import load_settings
-from bench.idle import SILERO
+from assistant.vad import VadSettings
+from bench.idle import SILERO, load_16k
 from tests.conftest import require
 from tests.llm_fixture import (
     AUDIO,
@@ -127,14 +129,12 @@ def test_vad_model_defaults_to_models_dir(tmp_path: Path, sense_voice_dir: Path)
     expected = tmp_path / "models" / "vad-silero" / "silero_vad.onnx"
     assert settings.vad_settings().model == expected
     assert settings.vad_settings().max_speech_s == settings.asr.max_utterance_s
-    from assistant.exitcodes import ModelError
-
     with pytest.raises(ModelError, match=r"vad-silero/silero_vad\.onnx.*models fetch vad-silero"):
         daemon_cli.build_asr(settings)
     expected.parent.mkdir(parents=True)
     expected.symlink_to(require(SILERO))
     asr = daemon_cli.build_asr(settings)
-    assert type(asr).__name__ == "VadOfflineASR"
+    assert isinstance(asr, VadOfflineASR)
 
 
 def test_silero_gate_finds_the_installed_model(tmp_path: Path) -> None:
@@ -154,3 +154,34 @@ def test_silero_gate_finds_the_installed_model(tmp_path: Path) -> None:
     wake = daemon_cli.build_wake(settings, daemon_cli.load_keyword_list(settings))
     assert isinstance(wake, GatedWakeWord)
     assert isinstance(wake.gate, SileroGate)
+
+
+def _endpoint_and_partials(asr: Any, audio: Any) -> tuple[float | None, list[float]]:
+    """Feed 100 ms chunks: (seconds fed when the endpoint came, seconds fed at each changed partial)."""
+    asr.start()
+    partials = []
+    for i in range(0, len(audio), 1600):
+        update = asr.accept(audio[i : i + 1600])
+        fed = (i + 1600) / 16000
+        if update.endpoint:
+            return fed, partials
+        if update.changed:
+            partials.append(fed)
+    return None, partials
+
+
+def test_keyword_tail_dropped_and_partials_double(sense_voice_dir: Path) -> None:
+    """On JFK from 0.3 s before the keyword's estimated end (1.9 s), as the daemon feeds it."""
+    audio = load_16k(require(JFK))[int(1.9 * 16000) :]
+    files = find_offline_model(sense_voice_dir)
+    vad = VadSettings(model=require(SILERO), min_silence_s=0.5)
+    # Without the rule the keyword's last syllable (speech from 0 s to ~0.5 s) is the whole utterance.
+    endpoint, _ = _endpoint_and_partials(VadOfflineASR(files, vad), audio)
+    assert endpoint is not None and endpoint < 1.5
+    asr = VadOfflineASR(files, vad, keyword_tail_s=0.8, first_partial_s=0.4)
+    endpoint, partials = _endpoint_and_partials(asr, audio)
+    # "ask not" (3.26-4.49 s in the clip) + 0.5 s of silence.
+    assert endpoint is not None and 2.9 <= endpoint <= 3.4, endpoint
+    # A 1.2 s segment: partial decodes at >= 0.4 s and >= 0.8 s of speech, not one per chunk.
+    assert 1 <= len(partials) <= 2, partials
+    assert all(p < endpoint for p in partials)

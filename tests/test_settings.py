@@ -74,6 +74,7 @@ def test_empty_sections_mean_defaults(tmp_path: Path) -> None:
         ("wake:\n  gate:\n    kind: loud\n", "wake.gate.kind: expected one of energy, silero"),
         ("asr:\n  engine: whisper\n", "asr.engine: expected one of streaming, vad-offline, got 'whisper'"),
         ("asr:\n  offline:\n    kind: ctc\n", "asr.offline.kind: expected one of sense_voice, paraformer, whisper"),
+        ("asr:\n  offline:\n    language: fr\n", "asr.offline.language: sense_voice knows auto, zh, en"),
         ("asr:\n  vad:\n    threshold: 0\n", "asr.vad.threshold: expected a number > 0 and <= 1, got 0.0"),
         ("- just\n- a list\n", "expected a mapping of sections at the top"),
     ],
