@@ -221,7 +221,10 @@ class FileSource:
                 except Exception as exc:  # noqa: BLE001 - libsndfile raises several types for corrupt data
                     raise AudioError(f"cannot read audio file {self.path}: {exc}") from None
                 final = len(data) < read_frames
-                chunks = blocker.push(resampler.process(to_mono(data), final=final))
+                # Float files can carry NaN/Inf (a corrupt header or a broken recorder); one NaN would poison
+                # the models' streaming state for the rest of the run.
+                samples = np.nan_to_num(to_mono(data), nan=0.0, posinf=1.0, neginf=-1.0)
+                chunks = blocker.push(resampler.process(samples, final=final))
                 if final:
                     chunks += blocker.flush()
                 for chunk in chunks:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import string
 import tempfile
 from pathlib import Path
@@ -29,7 +30,14 @@ from assistant.settings import Settings, load_settings
 from tests.audio_mix import JFK, KWS_EN, KWS_ZH, load_clip, wav_bytes
 from tests.conftest import ASSETS, require
 
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# derandomize under CI: the same examples every run, so a red CI means a change broke something (run locally
+# without CI=true to explore new random inputs).
+FUZZ = settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=os.environ.get("CI", "").lower() in ("1", "true", "yes"),
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 
 
 # ------------------------------------------------------------------------------------------- keywords files

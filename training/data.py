@@ -134,6 +134,9 @@ def render_chat(
     Each span covers an assistant turn's content and its closing <|im_end|> (the model must learn to stop).
     """
     msgs = list(messages)
+    for msg in msgs:
+        if not isinstance(msg, dict):
+            raise ValueError(f"a message must be an object with role and content, got {msg!r:.80}")
     parts: list[str] = []
     spans: list[tuple[int, int]] = []
     length = 0
