@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--models-dir",
         type=Path,
         default=None,
-        help="where models are installed (env ASSISTANT_MODELS_DIR; default: models/ in the repo)",
+        help="where models are installed (else paths.models_dir of the config, else env ASSISTANT_MODELS_DIR, "
+        "else models/ in the repo)",
     )
     parser.add_argument(
         "--manifest", type=Path, default=None, help="model manifest (default: models/manifest.yaml)"
@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         metavar="FILE",
-        help="settings whose paths.models_dir and paths.mirror apply when the flags and env are not given "
+        help="settings whose paths.models_dir and paths.mirror apply when the flags are not given "
         "(default: ./config.yaml if it exists, as for the daemon)",
     )
     sub = parser.add_subparsers(dest="action", required=True, metavar="{list,fetch,path}")
@@ -77,9 +77,10 @@ def run(args: argparse.Namespace) -> int:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     manifest = fetch.load_manifest(args.manifest)
     settings = _settings(args)
-    # Precedence: flag, then environment, then the config file, then models/ in the repo.
+    # Precedence as the daemon's: flag, then the config file's key, then ASSISTANT_MODELS_DIR, then models/
+    # (settings.paths.models_dir already folds in the environment when the key is not written).
     models_dir = args.models_dir
-    if models_dir is None and settings is not None and not os.environ.get("ASSISTANT_MODELS_DIR"):
+    if models_dir is None and settings is not None:
         models_dir = settings.paths.models_dir
     models_dir = (models_dir or fetch.default_models_dir()).expanduser()
     if args.action == "list":
