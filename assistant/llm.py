@@ -5,10 +5,19 @@ The exported graph (see export/ and model.json) takes `input_ids` [1, S] plus, p
 `present_key.{i}` / `present_value.{i}` [1, n_kv_heads, P+S, head_dim]. One graph serves prefill (P = 0) and
 decode (S = 1); positions start at P.
 
-Decode is a few milliseconds per token, so per-step overhead matters. Each sequence runs through one IO
-binding: the present KV tensors stay OrtValues owned by onnxruntime and are bound straight back as the next
-step's past (no numpy round trip), the logits are written into one preallocated numpy buffer, and the
-one-token input is a preallocated array updated in place.
+Decode is one to two milliseconds per token, so per-step overhead matters. Each sequence runs through one IO
+binding, the logits are written into one preallocated numpy buffer and the one-token input is a preallocated
+array updated in place. How the KV cache moves depends on the graph (model.json "kv_buffer"):
+
+- absent (traced graphs): the present KV tensors stay OrtValues owned by onnxruntime and are bound straight
+  back as the next step's past (no numpy round trip); the graph concatenates, so every step allocates and
+  copies the whole cache.
+- "shared" (the fused graph): the graph also takes `total_sequence_length` (int32, P + S). Each past/present
+  pair is bound to one preallocated [1, n_kv_heads, L, head_dim] buffer; the attention kernel appends the
+  new positions in place, so a step copies nothing and nothing is rebound. L grows (doubling, copied once)
+  when a sequence outgrows it.
+
+A model.json with an "io" key declares a graph I/O this runtime does not know: it is refused.
 """
 
 from __future__ import annotations
@@ -34,6 +43,9 @@ MANIFEST = "model.json"
 MANIFEST_FORMAT = "minimind-onnx"
 REQUIRED_FILES = ("model.onnx", MANIFEST, "tokenizer.json")
 DEMO_DIR_NAME = "minimind-demo"
+KV_SHARED = "shared"  # model.json "kv_buffer": past and present may be one buffer
+TOTAL_INPUT = "total_sequence_length"  # the input that makes that possible (P + S, int32)
+KV_INITIAL_CAPACITY = 256  # positions of a shared KV buffer when the caller gives no hint
 
 
 @dataclass(frozen=True)
@@ -55,6 +67,7 @@ class ModelManifest:
     bos_token_id: int
     eos_token_id: int
     tokenizer: str  # file name beside model.onnx
+    kv_buffer: str | None  # None (the graph concatenates) or KV_SHARED
     raw: dict
 
 
@@ -85,8 +98,14 @@ def load_manifest(model_dir: Path) -> ModelManifest:
     if raw.get("version") != 1:
         raise ModelError(f"{path}: manifest version {raw.get('version')!r} is not supported (expected 1)")
     if "io" in raw:
-        # A future graph variant (e.g. fused attention with a preallocated KV buffer) needs its own code path.
-        raise ModelError(f"{path}: graph I/O variant {raw['io']!r} is not supported by this runtime")
+        # A graph I/O beyond the base contract needs its own code path.
+        raise ModelError(
+            f"{path}: graph I/O variant {raw['io']!r} is not supported by this runtime; "
+            "update the assistant or re-export the model with this version"
+        )
+    kv_buffer = raw.get("kv_buffer")
+    if kv_buffer not in (None, KV_SHARED):
+        raise ModelError(f"{path}: kv_buffer {kv_buffer!r} is not supported (known: {KV_SHARED!r}); re-export")
     arch = raw.get("architecture")
     try:
         head_dim = arch.get("head_dim") or arch["hidden_size"] // arch["num_attention_heads"]
@@ -106,12 +125,16 @@ def load_manifest(model_dir: Path) -> ModelManifest:
         bos_token_id=int(raw.get("bos_token_id", 1)),
         eos_token_id=int(raw.get("eos_token_id", 2)),
         tokenizer=str(raw.get("tokenizer", "tokenizer.json")),
+        kv_buffer=kv_buffer,
         raw=raw,
     )
 
 
 class KVSequence:
-    """One token sequence being decoded: its KV cache and the IO binding that feeds it back each step."""
+    """One token sequence being decoded: its KV cache and the IO binding that feeds it back each step.
+
+    This class serves graphs that concatenate; SharedKVSequence serves "kv_buffer": "shared" graphs.
+    """
 
     def __init__(self, model: MiniMindOnnx) -> None:
         self._model = model
@@ -125,14 +148,19 @@ class KVSequence:
         self.length = 0  # tokens in the KV cache (P)
         # [1, vocab] float32: onnxruntime writes the logits here every step.
         self._logits = np.zeros((1, arch.vocab_size), dtype=np.float32)
-        self._logits_value = ort.OrtValue.ortvalue_from_numpy(self._logits)._ortvalue
+        self._logits_value = _share(self._logits)
         # [1, 1] int64: the decode step's token, updated in place; the OrtValue shares its memory.
         self._one = np.zeros((1, 1), dtype=np.int64)
-        self._one_value = ort.OrtValue.ortvalue_from_numpy(self._one)._ortvalue
+        self._one_value = _share(self._one)
+        self._one_bound = False  # whether input_ids is bound to self._one right now
+        self._bind_cache()
+
+    def _bind_cache(self) -> None:
         # [1, Hkv, 0, D]: the empty past of a fresh sequence.
+        arch = self._model.architecture
         self._empty = np.zeros((1, arch.num_key_value_heads, 0, arch.head_dim), dtype=np.float32)
-        empty_value = ort.OrtValue.ortvalue_from_numpy(self._empty)._ortvalue
-        for name in model.past_names:
+        empty_value = _share(self._empty)
+        for name in self._model.past_names:
             self._binding.bind_ortvalue_input(name, empty_value)
 
     def feed(self, token_ids: Sequence[int]) -> np.ndarray:
@@ -148,14 +176,22 @@ class KVSequence:
                 f"sequence of {self.length + count} tokens exceeds the context of "
                 f"{self._model.max_context_tokens}"
             )
-        binding = self._binding
         if count == 1:
             self._one[0, 0] = token_ids[0]
-            binding.bind_ortvalue_input("input_ids", self._one_value)
+            if not self._one_bound:
+                self._binding.bind_ortvalue_input("input_ids", self._one_value)
+                self._one_bound = True
         else:
             # Kept on self: the bound OrtValue borrows the array's memory.
             self._ids = np.asarray(token_ids, dtype=np.int64).reshape(1, count)
-            binding.bind_ortvalue_input("input_ids", ort.OrtValue.ortvalue_from_numpy(self._ids)._ortvalue)
+            self._binding.bind_ortvalue_input("input_ids", _share(self._ids))
+            self._one_bound = False
+        self._step(count)
+        self.length += count
+        return self._logits[0]
+
+    def _step(self, count: int) -> None:
+        binding = self._binding
         # Dynamic-shape outputs must be rebound every run (a bound value fixes the shape); a fixed order keeps
         # get_outputs() indices stable.
         binding.clear_binding_outputs()
@@ -167,8 +203,63 @@ class KVSequence:
         # present_* of this step become past_* of the next without leaving onnxruntime's memory.
         for index, name in enumerate(self._model.past_names, start=1):
             binding.bind_ortvalue_input(name, outputs[index])
-        self.length += count
-        return self._logits[0]
+
+
+class SharedKVSequence(KVSequence):
+    """A sequence on a "shared" KV graph: past_X.{i} and present_X.{i} bound to one buffer, updated in place.
+
+    Everything is bound once; a step writes the token and the new total length into arrays the bound
+    OrtValues share, then runs. `capacity` is the expected final length (prompt + new tokens); the buffers
+    grow past it when needed.
+    """
+
+    def __init__(self, model: MiniMindOnnx, capacity: int | None = None) -> None:
+        self._capacity_hint = capacity
+        super().__init__(model)
+
+    def _bind_cache(self) -> None:
+        model = self._model
+        # int32 scalar: P + S of the running call, written before each run.
+        self._total = np.zeros((), dtype=np.int32)
+        self._binding.bind_ortvalue_input(TOTAL_INPUT, _share(self._total))
+        self._binding.bind_ortvalue_output("logits", self._logits_value)
+        hint = self._capacity_hint or KV_INITIAL_CAPACITY
+        self._buffers: list[np.ndarray] = []
+        self._allocate(min(hint, model.max_context_tokens))
+
+    def _allocate(self, capacity: int) -> None:
+        """Bind fresh buffers of `capacity` positions, carrying over the cached ones."""
+        arch = self._model.architecture
+        shape = (1, arch.num_key_value_heads, capacity, arch.head_dim)
+        old = self._buffers
+        # [1, Hkv, L, D] float32 per past/present pair, in past_names order.
+        self._buffers = [np.zeros(shape, dtype=np.float32) for _ in self._model.past_names]
+        for new, previous in zip(self._buffers, old, strict=False):
+            new[:, :, : self.length] = previous[:, :, : self.length]
+        for buffer, past, present in zip(
+            self._buffers, self._model.past_names, self._model.present_names, strict=True
+        ):
+            value = _share(buffer)
+            self._binding.bind_ortvalue_input(past, value)
+            self._binding.bind_ortvalue_output(present, value)
+        self.capacity = capacity
+        if old:
+            log.debug("KV buffers grown to %d positions (%.1f MB)", capacity, self._kv_bytes() / 1e6)
+
+    def _kv_bytes(self) -> int:
+        return sum(b.nbytes for b in self._buffers)
+
+    def _step(self, count: int) -> None:
+        needed = self.length + count
+        if needed > self.capacity:
+            self._allocate(min(max(needed, 2 * self.capacity), self._model.max_context_tokens))
+        self._total[()] = needed
+        self._run(self._binding, None)
+
+
+def _share(array: np.ndarray):
+    """The pybind OrtValue that reads and writes `array`'s memory (the caller keeps `array` alive)."""
+    return ort.OrtValue.ortvalue_from_numpy(array)._ortvalue
 
 
 class MiniMindOnnx:
@@ -220,6 +311,15 @@ class MiniMindOnnx:
         inputs = {i.name for i in self.session.get_inputs()}
         outputs = {o.name for o in self.session.get_outputs()}
         want_in = {"input_ids", *self.past_names}
+        if self.manifest.kv_buffer == KV_SHARED:
+            # An input with a default value is listed among the overridable initializers, not the inputs.
+            optional = {i.name for i in self.session.get_overridable_initializers()}
+            if TOTAL_INPUT not in optional | inputs:
+                raise ModelError(
+                    f"{self.model_dir / 'model.onnx'} has no {TOTAL_INPUT} input but {self.manifest.path} "
+                    'says "kv_buffer": "shared"; re-export the model'
+                )
+            inputs.discard(TOTAL_INPUT)
         want_out = {"logits", *self.present_names}
         if inputs != want_in or not want_out <= outputs:
             missing = sorted((want_in - inputs) | (want_out - outputs))
@@ -229,7 +329,10 @@ class MiniMindOnnx:
                 f"missing {missing or 'nothing'}, unexpected inputs {extra or 'none'}; re-export the model"
             )
 
-    def new_sequence(self) -> KVSequence:
+    def new_sequence(self, capacity: int | None = None) -> KVSequence:
+        """A fresh sequence; `capacity` (expected final length in tokens) sizes preallocated KV buffers."""
+        if self.manifest.kv_buffer == KV_SHARED:
+            return SharedKVSequence(self, capacity)
         return KVSequence(self)
 
     def generate(
@@ -249,8 +352,8 @@ class MiniMindOnnx:
                 f"prompt of {len(prompt_ids)} tokens leaves no room in context {self.max_context_tokens}"
             )
         sampler = Sampler(sampling, self.architecture.vocab_size, prompt_ids)
-        sequence = self.new_sequence()
         budget = min(sampling.max_new_tokens, self.max_context_tokens - len(prompt_ids))
+        sequence = self.new_sequence(capacity=len(prompt_ids) + budget)
         started = time.perf_counter()
         logits = sequence.feed(prompt_ids)
         first_ms = (time.perf_counter() - started) * 1000

@@ -9,7 +9,9 @@ a refused or failed export leaves DIR as it was. torch is imported only by the c
 
 Dense models get the hand-built graph of export/fused_graph.py (onnxruntime's fused operators) unless
 `--graph traced` asks for the standard-operator trace of export/onnx_graph.py, which MoE models always use.
-Both have the same inputs and outputs; model.json records which one ("graph").
+model.json records which one ("graph"). Both keep the base I/O contract; the fused graph also takes an
+optional total_sequence_length input that lets the runtime keep the KV cache in preallocated buffers updated
+in place (model.json "kv_buffer": "shared"; see export/fused_graph.py).
 """
 
 from __future__ import annotations
@@ -112,6 +114,7 @@ def run_export(args: argparse.Namespace) -> None:
     tokenizer_files = find_tokenizer(args.tokenizer, args.checkpoint)
     import torch
 
+    from export.fused_graph import KV_BUFFER
     from export.onnx_graph import export_onnx
     from training.weights import load_model
 
@@ -131,13 +134,14 @@ def run_export(args: argparse.Namespace) -> None:
         fp32_path = stage / "model.onnx" if args.quant == "fp32" else stage / "model.fp32.onnx"
         graph = export_onnx(model, fp32_path, graph=args.graph)
         copy_tokenizer(tokenizer_files, stage)
+        weights = None
         fp32 = parity.open_session(fp32_path, args.threads)
         sequences = parity.build_sequences(
             fp32, parity.chat_prompts(stage / "tokenizer.json"), config.eos_token_id
         )
         figures = {"fp32_vs_torch": parity.check_fp32(model, fp32, sequences, tol)}
         if args.quant != "fp32":
-            quantize(fp32_path, stage / "model.onnx", args.quant)
+            weights = quantize(fp32_path, stage / "model.onnx", args.quant)
             quantized = parity.open_session(stage / "model.onnx", args.threads)
             figures[f"{args.quant}_vs_fp32"] = parity.check_quantized(
                 fp32, quantized, sequences, args.quant, tol
@@ -154,6 +158,8 @@ def run_export(args: argparse.Namespace) -> None:
             graph=graph,
             bos_token_id=config.bos_token_id,
             eos_token_id=config.eos_token_id,
+            kv_buffer=KV_BUFFER if graph == "fused" else None,
+            weights=weights,
         )
         mf.write_manifest(stage, manifest)
     log.info("wrote %s (%s)", args.out, args.quant)
@@ -172,7 +178,7 @@ def run_requantize(args: argparse.Namespace) -> None:
     tol = parity.Tolerances(min_top1=args.min_top1)
     with staging(args.out) as stage:
         copy_tokenizer([source / n for n in TOKENIZER_FILES if (source / n).is_file()], stage)
-        quantize(source / "model.onnx", stage / "model.onnx", args.quant)
+        weights = quantize(source / "model.onnx", stage / "model.onnx", args.quant)
         fp32 = parity.open_session(source / "model.onnx", args.threads)
         quantized = parity.open_session(stage / "model.onnx", args.threads)
         sequences = parity.build_sequences(
@@ -190,6 +196,8 @@ def run_requantize(args: argparse.Namespace) -> None:
             graph=manifest.get("graph", "traced"),
             bos_token_id=manifest["bos_token_id"],
             eos_token_id=manifest["eos_token_id"],
+            kv_buffer=manifest.get("kv_buffer"),
+            weights=weights,
         )
         mf.write_manifest(stage, new)
     log.info("wrote %s (%s, requantized from %s)", args.out, args.quant, source)

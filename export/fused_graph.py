@@ -1,11 +1,19 @@
 """A hand-built ONNX graph of dense MiniMind2 using onnxruntime's fused CPU operators (com.microsoft domain).
 
-Same I/O contract as export/onnx_graph.py (input_ids, past_key.{i}/past_value.{i} in; logits,
-present_key.{i}/present_value.{i} out), but each layer is a handful of nodes instead of dozens:
-GroupQueryAttention does RoPE, the KV concat, GQA and the causal mask in one kernel;
-SkipSimplifiedLayerNormalization fuses each residual add with the next RMSNorm; q/k/v and gate/up are one
-MatMul each. Built from numpy weights, so no tracing is involved; the export parity check compares it with the
-torch model like any other graph. Dense only: MoE keeps the traced graph.
+Each layer is a handful of nodes instead of dozens: GroupQueryAttention takes the packed q/k/v projection and
+does RoPE, the KV append, GQA and the causal mask in one kernel; SkipSimplifiedLayerNormalization fuses each
+residual add with the next RMSNorm; q/k/v and gate/up are one MatMul each. Built from numpy weights, so no
+tracing is involved; the export parity check compares it with the torch model like any other graph. Dense
+only: MoE keeps the traced graph.
+
+I/O: the base contract of export/onnx_graph.py (input_ids [1, S], past_key.{i} / past_value.{i}
+[1, Hkv, P, D] in; logits [1, V], present_key.{i} / present_value.{i} out), plus one optional input,
+`total_sequence_length` (int32 scalar: tokens valid after this call, P + S). Left out it defaults to 0, which
+means "P + S from the shapes", so every caller of the base contract runs this graph unchanged. Given, the
+past tensors may be a buffer longer than the valid tokens: GroupQueryAttention reads only the first
+total - S positions of the past and writes the new ones after them, so a caller that binds one preallocated
+[1, Hkv, L, D] buffer as both past_X.{i} and present_X.{i} (L >= total) gets the KV cache updated in place,
+with no per-step concat or allocation (model.json "kv_buffer": "shared").
 """
 
 from __future__ import annotations
@@ -15,6 +23,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 MS = "com.microsoft"
+KV_BUFFER = "shared"  # model.json "kv_buffer" of this graph
+TOTAL = "total_sequence_length"
 
 
 def build_fused_graph(state: dict[str, np.ndarray], cfg) -> onnx.ModelProto:
@@ -25,10 +35,14 @@ def build_fused_graph(state: dict[str, np.ndarray], cfg) -> onnx.ModelProto:
     eps = float(cfg.rms_norm_eps)
     b = _Builder()
 
-    # Sizes the attention kernel wants: total length P + S and seqlens_k = total - 1, both int32.
+    # Sizes the attention kernel wants: total length P + S and seqlens_k = total - 1 as [1], both int32.
+    # total_sequence_length when given (> 0), else P + S from the shapes (the past is then exactly P long).
     s_len = b.node("Gather", [b.node("Shape", ["input_ids"]), b.const("one", np.array(1, np.int64))])
     p_len = b.node("Gather", [b.node("Shape", ["past_key.0"]), b.const("two", np.array(2, np.int64))])
-    total64 = b.node("Add", [p_len, s_len])  # scalar
+    from_shapes = b.node("Add", [p_len, s_len])  # int64 scalar
+    given = b.node("Cast", [TOTAL], to=TensorProto.INT64)
+    is_given = b.node("Greater", [given, b.const("zero", np.array(0, np.int64))])
+    total64 = b.node("Where", [is_given, given, from_shapes])
     total = b.node("Cast", [total64], to=TensorProto.INT32)
     last_index = b.node("Sub", [total, b.const("one32", np.array(1, np.int32))])
     seqlens_k = b.node("Reshape", [last_index, b.const("shape1", np.array([1], np.int64))])  # [1]
@@ -36,7 +50,7 @@ def build_fused_graph(state: dict[str, np.ndarray], cfg) -> onnx.ModelProto:
     # cos/sin [P+S, D/2] for positions 0..P+S-1, computed per call: a few thousand cos/sin per step instead
     # of a 32768-row table in the file.
     inv_freq = 1.0 / (cfg.rope_theta ** (np.arange(0, d, 2)[: d // 2].astype(np.float32) / d))
-    steps = [b.const("zero", np.array(0, np.int64)), total64, b.const("step", np.array(1, np.int64))]
+    steps = ["zero", total64, b.const("step", np.array(1, np.int64))]
     positions = b.node("Cast", [b.node("Range", steps)], to=TensorProto.FLOAT)  # [P+S]
     column = b.node("Unsqueeze", [positions, b.const("axis1", np.array([1], np.int64))])  # [P+S, 1]
     angles = b.node("Mul", [column, b.const("inv_freq", inv_freq[None, :].astype(np.float32))])
@@ -47,15 +61,13 @@ def build_fused_graph(state: dict[str, np.ndarray], cfg) -> onnx.ModelProto:
     gamma = b.const("norm_in.0", state[_key(0, "input_layernorm")])
     normed = b.node("SimplifiedLayerNormalization", [residual, gamma], axis=-1, epsilon=eps, stash_type=1)
     for i in range(cfg.num_hidden_layers):
-        # Attention: one MatMul for q, k and v; GroupQueryAttention applies RoPE, appends to the cache and
-        # attends causally.
+        # Attention: one MatMul for q, k and v, passed packed (no Split); GroupQueryAttention applies RoPE,
+        # writes k/v into the cache after its first total - S positions and attends causally.
         w_qkv = np.concatenate([state[_key(i, f"self_attn.{n}_proj")] for n in "qkv"], axis=0).T
         qkv = b.node("MatMul", [normed, b.const(f"qkv.{i}", w_qkv)])  # [1, S, (Hq + 2 Hkv) D]
-        widths = b.const(f"qkv_split.{i}", np.array([hq * d, hkv * d, hkv * d], np.int64))
-        q, k, v = b.node("Split", [qkv, widths], outputs=3, axis=-1)
         attn, _, _ = b.node(
             "GroupQueryAttention",
-            [q, k, v, f"past_key.{i}", f"past_value.{i}", seqlens_k, total, cos, sin],
+            [qkv, "", "", f"past_key.{i}", f"past_value.{i}", seqlens_k, total, cos, sin],
             outputs=[None, f"present_key.{i}", f"present_value.{i}"],
             domain=MS,
             num_heads=hq,
@@ -96,7 +108,10 @@ def build_fused_graph(state: dict[str, np.ndarray], cfg) -> onnx.ModelProto:
     lm_head = state.get("lm_head.weight", state["model.embed_tokens.weight"])
     b.node("MatMul", [final, b.const("lm_head", lm_head.T)], outputs=["logits"])  # [1, V]
 
-    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, "seq"])]
+    inputs = [
+        helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, "seq"]),
+        helper.make_tensor_value_info(TOTAL, TensorProto.INT32, []),
+    ]
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, cfg.vocab_size])]
     for i in range(cfg.num_hidden_layers):
         for kind in ("key", "value"):
@@ -106,6 +121,8 @@ def build_fused_graph(state: dict[str, np.ndarray], cfg) -> onnx.ModelProto:
             )
             inputs.append(past)
             outputs.append(present)
+    # An initializer named like an input is that input's default (IR >= 4): callers may leave it out.
+    b.const(TOTAL, np.array(0, np.int32))
     graph = helper.make_graph(b.nodes, "minimind2_fused", inputs, outputs, initializer=b.initializers)
     opsets = [helper.make_opsetid("", 17), helper.make_opsetid(MS, 1)]
     model = helper.make_model(graph, opset_imports=opsets, producer_name="edge-assistant")

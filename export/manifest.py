@@ -31,14 +31,21 @@ def build_manifest(
     graph: str,
     bos_token_id: int = 1,
     eos_token_id: int = 2,
+    kv_buffer: str | None = None,
+    weights: dict | None = None,
 ) -> dict:
-    """Manifest for the files now in `directory` (everything but model.json itself)."""
+    """Manifest for the files now in `directory` (everything but model.json itself).
+
+    `kv_buffer` "shared": the graph also takes the optional input total_sequence_length, so past and present
+    may share one preallocated buffer (export/fused_graph.py); None leaves the key out. `weights` describes
+    the quantized weight format. There is no "io" key: both graphs keep the base I/O contract.
+    """
     files = {
         p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
         for p in sorted(directory.iterdir())
         if p.is_file() and p.name != MANIFEST
     }
-    return {
+    manifest = {
         "format": FORMAT,
         "version": VERSION,
         "architecture": architecture,
@@ -53,6 +60,11 @@ def build_manifest(
         "files": files,
         "parity": parity,
     }
+    if kv_buffer is not None:
+        manifest["kv_buffer"] = kv_buffer
+    if weights is not None:
+        manifest["weights"] = weights
+    return manifest
 
 
 def write_manifest(directory: Path, manifest: dict) -> None:

@@ -11,16 +11,23 @@ from assistant.exitcodes import ModelError
 log = logging.getLogger(__name__)
 
 QUANTS = ("int8", "int4", "fp32")
-INT4_BLOCK = 32  # K elements sharing one scale
+INT4_BLOCK = 32  # K elements sharing one scale at 4 bits
+# At 8 bits the rounding error is small enough that one scale per 128 K elements costs little accuracy, and
+# fewer scales decode faster: 128 ran 1.15-1.3x the speed of 32 here (BENCHMARKS.md, LLM section).
+INT8_BLOCKS = (128, 64, 32, 16)  # the first that divides K is used
+# 4: the activations are quantized to int8 per block and the products summed in int8 (VNNI). Level 0 (fp32
+# compute) ran at 10-20 tokens/s on these machines.
+ACCURACY_LEVEL = 4
 
 
-def quantize(src: Path, dst: Path, quant: str) -> None:
-    """Write the `quant` version of the fp32 graph `src` to `dst`."""
+def quantize(src: Path, dst: Path, quant: str) -> dict:
+    """Write the `quant` version of the fp32 graph `src` to `dst`; return a description of the weight format
+    for model.json."""
     started = time.perf_counter()
     if quant == "int8":
-        _int8(src, dst)
+        described = _blockwise(src, dst, bits=8, blocks=INT8_BLOCKS)
     elif quant == "int4":
-        _int4(src, dst)
+        described = _blockwise(src, dst, bits=4, blocks=(INT4_BLOCK,))
     else:
         raise ModelError(f"unknown quantization {quant!r}; choose one of {', '.join(QUANTS)}")
     log.info(
@@ -32,27 +39,16 @@ def quantize(src: Path, dst: Path, quant: str) -> None:
         dst.stat().st_size / 1e6,
         (time.perf_counter() - started) * 1000,
     )
+    return described
 
 
-def _int8(src: Path, dst: Path) -> None:
-    from onnx import TensorProto
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def _blockwise(src: Path, dst: Path, *, bits: int, blocks: tuple[int, ...]) -> dict:
+    """Weights of every constant MatMul as `bits`-bit blocks (MatMulNBits); the embedding table as int8.
 
-    # MatMul covers every projection and lm_head (exported as its own MatMul for this reason); Gather makes
-    # the embedding table int8 too, which quarters the largest remaining fp32 tensor.
-    quantize_dynamic(
-        model_input=str(src),
-        model_output=str(dst),
-        weight_type=QuantType.QInt8,
-        op_types_to_quantize=["MatMul", "Gather"],
-        per_channel=False,
-        # onnx shape inference cannot type the outputs of onnxruntime's fused (com.microsoft) operators.
-        extra_options={"DefaultTensorType": TensorProto.FLOAT},
-    )
-
-
-def _int4(src: Path, dst: Path) -> None:
-    """Weights of every constant MatMul as 4-bit blocks (MatMulNBits); the embedding table as int8."""
+    MatMulNBits (one scale per block of K) replaced quantize_dynamic's MatMulInteger/DynamicQuantizeMatMul
+    (one scale per tensor) for int8: decode ran 1.2-1.3x faster and the blocks keep the logits closer to fp32.
+    A MatMul whose K no block size divides is left to quantize_dynamic.
+    """
     import numpy as np
     import onnx
     from onnx import helper, numpy_helper
@@ -61,69 +57,83 @@ def _int4(src: Path, dst: Path) -> None:
     graph = model.graph
     weights = {t.name: t for t in graph.initializer}
     replaced = 0
+    used: set[int] = set()
     for index, node in enumerate(graph.node):
         if node.op_type != "MatMul" or node.input[1] not in weights:
             continue
         w = numpy_helper.to_array(weights[node.input[1]])  # [K, N]
-        if w.ndim != 2 or w.dtype != np.float32 or w.shape[0] % INT4_BLOCK:
+        block = next((b for b in blocks if w.ndim == 2 and w.shape[0] % b == 0), None)
+        if block is None or w.dtype != np.float32:
             continue
-        packed, scales = pack_int4(w)
+        packed, scales = pack_blocks(w, bits=bits, block=block)
         k, n = w.shape
         name = node.input[1]
         graph.initializer.remove(weights.pop(name))
         graph.initializer.extend(
-            [numpy_helper.from_array(packed, f"{name}_q4"), numpy_helper.from_array(scales, f"{name}_scales")]
+            [numpy_helper.from_array(packed, f"{name}_q{bits}"), numpy_helper.from_array(scales, f"{name}_scales")]
         )
         graph.node[index].CopyFrom(
             helper.make_node(
                 "MatMulNBits",
-                [node.input[0], f"{name}_q4", f"{name}_scales"],
+                [node.input[0], f"{name}_q{bits}", f"{name}_scales"],
                 list(node.output),
                 name=node.name or f"MatMulNBits_{index}",
                 domain="com.microsoft",
                 K=k,
                 N=n,
-                bits=4,
-                block_size=INT4_BLOCK,
-                # 4: int8 activations, the fast kernel; level 0 ran at 10-20 tokens/s on these machines.
-                accuracy_level=4,
+                bits=bits,
+                block_size=block,
+                accuracy_level=ACCURACY_LEVEL,
             )
         )
         replaced += 1
+        used.add(block)
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     if replaced == 0:
-        raise ModelError(f"{src}: no MatMul with a constant weight to quantize to int4")
-    staged = dst.with_name(dst.name + ".q4tmp")
+        raise ModelError(f"{src}: no MatMul with a constant weight to quantize to {bits} bits")
+    staged = dst.with_name(dst.name + ".qtmp")
     onnx.save_model(model, str(staged))
     try:
-        # The embedding table (a Gather, not a MatMul) becomes int8 as in the int8 export.
+        # The embedding table (a Gather, not a MatMul) becomes int8 per tensor: a lookup reads one row a
+        # token, so its format does not matter for speed, only for size. Leftover MatMuls go the same way.
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         quantize_dynamic(
             model_input=str(staged),
             model_output=str(dst),
             weight_type=QuantType.QInt8,
-            op_types_to_quantize=["Gather"],
+            op_types_to_quantize=["MatMul", "Gather"],
+            # onnx shape inference cannot type the outputs of onnxruntime's fused (com.microsoft) operators.
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
     finally:
         staged.unlink(missing_ok=True)
-    log.info("int4: %d MatMul weights in %d-element blocks", replaced, INT4_BLOCK)
+    log.info("%d-bit: %d MatMul weights in blocks of %s", bits, replaced, sorted(used))
+    return {
+        "operator": "MatMulNBits",
+        "bits": bits,
+        "block_size": max(used),
+        "accuracy_level": ACCURACY_LEVEL,
+        "embedding": "int8",
+    }
 
 
-def pack_int4(w):
-    """[K, N] float32 -> (uint8 [N, K/B, B/2] two 4-bit values per byte, float32 scales [N * K/B]).
+def pack_blocks(w, *, bits: int, block: int):
+    """[K, N] float32 -> (uint8 [N, K/B, B*bits/8], float32 scales [N * K/B]) in MatMulNBits' layout.
 
-    Symmetric per block of B consecutive K elements of one output column: q = round(w / scale) + 8 in 0..15,
-    scale = max|w| / 7, the zero point left at MatMulNBits' default of 8. Low nibble first.
+    Symmetric per block of B consecutive K elements of one output column: q = round(w / scale) + 2^(bits-1),
+    scale = max|w| / (2^(bits-1) - 1), the zero point left at MatMulNBits' default of 2^(bits-1). At 4 bits
+    two values share a byte, low nibble first.
     """
     import numpy as np
 
     k, n = w.shape
-    blocks = w.T.reshape(n, k // INT4_BLOCK, INT4_BLOCK)  # [N, K/B, B]
-    scales = np.abs(blocks).max(axis=-1, keepdims=True) / 7.0
+    half = 1 << (bits - 1)
+    blocks = w.T.reshape(n, k // block, block)  # [N, K/B, B]
+    scales = np.abs(blocks).max(axis=-1, keepdims=True) / (half - 1)
     scales = np.where(scales == 0, 1.0, scales).astype(np.float32)
-    q = (np.clip(np.rint(blocks / scales), -8, 7) + 8).astype(np.uint8)
-    packed = q[..., 0::2] | (q[..., 1::2] << 4)  # [N, K/B, B/2]
-    return np.ascontiguousarray(packed), scales.reshape(-1)
+    q = (np.clip(np.rint(blocks / scales), -half, half - 1) + half).astype(np.uint8)
+    if bits == 4:
+        q = q[..., 0::2] | (q[..., 1::2] << 4)  # [N, K/B, B/2]
+    return np.ascontiguousarray(q), scales.reshape(-1)

@@ -66,7 +66,16 @@ def test_manifest_describes_directory(exported: dict[str, Path], quant: str) -> 
     assert (arch["hidden_size"], arch["num_hidden_layers"], arch["head_dim"]) == (256, 2, 64)
     assert (manifest["bos_token_id"], manifest["eos_token_id"]) == (1, 2)
     assert manifest["parity"]["fp32_vs_torch"]["max_abs_diff"] <= 1e-4
+    assert manifest["kv_buffer"] == "shared"
+    assert "io" not in manifest  # the base I/O contract: total_sequence_length is optional
     if quant == "int8":
+        assert manifest["weights"] == {
+            "operator": "MatMulNBits",
+            "bits": 8,
+            "block_size": 128,
+            "accuracy_level": 4,
+            "embedding": "int8",
+        }
         figures = manifest["parity"]["int8_vs_fp32"]
         assert figures["confident_positions"] > 0
         assert figures["top1_agreement_confident"] >= 0.98
@@ -79,6 +88,8 @@ def test_fp32_graph_reproduces_pack(exported: dict[str, Path], pack: Path) -> No
     inputs = {i.name: i.shape for i in session.get_inputs()}
     assert inputs["input_ids"] == [1, "seq"]
     assert inputs["past_key.1"] == [1, 1, "past", 64]
+    # Optional (an initializer gives its default), so base-contract callers like this test leave it out.
+    assert "total_sequence_length" in {i.name for i in session.get_overridable_initializers()}
     for i in range(3):
         tokens, logits = greedy_logits(session, ref[f"chat{i}_ids"].tolist(), 24)
         assert tokens == ref[f"chat{i}_greedy"].tolist()
@@ -91,6 +102,7 @@ def test_traced_graph_reproduces_pack(pack: Path, tokenizer: Path, tmp_path: Pat
     argv = [str(pack / "minimind2-dense-tiny-random.pth"), "--tokenizer", str(tokenizer), "--graph", "traced"]
     assert main([*argv, "--out", str(out), "--quant", "fp32"]) == 0
     assert mf.read_manifest(out)["graph"] == "traced"
+    assert "kv_buffer" not in mf.read_manifest(out)  # this graph concatenates
     ref = np.load(pack / "minimind2-dense-tiny-reference.npz")
     tokens, logits = greedy_logits(parity.open_session(out / "model.onnx"), ref["chat2_ids"].tolist(), 24)
     assert tokens == ref["chat2_greedy"].tolist()
@@ -253,19 +265,25 @@ def test_lora_merged_before_export(pack: Path, tokenizer: Path, tmp_path: Path) 
     np.testing.assert_allclose(logits, adapted, atol=1e-4, rtol=0)
 
 
-def test_int4_blocks_match_matmulnbits() -> None:
+@pytest.mark.parametrize(("bits", "block"), [(8, 128), (8, 32), (4, 32)])
+def test_blocks_match_matmulnbits(bits: int, block: int) -> None:
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from export.quantize import INT4_BLOCK, pack_int4
+    from export.quantize import pack_blocks
 
     rng = np.random.default_rng(0)
-    k, n = 4 * INT4_BLOCK, 48
+    k, n = 4 * block, 48
     w = rng.normal(0, 0.05, (k, n)).astype(np.float32)
     x = rng.normal(0, 1, (1, 3, k)).astype(np.float32)
-    packed, scales = pack_int4(w)
-    nibbles = np.stack([packed & 15, packed >> 4], axis=-1).astype(np.float32) - 8  # [N, K/B, B/2, 2]
-    dequantized = (nibbles.reshape(n, k // INT4_BLOCK, INT4_BLOCK) * scales.reshape(n, -1, 1)).reshape(n, k).T
+    packed, scales = pack_blocks(w, bits=bits, block=block)
+    assert packed.shape == (n, k // block, block * bits // 8)
+    if bits == 4:
+        codes = np.stack([packed & 15, packed >> 4], axis=-1).reshape(n, k // block, block)  # low nibble first
+    else:
+        codes = packed
+    values = codes.astype(np.float32) - (1 << (bits - 1))  # MatMulNBits' default zero point
+    dequantized = (values * scales.reshape(n, -1, 1)).reshape(n, k).T
     assert np.abs(dequantized - w).max() <= scales.max() / 2 + 1e-7  # rounding error only
     node = helper.make_node(
         "MatMulNBits",
@@ -274,13 +292,13 @@ def test_int4_blocks_match_matmulnbits() -> None:
         domain="com.microsoft",
         K=k,
         N=n,
-        bits=4,
-        block_size=INT4_BLOCK,
-        accuracy_level=0,
+        bits=bits,
+        block_size=block,
+        accuracy_level=0,  # fp32 compute: checks the layout, not the int8 activation rounding
     )
     graph = helper.make_graph(
         [node],
-        "int4",
+        "blocks",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, k])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, n])],
         initializer=[numpy_helper.from_array(packed, "b"), numpy_helper.from_array(scales, "s")],

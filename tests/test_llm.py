@@ -109,6 +109,52 @@ def test_int8_top1_agreement(tiny_int8, pack, record_property):
     assert agree_all >= 0.8 * total
 
 
+def test_shared_kv_buffers_grow_and_match_plain_runs(tiny_dirs, tiny_int8, pack):
+    """The fused graph's in-place KV buffers give the logits of plain session.run calls with a concatenated
+    cache, also when a prompt is fed in two chunks and the buffers outgrow their first capacity."""
+    from export import parity
+
+    assert tiny_int8.manifest.kv_buffer == "shared"
+    prompt = pack["chat0_ids"].tolist()
+    tokens = pack["chat0_greedy"].tolist()[:12]
+    half = len(prompt) // 2  # the chunks parity.teacher_forced uses (int8 rounding depends on the chunking)
+    sequence = tiny_int8.new_sequence(capacity=4)
+    sequence.feed(prompt[:half])
+    rows = [sequence.feed(prompt[half:]).copy()]
+    rows += [sequence.feed([token]).copy() for token in tokens]
+    assert sequence.length == len(prompt) + len(tokens)
+    assert sequence.capacity >= sequence.length > 4
+    session = parity.open_session(tiny_dirs["int8"] / "model.onnx", threads=1)
+    expected = parity.teacher_forced(session, prompt + tokens, len(prompt))
+    np.testing.assert_allclose(np.stack(rows), expected, atol=1e-5, rtol=0)
+
+
+def test_base_io_contract_still_runs(reference, assets, pack, tmp_path):
+    """A traced export (no "kv_buffer" in model.json: the graph concatenates, as for MoE) decodes too."""
+    from export.cli import main as export_main
+
+    out = tmp_path / "traced"
+    tokenizer = assets / "minimind-tokenizer" / "minimind2" / "tokenizer.json"
+    argv = [str(reference / TINY), "--out", str(out), "--quant", "fp32", "--tokenizer", str(tokenizer)]
+    assert export_main([*argv, "--graph", "traced"]) == 0
+    model = MiniMindOnnx(out, threads=1)
+    assert model.manifest.kv_buffer is None
+    prompt = pack["chat2_ids"].tolist()
+    assert list(model.generate(prompt, GREEDY)) == pack["chat2_greedy"].tolist()
+
+
+def test_unknown_io_or_kv_buffer_is_model_error(tiny_dirs, tmp_path):
+    broken = tmp_path / "future"
+    shutil.copytree(tiny_dirs["int8"], broken)
+    good = json.loads((broken / "model.json").read_text())
+    (broken / "model.json").write_text(json.dumps({**good, "io": "paged-kv"}))
+    with pytest.raises(ModelError, match=r"graph I/O variant 'paged-kv'.*re-export"):
+        MiniMindOnnx(broken)
+    (broken / "model.json").write_text(json.dumps({**good, "kv_buffer": "paged"}))
+    with pytest.raises(ModelError, match=r"kv_buffer 'paged'"):
+        MiniMindOnnx(broken)
+
+
 def test_max_new_tokens(tiny_fp32, pack):
     prompt = pack["chat1_ids"].tolist()
     out = list(tiny_fp32.generate(prompt, Sampling(greedy=True, max_new_tokens=5)))
@@ -191,9 +237,19 @@ def _force_eos_after(model_dir: Path, out: Path, total_tokens: int) -> Path:
             helper.make_tensor("eos_from", TensorProto.INT64, [1], [total_tokens]),
         ]
     )
+    if any(i.name == "total_sequence_length" for i in graph.initializer):
+        # "kv_buffer": "shared": present_key.0 may be a buffer longer than the sequence; the runtime passes the
+        # length as an input.
+        length_nodes = [
+            helper.make_node("Cast", ["total_sequence_length"], ["total64"], to=TensorProto.INT64),
+            helper.make_node("Reshape", ["total64", "shape1"], ["kv_len"]),
+        ]
+        graph.initializer.append(helper.make_tensor("shape1", TensorProto.INT64, [1], [1]))
+    else:
+        length_nodes = [helper.make_node("Shape", ["present_key.0"], ["kv_len"], start=2, end=3)]
     graph.node.extend(
         [
-            helper.make_node("Shape", ["present_key.0"], ["kv_len"], start=2, end=3),
+            *length_nodes,
             helper.make_node("GreaterOrEqual", ["kv_len", "eos_from"], ["eos_on"]),
             helper.make_node("Cast", ["eos_on"], ["eos_scale"], to=TensorProto.FLOAT),
             helper.make_node("Mul", ["eos_bias", "eos_scale"], ["eos_add"]),
