@@ -2,15 +2,19 @@
 
 For each engine and thread count (1 and 2): time to first token (64-token prompt -> first new token, prefill
 included) and decode tokens/s (the 127 steps after the first token of 128), greedy, batch 1. Runs are
-interleaved round-robin across all engines and the median of --runs is reported, so load from other processes
-hits every engine alike. Peak RSS is that of the onnxruntime worker process, which never imports torch (each
-engine/thread pair is its own worker so the figure is one loaded model's).
+interleaved round-robin across all engines, each after a 0.2 s pause, and the median of --runs is reported, so
+load from other processes hits every engine alike. Peak RSS is that of the onnxruntime worker process, which
+never imports torch (each engine/thread pair is its own worker so the figure is one loaded model's).
 
 Without --model-dir it exports MiniMind2-Small-shaped random weights (seeded; speed does not depend on the
 values) with the project's exporter: fp32, then int8 requantized from it. With --model-dir (an int8 or other
 export) and optionally --fp32-dir, it uses those, and torch runs random weights of the same shape.
 
+--extra LABEL=DIR (repeatable) times more exported directories in the same interleaved rounds, e.g. another
+quantization or an export made by an older version, as extra rows (and table entries in --json).
+
     .venv/bin/python bench/llm.py [--runs 5] [--json] [--model-dir DIR [--fp32-dir DIR]] [--keep DIR]
+                                  [--extra LABEL=DIR ...]
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ TOKENIZER = SHARED / "assets" / "minimind-tokenizer" / "minimind2" / "tokenizer.
 PROMPT_TOKENS = 64
 NEW_TOKENS = 128
 THREADS = (1, 2)
+PAUSE_S = 0.2  # idle time before each timed run
 
 
 def prompt_ids(vocab_size: int) -> list[int]:
@@ -192,7 +197,7 @@ def measure(args: argparse.Namespace, root: Path) -> dict:
     engines: dict[str, object] = {}
     workers: list[Worker] = []
     for threads in THREADS:
-        for name, directory in (("int8", int8_dir), ("fp32", fp32_dir)):
+        for name, directory in (("int8", int8_dir), ("fp32", fp32_dir), *args.extra):
             if directory is not None:
                 worker_ = Worker(f"{name}@{threads}", directory, threads)
                 workers.append(worker_)
@@ -204,6 +209,10 @@ def measure(args: argparse.Namespace, root: Path) -> dict:
             engine.run()
         for _ in range(args.runs):
             for name, engine in engines.items():
+                # The previous engine's thread pool keeps spinning for a while after its run (onnxruntime's
+                # and OpenMP's default); without a pause that spinning lands on this engine's first token.
+                # A reply starts after idle listening too.
+                time.sleep(PAUSE_S)
                 results[name].append(engine.run())
         rss = {w.name: w.close()["rss_mb"] for w in workers}
     finally:
@@ -220,6 +229,7 @@ def measure(args: argparse.Namespace, root: Path) -> dict:
         }
     return {
         "table": table,
+        "extra": {label: str(directory) for label, directory in args.extra},
         "torch_version": torch.__version__,
         "int8_dir": str(int8_dir),
         "fp32_dir": str(fp32_dir) if fp32_dir else None,
@@ -261,15 +271,14 @@ def print_table(report: dict, args: argparse.Namespace) -> None:
     for threads in THREADS:
         torch_rate = t[f"torch@{threads}"]["tokens_per_s"]
         fp32_rate = t.get(f"fp32@{threads}", {}).get("tokens_per_s")
-        for engine in ("int8", "fp32", "torch"):
+        labels = {"int8": "onnxruntime int8", "fp32": "onnxruntime fp32", "torch": "torch eager fp32"}
+        labels.update({name: f"onnxruntime {name} (extra)" for name, _ in args.extra})
+        for engine, label in labels.items():
             row = t.get(f"{engine}@{threads}")
             if row is None:
                 continue
             rss = f"{row['rss_mb']:.0f}" if row["rss_mb"] else "-"
             vs_fp32 = f"{row['tokens_per_s'] / fp32_rate:.2f}x" if fp32_rate else "-"
-            label = {"int8": "onnxruntime int8", "fp32": "onnxruntime fp32", "torch": "torch eager fp32"}[
-                engine
-            ]
             print(f"| {label} | {threads} | {row['ttft_ms']:.1f} | {row['tokens_per_s']:.0f} | "
                   f"{row['tokens_per_s'] / torch_rate:.2f}x | {vs_fp32} | {rss} |")  # fmt: skip
     s = summary(report)
@@ -282,6 +291,13 @@ def print_table(report: dict, args: argparse.Namespace) -> None:
         print(f"note: stopped at eos before {NEW_TOKENS} tokens: {', '.join(short)}")
 
 
+def _labelled_dir(text: str) -> tuple[str, Path]:
+    label, sep, directory = text.partition("=")
+    if not sep or not label or label in ("int8", "fp32", "torch"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected LABEL=DIR with a label other than int8/fp32/torch")
+    return label, Path(directory)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="measured runs per engine (median reported)")
@@ -289,6 +305,14 @@ def main() -> int:
     parser.add_argument("--fp32-dir", type=Path, help="with --model-dir: an fp32 export of the same weights")
     parser.add_argument("--keep", type=Path, help="export into this folder and keep it")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    parser.add_argument(
+        "--extra",
+        type=_labelled_dir,
+        action="append",
+        default=[],
+        metavar="LABEL=DIR",
+        help="also time this exported directory (repeatable)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=2, help=argparse.SUPPRESS)

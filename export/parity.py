@@ -54,6 +54,9 @@ def chat_prompts(tokenizer_file: Path) -> list[list[int]]:
 def open_session(path: Path, threads: int = 0) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
+    # Errors only: onnxruntime warns about every overridable initializer (the fused graph's optional
+    # total_sequence_length input) each time a session opens.
+    options.log_severity_level = 3
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises several unrelated types for a damaged file
