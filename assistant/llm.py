@@ -46,6 +46,9 @@ DEMO_DIR_NAME = "minimind-demo"
 KV_SHARED = "shared"  # model.json "kv_buffer": past and present may be one buffer
 TOTAL_INPUT = "total_sequence_length"  # the input that makes that possible (P + S, int32)
 KV_INITIAL_CAPACITY = 256  # positions of a shared KV buffer when the caller gives no hint
+# Upper bound of the first allocation whatever the hint: the attention kernel sizes a scratch buffer by the
+# buffer length (heads x new tokens x L floats), so a 32768-position hint would cost ~70 MB at prefill.
+KV_MAX_INITIAL_CAPACITY = 1024
 
 
 @dataclass(frozen=True)
@@ -223,7 +226,7 @@ class SharedKVSequence(KVSequence):
         self._total = np.zeros((), dtype=np.int32)
         self._binding.bind_ortvalue_input(TOTAL_INPUT, _share(self._total))
         self._binding.bind_ortvalue_output("logits", self._logits_value)
-        hint = self._capacity_hint or KV_INITIAL_CAPACITY
+        hint = min(self._capacity_hint or KV_INITIAL_CAPACITY, KV_MAX_INITIAL_CAPACITY)
         self._buffers: list[np.ndarray] = []
         self._allocate(min(hint, model.max_context_tokens))
 
@@ -297,6 +300,10 @@ class MiniMindOnnx:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # The pool threads still spin between the operators of a step, but stop when a step returns: the
+        # default kept a core busy for ~50 ms after every reply (and between steps, when the audio loop and
+        # TTS want it). Decode speed was the same within noise (BENCHMARKS.md, LLM section).
+        options.add_session_config_entry("session.force_spinning_stop", "1")
         options.log_severity_level = 3
         try:
             return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
