@@ -1,7 +1,7 @@
 """`assistant-export`: checkpoint -> exported MiniMind directory (model.onnx, tokenizer, model.json).
 
-    assistant-export CHECKPOINT --out DIR [--quant int8|int4|fp32] [--tokenizer PATH] [--lora ADAPTER]
-    assistant-export requantize FP32_DIR --out DIR [--quant int8|int4]     (works without torch)
+    assistant-export CHECKPOINT --out DIR [--quant int8|int8-dynamic|int4|fp32] [--tokenizer PATH] [--lora ADAPTER]
+    assistant-export requantize FP32_DIR --out DIR [--quant int8|int8-dynamic|int4]     (works without torch)
     assistant-export verify DIR                                            (sha256 + a run of the graph)
 
 A directory is built in a hidden staging folder beside DIR and moved into place only after parity passed, so
@@ -97,7 +97,13 @@ def _parser(command: str) -> argparse.ArgumentParser:
         )
         p.set_defaults(run=run_export)
     p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--quant", choices=QUANTS, default="int8", help="weight format (default %(default)s)")
+    p.add_argument(
+        "--quant",
+        choices=QUANTS,
+        default="int8",
+        help="weight format (default %(default)s: 8-bit blocks, MatMulNBits; int8-dynamic: the previous "
+        "per-tensor int8, for CPUs without a fast 8-bit MatMulNBits kernel)",
+    )
     p.add_argument(
         "--min-top1",
         type=float,

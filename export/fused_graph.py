@@ -104,7 +104,7 @@ def build_fused_graph(state: dict[str, np.ndarray], cfg) -> onnx.ModelProto:
             epsilon=eps,
         )
     final = b.node("Gather", [normed, b.const("last", np.array(-1, np.int64))], axis=1)  # [1, H]
-    # Its own MatMul (not the Gather's table) so quantize_dynamic quantizes it.
+    # Its own MatMul (not the Gather's table) so the quantizer packs it like the other projections.
     lm_head = state.get("lm_head.weight", state["model.embed_tokens.weight"])
     b.node("MatMul", [final, b.const("lm_head", lm_head.T)], outputs=["logits"])  # [1, V]
 

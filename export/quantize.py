@@ -10,7 +10,10 @@ from assistant.exitcodes import ModelError
 
 log = logging.getLogger(__name__)
 
-QUANTS = ("int8", "int4", "fp32")
+# int8-dynamic: the previous int8 format (quantize_dynamic: per-tensor int8 weights, DynamicQuantizeMatMul),
+# kept for CPUs where onnxruntime has no fast 8-bit MatMulNBits kernel (its ARM64 one needs the dot-product
+# extension, which e.g. the Raspberry Pi 4's Cortex-A72 lacks: measure with bench/llm.py --extra).
+QUANTS = ("int8", "int8-dynamic", "int4", "fp32")
 INT4_BLOCK = 32  # K elements sharing one scale at 4 bits
 # At 8 bits the rounding error is small enough that one scale per 128 K elements costs little accuracy, and
 # fewer scales decode faster: 128 ran 1.15-1.3x the speed of 32 here (BENCHMARKS.md, LLM section).
@@ -28,6 +31,8 @@ def quantize(src: Path, dst: Path, quant: str) -> dict:
         described = _blockwise(src, dst, bits=8, blocks=INT8_BLOCKS)
     elif quant == "int4":
         described = _blockwise(src, dst, bits=4, blocks=(INT4_BLOCK,))
+    elif quant == "int8-dynamic":
+        described = _dynamic(src, dst)
     else:
         raise ModelError(f"unknown quantization {quant!r}; choose one of {', '.join(QUANTS)}")
     log.info(
@@ -117,6 +122,22 @@ def _blockwise(src: Path, dst: Path, *, bits: int, blocks: tuple[int, ...]) -> d
         "accuracy_level": ACCURACY_LEVEL,
         "embedding": "int8",
     }
+
+
+def _dynamic(src: Path, dst: Path) -> dict:
+    """Every constant MatMul and the embedding as per-tensor int8 (quantize_dynamic)."""
+    from onnx import TensorProto
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        model_input=str(src),
+        model_output=str(dst),
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=["MatMul", "Gather"],
+        per_channel=False,
+        extra_options={"DefaultTensorType": TensorProto.FLOAT},
+    )
+    return {"operator": "DynamicQuantizeMatMul", "bits": 8, "block_size": None, "embedding": "int8"}
 
 
 def pack_blocks(w, *, bits: int, block: int):

@@ -311,6 +311,20 @@ def test_blocks_match_matmulnbits(bits: int, block: int) -> None:
     np.testing.assert_allclose(session.run(None, {"x": x})[0], x @ dequantized, atol=1e-5)
 
 
+def test_int8_dynamic_requantize(exported: dict[str, Path], tmp_path: Path) -> None:
+    # The previous int8 format, kept for CPUs without a fast 8-bit MatMulNBits kernel.
+    import onnx
+
+    out = tmp_path / "dynamic"
+    assert main(["requantize", str(exported["fp32"]), "--out", str(out), "--quant", "int8-dynamic"]) == 0
+    manifest = mf.read_manifest(out)
+    assert manifest["weights"]["operator"] == "DynamicQuantizeMatMul"
+    assert manifest["parity"]["int8-dynamic_vs_fp32"]["top1_agreement_confident"] >= 0.98
+    ops = {node.op_type for node in onnx.load(str(out / "model.onnx")).graph.node}
+    assert "MatMulNBits" not in ops
+    assert {"DynamicQuantizeMatMul", "MatMulInteger"} & ops
+
+
 def test_int4_requantize_records_parity(exported: dict[str, Path], tmp_path: Path) -> None:
     # Random weights lose too much at 4 bits for the 98% rule; the figures are recorded either way.
     out = tmp_path / "int4"
