@@ -89,6 +89,7 @@ class OnnxLM:
         self.head_dim = int(arch.get("head_dim") or arch["hidden_size"] // arch["num_attention_heads"])
         self.eos = int(manifest.get("eos_token_id", 2))
         opts = ort.SessionOptions()
+        opts.log_severity_level = 3  # the fused graph's optional input warns once per session otherwise
         if threads:
             opts.intra_op_num_threads = threads
         self.session = ort.InferenceSession(
