@@ -52,16 +52,14 @@ def accuracy(lm, tokenizer, questions: list[corpus.QA]) -> dict[str, float]:
 def _step_seconds(settings, stage, work: Path) -> float:
     """Wall time of one optimizer step of this configuration, measured on this machine now.
 
-    The first steps carry one-off costs (model build, allocator and thread-pool warm-up: ~4x a step here), so
-    this times a 2-step and an 8-step run and divides the difference by 6.
+    Runs 10 steps and takes the median of the per-step times the loop records in metrics.jsonl, leaving out
+    the first two: they carry one-off costs (allocator and thread-pool warm-up), and timing whole runs
+    instead mixes in start-up work (indexing, model build) that differs between runs.
     """
-    elapsed = []
-    for steps in (2, 8):
-        t0 = time.monotonic()
-        probe = replace(settings, out_dir=str(work / f"probe{steps}"), steps=steps, resume=False, progress=False)
-        train(probe, stage)
-        elapsed.append(time.monotonic() - t0)
-    return max(1e-3, (elapsed[1] - elapsed[0]) / 6)
+    train(replace(settings, out_dir=str(work), steps=10, resume=False, progress=False), stage)
+    with (work / "metrics.jsonl").open(encoding="utf-8") as metrics:
+        times = sorted(json.loads(line)["ms"] / 1000 for line in metrics if json.loads(line)["step"] > 2)
+    return max(1e-3, times[len(times) // 2])
 
 
 def run(out: Path, minutes: float, tokenizer_dir: str, work: Path, threads: int) -> dict:
