@@ -212,17 +212,30 @@ class GatedWakeWord:
         self._ring: collections.deque[Any] = collections.deque()
         self._ring_samples = 0
         self._open = False
+        self._admitted_open = False  # the gate's verdict on the chunk admit() last let through
         self._seen = 0  # samples accepted since reset(): where an ungated spotter's stream started
         self._fed = 0  # samples fed to the spotter's current stream
         self.openings = 0  # how many times the gate opened (for logs and benchmarks)
         self.fed_s = 0.0  # seconds of audio the spotter actually processed, over the whole life
 
     def accept(self, chunk: Any) -> Any:
+        return self.spot(chunk) if self.admit(chunk) else None
+
+    def admit(self, chunk: Any) -> bool:
+        """The gate's half of accept(), cheap enough for the event loop: True when the spotter must see
+        `chunk` (call spot(chunk) next, with that same chunk); False when the gate stayed closed, the chunk
+        went into the pre-roll ring and nothing can fire."""
         is_open = self.gate.update(chunk.samples)
         if not self._open and not is_open:
             self._remember(chunk)
             self._seen += len(chunk.samples)
-            return None
+            return False
+        self._admitted_open = is_open
+        return True
+
+    def spot(self, chunk: Any) -> Any:
+        """The spotter's half of accept() for a chunk admit() let through: the model's work (the pool's job)."""
+        is_open = self._admitted_open
         detection = None
         if not self._open:
             self.openings += 1
