@@ -160,7 +160,7 @@ class _Blocker:
             self._pending_len += len(x)
         out = []
         if self._pending_len >= self.block:
-            # One piece (a file or microphone read of exactly one block, the common case) needs no copy.
+            # One piece (a file read, a microphone block: the common case) is cut into views, not copied.
             data = self._pending[0] if len(self._pending) == 1 else np.concatenate(self._pending)
             cut = (len(data) // self.block) * self.block
             for i in range(0, cut, self.block):
