@@ -168,3 +168,34 @@ def test_recall_parity_with_ungated_spotter(spotters, reset_on_close: bool) -> N
         if gated_labels != ungated:
             differences.append((clip.name, ungated, gated_labels))
     assert differences == []
+
+
+def test_admit_then_spot_is_accept_and_closed_gate_skips_the_spotter(spotters) -> None:
+    """The daemon decides the gate on its event loop (admit) and hops to the model thread only for spot():
+    the split must fire exactly what accept() fires, and a closed gate must never reach the spotter."""
+    audio = np.concatenate([pink_noise(10.0, -60.0, seed=5), load_16k(require(JFK)), pink_noise(3.0, -60.0)])
+    spotter = spotters["en"]
+
+    class Split:
+        def __init__(self, wake: GatedWakeWord) -> None:
+            self.wake, self.spots = wake, 0
+
+        def accept(self, chunk):
+            if not self.wake.admit(chunk):
+                return None
+            self.spots += 1
+            return self.wake.spot(chunk)
+
+        def reset(self) -> None:
+            self.wake.reset()
+
+        def flush(self):
+            return self.wake.flush()
+
+    spotter.reset()
+    whole = [label for label, _ in run_spotter(GatedWakeWord(spotter, EnergyGate(GateSettings())), audio)]
+    spotter.reset()
+    split = Split(GatedWakeWord(spotter, EnergyGate(GateSettings())))
+    labels = [label for label, _ in run_spotter(split, audio)]
+    assert labels == whole and labels[0] == "FELLOW_AMERICANS"
+    assert 0 < split.spots < len(audio) / SAMPLE_RATE * 10 - 80  # most of 13 s of noise never reached it
