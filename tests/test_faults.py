@@ -31,63 +31,27 @@ from typing import Any
 import numpy as np
 import pytest
 
-from assistant import cli, daemon_cli
+from assistant import cli
 from assistant.audio import AudioRing, MicSource, open_source
 from assistant.chat import Conversation
 from assistant.daemon import Daemon, State, make_executor
-from assistant.events import Error, Event, Reply, StateChange, Wake
+from assistant.events import Error, Event, Reply, Wake
 from assistant.exitcodes import AUDIO, OK, AudioError
 from assistant.llm import MiniMindOnnx
 from assistant.sampling import Sampling
-from assistant.settings import Settings, TtsSettings, load_settings
+from assistant.settings import Settings, TtsSettings
 from assistant.sinks import Speech
 from assistant.tokenizer import Tokenizer
 from assistant.tts import EspeakTts, WavFileOutput
 from tests.audio_mix import JFK, KWS_EN, WAKE_LABEL, load_clip, pcm16, silence
 from tests.conftest import REPO, require
 from tests.llm_fixture import of, parse_events, tiny_llm, write_wav  # noqa: F401 - fixture
+from tests.test_daemon import _names, _settings, jfk_twice, keywords_file, models  # noqa: F401 - fixtures
 
 TIMEOUT_S = 90  # bound on every whole run
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-
-
-@pytest.fixture(scope="module")
-def keywords_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("kw") / "keywords.txt"
-    path.write_text(f"{WAKE_LABEL}\n", encoding="utf-8")
-    return path
-
-
-def _settings(keywords_file: Path, llm_dir: Path, **extra: Any) -> Settings:
-    return load_settings(None, {
-        "wake.keywords_file": keywords_file,
-        "wake.model_dir": require(KWS_EN),
-        "asr.model_dir": KWS_EN,
-        "llm.model_dir": llm_dir,
-        "llm.max_new_tokens": 12,
-        "llm.threads": 1,
-        **extra,
-    })
-
-
-@pytest.fixture(scope="module")
-def models(keywords_file: Path, tiny_llm: Path) -> dict[str, Any]:  # noqa: F811
-    settings = _settings(keywords_file, tiny_llm)
-    keywords = daemon_cli.load_keyword_list(settings)
-    return {
-        "settings": settings,
-        "wake": daemon_cli.build_wake(settings, keywords),
-        "asr": daemon_cli.build_asr(settings),
-        "chat": daemon_cli.build_chat(settings),
-    }
-
-
-@pytest.fixture(scope="module")
-def jfk_twice(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    jfk = load_clip(require(JFK))
-    return write_wav(tmp_path_factory.mktemp("audio") / "jfk-twice.wav", jfk, silence(2.5), jfk, silence(0.5))
 
 
 def _daemon(
@@ -115,11 +79,6 @@ def _run_file(
     finally:
         executor.shutdown(wait=True)
     return events, daemon
-
-
-def _names(events: list[Event]) -> list[str]:
-    names = [f"state:{e.state}" if isinstance(e, StateChange) else e.name for e in events]
-    return [name for name in names if name != "partial"]
 
 
 # ----------------------------------------------------------------------------- the microphone goes away
