@@ -12,15 +12,15 @@ import importlib
 import logging
 import sys
 
-from assistant.exitcodes import FAILURE, INTERRUPTED, AssistantError
+from assistant.errors import FAILURE, INTERRUPTED, AssistantError
 
 # name -> (module, help). Modules are imported lazily so `assistant ask` never loads sherpa-onnx and
 # `assistant models list` loads neither model runtime.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("assistant.daemon_cli", "run the voice assistant (the default)"),
-    "ask": ("assistant.ask", "ask MiniMind one question from the command line"),
-    "models": ("assistant.models", "list or fetch model files"),
-    "install-service": ("assistant.install_service", "write the systemd unit for this install"),
+    "run": ("assistant.commands.run", "run the voice assistant (the default)"),
+    "ask": ("assistant.commands.ask", "ask MiniMind one question from the command line"),
+    "models": ("assistant.commands.models", "list or fetch model files"),
+    "install-service": ("assistant.commands.install_service", "write the systemd unit for this install"),
 }
 
 log = logging.getLogger(__name__)

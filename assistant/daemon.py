@@ -40,11 +40,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from assistant.errors import AudioError
 from assistant.events import Error, Event, Final, FirstToken, Partial, Reply, StateChange, Wake
-from assistant.exitcodes import AudioError
-from assistant.sampling import Sampling
+from assistant.llm.sampling import Sampling, sampling_from
+from assistant.reply.sinks import SentenceSplitter, Speech
 from assistant.settings import Settings
-from assistant.sinks import SentenceSplitter, Speech
+from assistant.wake.spotter import Spotter
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +67,6 @@ class State(enum.Enum):
 class Chunk(Protocol):
     samples: np.ndarray  # float32 mono at the pipeline rate
     t: float  # seconds of input audio before the first sample
-
-
-class Spotter(Protocol):
-    def accept(self, chunk: Any) -> Any: ...  # Detection(label, keyword_text, t, t_end) | None
-    def reset(self) -> None: ...
-    def flush(self) -> Any: ...
 
 
 class Recognizer(Protocol):
@@ -118,19 +113,6 @@ class Reloaded:
     wake: Spotter
     asr: Recognizer
     summary: str = ""  # what changed, for the log line when it is applied
-
-
-def sampling_from(settings: Settings) -> Sampling:
-    s = settings.llm
-    return Sampling(
-        temperature=s.temperature,
-        top_p=s.top_p,
-        top_k=s.top_k,
-        repetition_penalty=s.repetition_penalty,
-        max_new_tokens=s.max_new_tokens,
-        seed=s.seed,
-        greedy=s.greedy,
-    )
 
 
 def _first_detection(result: Any) -> Any:
@@ -275,14 +257,10 @@ class Daemon:
         if self.live and time.monotonic() < self._mute_until:
             return  # our own voice may still be in the room
         wake = self.wake
-        admit = getattr(wake, "admit", None)  # a gated spotter: the gate decides here, on the loop
         try:
-            if admit is None:
-                detection = await self._call(wake.accept, chunk)
-            elif admit(chunk):
-                detection = await self._call(wake.spot, chunk)
-            else:
+            if not wake.admit(chunk):  # the silence gate decides here, on the loop
                 return  # gate closed: the chunk went into the pre-roll ring
+            detection = await self._call(wake.spot, chunk)
         except Exception as exc:  # noqa: BLE001 - keep the daemon alive; the spotter restarts clean
             log.exception("wake word failed")
             self._error("wake", f"{type(exc).__name__}: {exc}")
@@ -390,7 +368,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         cancel = threading.Event()
         pieces: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
-        sampling = sampling_from(self.settings)
+        sampling = sampling_from(self.settings.llm)
 
         def generate() -> None:
             # Runs in the executor: the model's own loop; hands text pieces back to the event loop.

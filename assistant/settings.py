@@ -20,11 +20,19 @@ from typing import Any, Literal
 
 import yaml
 
-from assistant.exitcodes import ConfigError
-from assistant.gate import GateSettings
-from assistant.vad import VadSettings
+from assistant.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG = Path("config.yaml")  # read from the working directory when --config is not given
+DEMO_MODEL = "minimind-demo"  # the project's own small model, used when the configured LLM is not installed
+
+
+def find_config(explicit: Path | None) -> Path | None:
+    """The settings file every command reads: --config, else ./config.yaml if it exists, else none (defaults)."""
+    if explicit is not None:
+        return explicit
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
 
 
 SENSE_VOICE_LANGUAGES = ("auto", "zh", "en", "ja", "ko", "yue")  # sherpa-onnx falls back to auto on others
@@ -37,14 +45,17 @@ def _bound(default: Any, **limits: float) -> Any:
 
 @dataclass(frozen=True)
 class PathsSettings:
-    # Where `assistant models fetch NAME` installs <models_dir>/<NAME>/. Not written (or null): the environment
-    # variable ASSISTANT_MODELS_DIR when set (relative: to the working directory, as `models fetch` reads it),
-    # else models/ beside the config file. --model-dir beats both.
+    # Both keys follow one order, for `run`, `ask` and `models` alike: the command-line flag (--model-dir /
+    # --models-dir, --mirror), else this key, else the environment variable, else the default.
+    #
+    # Where `assistant models fetch NAME` installs <models_dir>/<NAME>/ and where every command looks. Not
+    # written (or null): $ASSISTANT_MODELS_DIR (relative: to the working directory), else models/ beside the
+    # config file (or in the working directory when there is no config file).
     models_dir: Path = field(default=Path("models"), metadata={"env": "ASSISTANT_MODELS_DIR"})
-    # `models fetch` source when --mirror/ASSISTANT_MIRROR are not given: a folder (relative: to the config
-    # file's folder) or an http(s):// URL laid out like the upstream; None = the official URLs. A str, not a
-    # Path, so a URL is not resolved as a file name: Settings.mirror() resolves a folder.
-    mirror: str | None = None
+    # `models fetch` source: a folder (relative: to the config file's folder) or an http(s):// URL laid out like
+    # the upstream. Not written (or null): $ASSISTANT_MIRROR, else None = the official URLs. A str, not a Path,
+    # so a URL is not resolved as a file name: Settings.mirror() resolves a folder.
+    mirror: str | None = field(default=None, metadata={"env": "ASSISTANT_MIRROR", "folder_or_url": True})
 
 
 @dataclass(frozen=True)
@@ -55,6 +66,37 @@ class AudioSettings:
     block_ms: int = _bound(100, gt=0, le=1000)  # milliseconds of audio per chunk handed to the pipeline
     realtime: bool = False  # files/stdin: pace chunks like a live microphone instead of as fast as possible
     ring_s: float = _bound(10.0, gt=0)  # seconds of audio kept, so ASR can start at the wake word's end
+
+
+# Components take these as they are: the gate and VAD settings live here too, so imports point one way
+# (components -> settings, never the reverse).
+
+
+@dataclass(frozen=True)
+class VadSettings:
+    model: Path  # silero_vad.onnx (`assistant models fetch vad-silero` installs <models_dir>/vad-silero/)
+    threshold: float = 0.5  # speech probability above which a 32 ms window counts as speech, 0..1
+    min_silence_s: float = 0.5  # seconds of non-speech that end a segment (the trailing silence)
+    min_speech_s: float = 0.25  # seconds of speech before a segment starts
+    max_speech_s: float = 20.0  # seconds: a longer segment is cut here
+    num_threads: int = 1  # onnxruntime threads
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    enabled: bool = True  # false: the spotter sees every chunk (plain WakeWord)
+    kind: Literal["energy", "silero"] = "energy"
+    pre_roll_s: float = 0.8  # seconds of audio before the gate opened that the spotter still gets
+    open_db: float = 10.0  # energy: dB above the noise floor that count as "maybe speech"
+    close_db: float = 5.0  # energy: dB above the floor below which a block counts as quiet (< open_db)
+    open_blocks: int = 2  # energy: consecutive loud 100 ms blocks that open the gate
+    hang_s: float = 1.0  # seconds of quiet before the gate closes (the spotter needs ~0.5 s of tail)
+    floor_rise_db_per_s: float = 2.0  # energy: how fast the floor follows a louder room
+    min_floor_dbfs: float = -75.0  # energy: floor never goes below this (dither / digital silence)
+    silero_threshold: float = 0.5  # silero: speech probability, 0..1
+    # silero: path of silero_vad.onnx. Required here; the daemon fills in <models_dir>/vad-silero/silero_vad.onnx
+    # when the config leaves it null (Settings.gate_settings()).
+    silero_model: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -199,7 +241,15 @@ class Settings:
         return self.asr.model
 
     def llm_model_dir(self) -> Path:
-        return self.llm.model_dir or self.paths.models_dir / self.llm.model
+        """llm.model_dir, else <models_dir>/<llm.model>; when that is not installed but the demo model is,
+        the demo model, so a fresh install answers (the log and `ask -v` name the folder used)."""
+        if self.llm.model_dir is not None:
+            return self.llm.model_dir
+        configured = self.paths.models_dir / self.llm.model
+        demo = self.paths.models_dir / DEMO_MODEL
+        if not configured.exists() and demo.is_dir():
+            return demo
+        return configured
 
     def offline_model_dir(self) -> Path:
         return self.asr.offline.model_dir or self.paths.models_dir / self.asr.offline.model
@@ -227,14 +277,13 @@ class Settings:
         )
 
     def mirror(self) -> str | None:
-        """paths.mirror, a relative folder resolved against the config file's folder (URLs as written)."""
+        """paths.mirror with a folder made absolute (URLs as written). The loader has already resolved a flag's
+        or the environment's relative folder against the working directory, a written one against the config
+        file's folder."""
         mirror = self.paths.mirror
         if not mirror or mirror.startswith(("http://", "https://")):
             return mirror or None
-        folder = Path(mirror).expanduser()
-        if folder.is_absolute() or self.config_path is None:
-            return str(folder)
-        return str((self.config_path.parent / folder).resolve())
+        return str(Path(mirror).expanduser().resolve())
 
 
 @dataclass(frozen=True)
@@ -303,6 +352,8 @@ def _convert(tp: Any, value: Any, key: str, base: Path, limits: dict[str, float]
     if tp is str:
         if not isinstance(value, str):
             raise _Invalid(key, f"expected a string, got {_describe(value)}")
+        if limits.get("folder_or_url") and value and not value.startswith(("http://", "https://")):
+            return str((base / Path(value).expanduser()).resolve())
         return value
     if tp is Path:
         if not isinstance(value, str | Path) or str(value) == "":
@@ -359,7 +410,7 @@ def _build(cls: type, raw: dict[str, Any], prefix: str, base: Path) -> Any:
         env = spec.metadata.get("env")
         if env and os.environ.get(env):
             # Relative to the working directory, as for a command-line flag (and as `models fetch` reads it).
-            kwargs[name] = _convert(hints[name], _Override(os.environ[env]), f"${env}", base, {})
+            kwargs[name] = _convert(hints[name], _Override(os.environ[env]), f"${env}", base, dict(spec.metadata))
             continue
         # Relative default paths (models/) follow the same rule as written ones, in unwritten sections too.
         if dataclasses.is_dataclass(hints[name]):

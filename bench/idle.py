@@ -34,7 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from assistant.gate import GatedWakeWord, GateSettings, make_gate  # noqa: E402
+from assistant.settings import GateSettings  # noqa: E402
+from assistant.wake.gate import GatedWakeWord, make_gate  # noqa: E402
 
 SAMPLE_RATE = 16000
 SHARED = Path(os.environ.get("ASSISTANT_SHARED", REPO.parent / "shared")).resolve()
@@ -79,7 +80,7 @@ def load_16k(path: Path) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Chunk:
-    """Same shape as assistant.audio.AudioChunk: float32 16 kHz mono samples starting at `t` seconds."""
+    """Same shape as assistant.audio.sources.AudioChunk: float32 16 kHz mono samples starting at `t` seconds."""
 
     samples: np.ndarray
     t: float

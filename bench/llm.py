@@ -50,8 +50,8 @@ def prompt_ids(vocab_size: int) -> list[int]:
 
 
 def worker(model_dir: Path, threads: int) -> int:
-    from assistant.llm import MiniMindOnnx
-    from assistant.sampling import Sampling
+    from assistant.llm.runtime import MiniMindOnnx
+    from assistant.llm.sampling import Sampling
 
     model = MiniMindOnnx(model_dir, threads=threads)
     prompt = prompt_ids(model.architecture.vocab_size)

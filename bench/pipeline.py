@@ -76,7 +76,7 @@ KWS = {"en": KWS_EN, "zh": KWS_ZH}
 
 
 def _chunks(audio: np.ndarray, block: int = 1600) -> list[Any]:
-    from assistant.audio import AudioChunk
+    from assistant.audio.chunk import AudioChunk
 
     return [AudioChunk(samples=audio[i : i + block], t=i / SAMPLE_RATE) for i in range(0, len(audio), block)]
 
@@ -85,10 +85,10 @@ def rtf(runs: int = 3) -> dict[str, Any]:
     """Wall seconds per audio second: the wrappers (WakeWord, StreamingASR) vs the raw sherpa-onnx loops."""
     import sherpa_onnx
 
-    from assistant.asr import StreamingASR
-    from assistant.keywords import format_keywords, load_keywords, load_tokens
-    from assistant.model_files import find_transducer
-    from assistant.wake import WakeWord
+    from assistant.asr.streaming import StreamingASR
+    from assistant.models.files import find_transducer
+    from assistant.wake.keywords import format_keywords, load_keywords, load_tokens
+    from assistant.wake.spotter import WakeWord
 
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -193,11 +193,12 @@ def _speech_end(clip: np.ndarray, floor_db: float = -45.0) -> float:
 
 def end_to_end(llm_dir: Path, *, tts: bool) -> dict[str, Any]:
     """The daemon on wake phrase + each English clip; per-utterance latencies, medians over the clips."""
-    from assistant.audio import AudioRing, open_source
+    from assistant.audio.ring import AudioRing
+    from assistant.audio.sources import open_source
     from assistant.daemon import Daemon, make_executor
+    from assistant.reply.sinks import Speech
+    from assistant.reply.tts import EspeakTts, WavFileOutput
     from assistant.settings import TtsSettings
-    from assistant.sinks import Speech
-    from assistant.tts import EspeakTts, WavFileOutput
 
     questions = [("jfk", jfk_question())] + [(p.stem, load_clip(p)) for p in UTTERANCE_CLIPS if p.exists()]
     rows = []
@@ -260,10 +261,10 @@ def end_to_end(llm_dir: Path, *, tts: bool) -> dict[str, Any]:
                 row["endpoint_to_first_audio_ms"] = (first_audio[0] - final_wall) * 1000
             # Baseline: the LLM alone on the same prompt (fresh conversation), time to its first text.
             parts["chat"].clear()
-            from assistant.daemon import sampling_from
+            from assistant.llm.sampling import sampling_from
 
             started = time.perf_counter()
-            for _ in parts["chat"].stream(final.text, sampling_from(settings)):
+            for _ in parts["chat"].stream(final.text, sampling_from(settings.llm)):
                 row["llm_alone_first_token_ms"] = (time.perf_counter() - started) * 1000
                 break
             rows.append(row)

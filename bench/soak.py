@@ -267,7 +267,7 @@ def export_tiny_llm(cache: Path = DEFAULT_CACHE) -> Path:
 def build_daemon_parts(llm_dir: Path, keywords_file: Path, *, max_new_tokens: int = 8,
                        extra: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
     """Settings and models as `assistant run` builds them (English KWS as wake word and ASR)."""
-    from assistant import daemon_cli
+    from assistant import pipeline
     from assistant.settings import load_settings
 
     settings = load_settings(None, {
@@ -279,11 +279,11 @@ def build_daemon_parts(llm_dir: Path, keywords_file: Path, *, max_new_tokens: in
         "llm.threads": 1,
         **(extra or {}),
     })
-    keywords = daemon_cli.load_keyword_list(settings)
+    keywords = pipeline.load_keyword_list(settings)
     parts = {
-        "wake": daemon_cli.build_wake(settings, keywords),
-        "asr": daemon_cli.build_asr(settings),
-        "chat": daemon_cli.build_chat(settings),
+        "wake": pipeline.build_wake(settings, keywords),
+        "asr": pipeline.build_asr(settings),
+        "chat": pipeline.build_chat(settings),
     }
     return settings, parts
 
@@ -297,7 +297,8 @@ def _start_all_workers(executor: Any, workers: int) -> None:
 
 def run_soak(plan: Plan, llm_dir: Path, *, sample_s: float = 30.0, max_new_tokens: int = 8,
              workdir: Path | None = None, progress: bool = False) -> SoakResult:
-    from assistant.audio import AudioChunk, AudioRing
+    from assistant.audio.chunk import AudioChunk
+    from assistant.audio.ring import AudioRing
     from assistant.daemon import MODEL_WORKERS, Daemon, make_executor
 
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from assistant.exitcodes import FAILURE, INTERRUPTED, AssistantError, ModelError
+from assistant.errors import FAILURE, INTERRUPTED, AssistantError, ModelError
 from export import manifest as mf
 from export import parity
 from export.quantize import QUANTS, quantize

@@ -6,7 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from assistant.exitcodes import ModelError
+from assistant.errors import ModelError
 
 FORMAT = "minimind-onnx"
 VERSION = 1

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from assistant.exitcodes import ModelError
+from assistant.errors import ModelError
 
 log = logging.getLogger(__name__)
 

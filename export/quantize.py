@@ -6,7 +6,7 @@ import logging
 import time
 from pathlib import Path
 
-from assistant.exitcodes import ModelError
+from assistant.errors import ModelError
 
 log = logging.getLogger(__name__)
 

@@ -53,7 +53,7 @@ NON_WAKE_CLIPS: tuple[Path, ...] = (
 
 @functools.lru_cache(maxsize=64)
 def _load(path: str) -> np.ndarray:
-    from assistant.audio import resample, to_mono
+    from assistant.audio.resample import resample, to_mono
 
     data, rate = sf.read(path, dtype="float32", always_2d=True)
     samples = resample(to_mono(data), rate, SAMPLE_RATE).astype(np.float32)

@@ -54,7 +54,7 @@ def write_config(directory: Path, text: str = "") -> Path:
 
 def load_mono16k(path: Path) -> np.ndarray:
     """float32 mono 16 kHz samples of a clip (the daemon's own resampler does the conversion)."""
-    from assistant.audio import resample, to_mono
+    from assistant.audio.resample import resample, to_mono
 
     data, rate = sf.read(str(require(path)), dtype="float32", always_2d=True)
     return resample(to_mono(data), rate, 16000).astype(np.float32)

@@ -8,9 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from assistant.ask import DEFAULT_MODEL_DIR, DEMO_MODEL_DIR, resolve_model_dir
-from assistant.exitcodes import MODEL
-from assistant.tokenizer import Tokenizer
+from assistant.errors import MODEL
+from assistant.llm.tokenizer import Tokenizer
+from assistant.settings import DEMO_MODEL, load_settings
 from tests.test_llm import pack, tiny_dirs  # noqa: F401 - shared session fixtures
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,10 +84,23 @@ def test_ask_bad_sampling_is_clear_error(tiny_dirs):  # noqa: F811
 
 
 def test_default_model_dir_falls_back_to_demo(tmp_path, monkeypatch):
+    # One rule for run and ask (settings.llm_model_dir): the configured model, else the demo model when only
+    # that one is installed, and an explicit folder always wins.
     monkeypatch.chdir(tmp_path)
-    assert resolve_model_dir(None) == DEFAULT_MODEL_DIR
-    (tmp_path / DEMO_MODEL_DIR).mkdir(parents=True)
-    assert resolve_model_dir(None) == DEMO_MODEL_DIR
-    (tmp_path / DEFAULT_MODEL_DIR).mkdir(parents=True)
-    assert resolve_model_dir(None) == DEFAULT_MODEL_DIR
-    assert resolve_model_dir(Path("x")) == Path("x")
+    monkeypatch.delenv("ASSISTANT_MODELS_DIR", raising=False)
+    configured, demo = tmp_path / "models" / "minimind", tmp_path / "models" / DEMO_MODEL
+    assert load_settings(None).llm_model_dir() == configured
+    demo.mkdir(parents=True)
+    assert load_settings(None).llm_model_dir() == demo
+    configured.mkdir(parents=True)
+    assert load_settings(None).llm_model_dir() == configured
+    assert load_settings(None, {"llm.model_dir": "x"}).llm_model_dir() == tmp_path / "x"
+
+
+def test_ask_reads_the_llm_section_of_its_config(tiny_dirs, tmp_path):  # noqa: F811
+    config = tmp_path / "config.yaml"
+    config.write_text(f"llm:\n  model_dir: {tiny_dirs['fp32']}\n  greedy: true\n  max_new_tokens: 5\n",
+                      encoding="utf-8")
+    result = ask("--json", "--config", str(config), "你好")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1])["tokens"] == 5

@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from assistant.asr import StreamingASR, normalize_text
-from assistant.audio import SAMPLE_RATE, AudioChunk, AudioRing, resample, to_mono
-from assistant.exitcodes import ModelError
-from assistant.keywords import load_tokens, parse_keywords
-from assistant.model_files import find_transducer
-from assistant.wake import WakeWord
+from assistant.asr.streaming import StreamingASR, normalize_text
+from assistant.audio.chunk import SAMPLE_RATE, AudioChunk
+from assistant.audio.resample import resample, to_mono
+from assistant.audio.ring import AudioRing
+from assistant.errors import ModelError
+from assistant.models.files import find_transducer
+from assistant.wake.keywords import load_tokens, parse_keywords
+from assistant.wake.spotter import WakeWord
 from tests.wer import wer
 
 EN = "kws/en-gigaspeech-3.3M-mobile"

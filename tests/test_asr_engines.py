@@ -11,12 +11,11 @@ from typing import Any
 
 import pytest
 
-from assistant import daemon_cli
-from assistant.asr_offline import VadOfflineASR, find_offline_model
-from assistant.exitcodes import MODEL, ModelError
-from assistant.gate import GatedWakeWord, SileroGate
-from assistant.settings import load_settings
-from assistant.vad import VadSettings
+from assistant import pipeline
+from assistant.asr.vad_offline import VadOfflineASR, find_offline_model
+from assistant.errors import MODEL, ModelError
+from assistant.settings import VadSettings, load_settings
+from assistant.wake.gate import GatedWakeWord, SileroGate
 from bench.idle import SILERO, load_16k
 from tests.conftest import require
 from tests.llm_fixture import (
@@ -130,10 +129,10 @@ def test_vad_model_defaults_to_models_dir(tmp_path: Path, sense_voice_dir: Path)
     assert settings.vad_settings().model == expected
     assert settings.vad_settings().max_speech_s == settings.asr.max_utterance_s
     with pytest.raises(ModelError, match=r"vad-silero/silero_vad\.onnx.*models fetch vad-silero"):
-        daemon_cli.build_asr(settings)
+        pipeline.build_asr(settings)
     expected.parent.mkdir(parents=True)
     expected.symlink_to(require(SILERO))
-    asr = daemon_cli.build_asr(settings)
+    asr = pipeline.build_asr(settings)
     assert isinstance(asr, VadOfflineASR)
 
 
@@ -151,7 +150,7 @@ def test_silero_gate_finds_the_installed_model(tmp_path: Path) -> None:
     )
     settings = load_settings(config)
     assert settings.gate_settings().silero_model == models / "vad-silero" / "silero_vad.onnx"
-    wake = daemon_cli.build_wake(settings, daemon_cli.load_keyword_list(settings))
+    wake = pipeline.build_wake(settings, pipeline.load_keyword_list(settings))
     assert isinstance(wake, GatedWakeWord)
     assert isinstance(wake.gate, SileroGate)
 

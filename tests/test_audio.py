@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from assistant.audio import AudioChunk, AudioRing, Resampler, open_source, resample
-from assistant.exitcodes import AudioError
+from assistant.audio.chunk import AudioChunk
+from assistant.audio.resample import Resampler, resample
+from assistant.audio.ring import AudioRing
+from assistant.audio.sources import open_source
+from assistant.errors import AudioError
 
 LEOPARD = "audio/en/picovoice-leopard-test.wav"
 

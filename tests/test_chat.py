@@ -7,10 +7,10 @@ import threading
 
 import pytest
 
-from assistant.chat import Conversation
-from assistant.exitcodes import ConfigError
-from assistant.sampling import Sampling
-from assistant.tokenizer import Tokenizer, Turn
+from assistant.errors import ConfigError
+from assistant.llm.chat import Conversation
+from assistant.llm.sampling import Sampling
+from assistant.llm.tokenizer import Tokenizer, Turn
 from tests.test_llm import eos_model_dir, pack, tiny_dirs, tiny_fp32  # noqa: F401 - shared session fixtures
 
 GREEDY = Sampling(greedy=True, max_new_tokens=24)
@@ -79,7 +79,7 @@ def test_long_question_is_cut_and_system_prompt_kept(tiny_fp32, tok, caplog):  #
     chat = Conversation(tiny_fp32, tok, max_context_tokens=96)
     list(chat.stream(QUESTIONS[1], Sampling(greedy=True, max_new_tokens=4)))
     question = "我想问一个很长的问题，" * 40 + "最后：山有多高？"
-    with caplog.at_level(logging.WARNING, logger="assistant.chat"):
+    with caplog.at_level(logging.WARNING, logger="assistant.llm.chat"):
         ids, kept, dropped = chat.prompt_ids(question, Sampling(max_new_tokens=16))
     assert "cut" in caplog.text
     assert (kept, dropped) == (0, 1)
@@ -118,7 +118,7 @@ def test_cancelled_reply_is_not_kept(tiny_fp32, tok):  # noqa: F811
 
 
 def test_reply_ending_at_eos_is_kept(eos_model_dir, tok, pack):  # noqa: F811
-    from assistant.llm import MiniMindOnnx
+    from assistant.llm.runtime import MiniMindOnnx
 
     chat = Conversation(MiniMindOnnx(eos_model_dir, threads=1), tok)
     text = "".join(chat.stream(QUESTIONS[1], Sampling(greedy=True, max_new_tokens=50)))

@@ -12,15 +12,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from assistant import daemon_cli
-from assistant.audio import AudioChunk, AudioRing, open_source
-from assistant.chat import Conversation
+from assistant import pipeline
+from assistant.audio.chunk import AudioChunk
+from assistant.audio.ring import AudioRing
+from assistant.audio.sources import open_source
 from assistant.daemon import Daemon, Reloaded, State, make_executor
 from assistant.events import Error, Event, Final, Reply, StateChange, Wake
-from assistant.llm import MiniMindOnnx
-from assistant.sampling import Sampling
+from assistant.llm.chat import Conversation
+from assistant.llm.runtime import MiniMindOnnx
+from assistant.llm.sampling import Sampling
+from assistant.llm.tokenizer import Tokenizer
 from assistant.settings import Settings, load_settings
-from assistant.tokenizer import Tokenizer
 from tests.conftest import require
 from tests.llm_fixture import (
     AUDIO,
@@ -51,16 +53,26 @@ class FlakyModel(MiniMindOnnx):
 
 
 class CountingWake:
-    """Wraps the real spotter and counts what it was fed."""
+    """Wraps the real spotter (a wake.spotter.Spotter) and counts what it was fed."""
 
     def __init__(self, wake: Any) -> None:
         self.wake = wake
         self.accepted = 0
         self.resets = 0
 
-    def accept(self, chunk: Any) -> Any:
+    @property
+    def labels(self) -> list[str]:
+        return self.wake.labels
+
+    def admit(self, chunk: Any) -> bool:
+        return self.wake.admit(chunk)
+
+    def spot(self, chunk: Any) -> Any:
         self.accepted += 1
-        return self.wake.accept(chunk)
+        return self.wake.spot(chunk)
+
+    def accept(self, chunk: Any) -> Any:
+        return self.spot(chunk) if self.admit(chunk) else None
 
     def reset(self) -> None:
         self.resets += 1
@@ -93,13 +105,13 @@ def _settings(keywords_file: Path, llm_dir: Path, **extra: Any) -> Settings:
 @pytest.fixture(scope="module")
 def models(keywords_file: Path, tiny_llm: Path) -> dict[str, Any]:  # noqa: F811
     settings = _settings(keywords_file, tiny_llm)
-    keywords = daemon_cli.load_keyword_list(settings)
+    keywords = pipeline.load_keyword_list(settings)
     return {
         "settings": settings,
         "keywords": keywords,
-        "wake": daemon_cli.build_wake(settings, keywords),
-        "asr": daemon_cli.build_asr(settings),
-        "chat": daemon_cli.build_chat(settings),
+        "wake": pipeline.build_wake(settings, keywords),
+        "asr": pipeline.build_asr(settings),
+        "chat": pipeline.build_chat(settings),
     }
 
 
@@ -256,11 +268,11 @@ def test_cancel_mid_reply_stops_the_model_and_reports_it(
 
 def test_a_failing_spotter_is_reported_and_the_daemon_keeps_reading(models: dict[str, Any]) -> None:
     class BrokenOnce(CountingWake):
-        def accept(self, chunk: Any) -> Any:
+        def spot(self, chunk: Any) -> Any:
             if self.accepted == 0:
                 self.accepted += 1
                 raise RuntimeError("injected KWS failure")
-            return super().accept(chunk)
+            return super().spot(chunk)
 
     wake = BrokenOnce(models["wake"])
     events, daemon = _run(models["settings"], require(JFK), wake=wake, asr=models["asr"], chat=models["chat"])
@@ -316,9 +328,9 @@ def test_reload_swaps_keywords_between_chunks(models: dict[str, Any], tmp_path: 
             "llm.max_new_tokens": 12,
         },
     )
-    keywords = daemon_cli.load_keyword_list(new_settings)
+    keywords = pipeline.load_keyword_list(new_settings)
     reloaded = Reloaded(
-        settings=new_settings, wake=daemon_cli.build_wake(new_settings, keywords), asr=models["asr"]
+        settings=new_settings, wake=pipeline.build_wake(new_settings, keywords), asr=models["asr"]
     )
     events: list[Event] = []
     executor = make_executor()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from assistant.exitcodes import AUDIO, MODEL
+from assistant.errors import AUDIO, MODEL
 from tests.conftest import REPO, require
 from tests.llm_fixture import (
     AUDIO as AUDIO_DIR,

@@ -32,17 +32,19 @@ import numpy as np
 import pytest
 
 from assistant import cli
-from assistant.audio import AudioRing, MicSource, open_source
-from assistant.chat import Conversation
+from assistant.audio.mic import MicSource
+from assistant.audio.ring import AudioRing
+from assistant.audio.sources import open_source
 from assistant.daemon import Daemon, State, make_executor
+from assistant.errors import AUDIO, OK, AudioError
 from assistant.events import Error, Event, Reply, Wake
-from assistant.exitcodes import AUDIO, OK, AudioError
-from assistant.llm import MiniMindOnnx
-from assistant.sampling import Sampling
+from assistant.llm.chat import Conversation
+from assistant.llm.runtime import MiniMindOnnx
+from assistant.llm.sampling import Sampling
+from assistant.llm.tokenizer import Tokenizer
+from assistant.reply.sinks import Speech
+from assistant.reply.tts import EspeakTts, WavFileOutput
 from assistant.settings import Settings, TtsSettings
-from assistant.sinks import Speech
-from assistant.tokenizer import Tokenizer
-from assistant.tts import EspeakTts, WavFileOutput
 from tests.audio_mix import JFK, KWS_EN, WAKE_LABEL, load_clip, pcm16, silence
 from tests.conftest import REPO, require
 from tests.llm_fixture import of, parse_events, tiny_llm, write_wav  # noqa: F401 - fixture
@@ -172,7 +174,7 @@ def test_microphone_unplugged_and_back_keeps_the_daemon_running(
         [(silence(1.5), True), (np.concatenate([jfk, silence(30.0)]), False)], gone_s=2.5, pace_s=0.03
     )
     monkeypatch.setitem(sys.modules, "sounddevice", device)
-    caplog.set_level("INFO", logger="assistant.audio")
+    caplog.set_level("INFO", logger="assistant.audio.mic")
     source = MicSource(None, stall_s=0.5)
     events: list[Event] = []
     executor = make_executor()

@@ -23,10 +23,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from assistant.audio import FileSource, PcmStreamSource
-from assistant.exitcodes import AudioError, ConfigError
-from assistant.keywords import TokenTable, load_tokens, parse_keywords
+from assistant.audio.sources import FileSource, PcmStreamSource
+from assistant.errors import AudioError, ConfigError
 from assistant.settings import Settings, load_settings
+from assistant.wake.keywords import TokenTable, load_tokens, parse_keywords
 from tests.audio_mix import JFK, KWS_EN, KWS_ZH, load_clip, wav_bytes
 from tests.conftest import ASSETS, require
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from assistant.exitcodes import ModelError
-from assistant.gate import EnergyGate, GatedWakeWord, GateSettings, SileroGate, block_dbfs, gated
+from assistant.errors import ModelError
+from assistant.settings import GateSettings
+from assistant.wake.gate import EnergyGate, GatedWakeWord, SileroGate, block_dbfs, gated
 from bench.idle import (
     ASSETS,
     KEYWORD_CLIPS,

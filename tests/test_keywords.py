@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from assistant.exitcodes import ConfigError
-from assistant.keywords import format_keywords, load_keywords, load_tokens, parse_keywords
+from assistant.errors import ConfigError
+from assistant.wake.keywords import format_keywords, load_keywords, load_tokens, parse_keywords
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from assistant.exitcodes import ConfigError, ModelError
-from assistant.llm import MiniMindOnnx, load_manifest
-from assistant.sampling import Sampler, Sampling
+from assistant.errors import ConfigError, ModelError
+from assistant.llm.runtime import MiniMindOnnx, load_manifest
+from assistant.llm.sampling import Sampler, Sampling
 
 TINY = "minimind2/minimind2-dense-tiny-random.pth"
 TINY_REF = "minimind2/minimind2-dense-tiny-reference.npz"

@@ -10,7 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from assistant.exitcodes import ModelError  # noqa: E402
+from assistant.errors import ModelError  # noqa: E402
 from training.model import MiniMindConfig, MiniMindForCausalLM  # noqa: E402
 from training.weights import load_model, save_hf_dir, save_pth  # noqa: E402
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from assistant.exitcodes import MODEL
+from assistant.errors import MODEL
 
 
 def _assistant(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from assistant.notify import Notifier, journal_logging_handler
+from assistant.service.notify import Notifier, journal_logging_handler
 
 
 @pytest.fixture()
@@ -77,7 +77,7 @@ def test_no_socket_is_a_no_op(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_send_failure_does_not_raise(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "nobody-listens.sock")})
-    with caplog.at_level(logging.WARNING, logger="assistant.notify"):
+    with caplog.at_level(logging.WARNING, logger="assistant.service.notify"):
         assert notifier.ready() is False
         assert notifier.watchdog() is False
     assert sum("sd_notify" in r.getMessage() for r in caplog.records) == 1  # warned once, not per ping

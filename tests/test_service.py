@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from assistant.exitcodes import CONFIG
+from assistant.errors import CONFIG
 from tests.conftest import ASSETS, REPO, require
 from tests.llm_fixture import (
     AUDIO,

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from assistant import cli, daemon_cli
-from assistant.exitcodes import CONFIG, MODEL, ConfigError
+from assistant import cli
+from assistant.commands import run as daemon_cli
+from assistant.errors import CONFIG, MODEL, ConfigError
 from assistant.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from assistant import install_service
-from assistant.exitcodes import CONFIG, USAGE
+from assistant.commands import install_service
+from assistant.errors import CONFIG, USAGE
 
 REPO = Path(__file__).resolve().parents[1]
 SYSTEM_UNIT = REPO / "systemd" / "assistant.service"

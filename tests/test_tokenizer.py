@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from assistant.exitcodes import ModelError
-from assistant.tokenizer import DEFAULT_SYSTEM_PROMPT, Tokenizer, Turn, render_chat
+from assistant.errors import ModelError
+from assistant.llm.tokenizer import DEFAULT_SYSTEM_PROMPT, Tokenizer, Turn, render_chat
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from assistant.llm import MiniMindOnnx
-from assistant.sampling import Sampling
+from assistant.llm.runtime import MiniMindOnnx
+from assistant.llm.sampling import Sampling
 from tests.conftest import REPO, require
 from tests.test_training_stages import TOKENIZER, identity_records, tiny, write_jsonl
 from training import sft

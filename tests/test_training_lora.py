@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from assistant.exitcodes import ModelError
+from assistant.errors import ModelError
 from training.lora import adapters, apply_lora, merge_adapters, merge_lora_file, save_lora
 from training.model import MiniMindConfig, MiniMindForCausalLM
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from assistant.exitcodes import ConfigError
+from assistant.errors import ConfigError
 from tests.conftest import ASSETS, require
 from training import distill, dpo, lora, pretrain, reason, sft
 from training.loop import train

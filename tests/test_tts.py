@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from assistant.exitcodes import ConfigError, ModelError
+from assistant.errors import ConfigError, ModelError
+from assistant.reply.sinks import SentenceSplitter, Speech, split_sentences
+from assistant.reply.tts import EspeakTts, SherpaTts, WavFileOutput, make_synthesizer
 from assistant.settings import TtsSettings
-from assistant.sinks import SentenceSplitter, Speech, split_sentences
-from assistant.tts import EspeakTts, SherpaTts, WavFileOutput, make_synthesizer
 from tests.conftest import require
 from tests.llm_fixture import AUDIO, KWS_EN, of, run_assistant, tiny_llm, write_config  # noqa: F401
 

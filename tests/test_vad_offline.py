@@ -15,16 +15,17 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from assistant.asr import AsrUpdate
-from assistant.asr_offline import (
+from assistant.asr.streaming import AsrUpdate
+from assistant.asr.vad_offline import (
     SENSE_VOICE_KEYS,
     OfflineModelFiles,
     VadOfflineASR,
     find_offline_model,
     onnx_metadata,
 )
-from assistant.exitcodes import ModelError
-from assistant.vad import SAMPLE_RATE, VadSettings, feed, make_vad, pop_segments
+from assistant.audio.vad import SAMPLE_RATE, feed, make_vad, pop_segments
+from assistant.errors import ModelError
+from assistant.settings import VadSettings
 from bench.idle import ASSETS, SILERO, load_16k, pink_noise
 from tests.conftest import REPO, require
 
@@ -158,7 +159,7 @@ def test_finish_flushes_an_open_segment(sense_voice_dir: Path, vad_settings: Vad
 
 def test_engines_switch_by_config_only(sense_voice_dir: Path, vad_settings: VadSettings) -> None:
     """Both engines answer the same calls with the same AsrUpdate type."""
-    from assistant.asr import StreamingASR
+    from assistant.asr.streaming import StreamingASR
 
     for method in ("start", "accept", "finish"):
         assert callable(getattr(VadOfflineASR, method)) and callable(getattr(StreamingASR, method))

@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from assistant.audio import SAMPLE_RATE, AudioChunk, open_source, resample
-from assistant.exitcodes import ModelError
-from assistant.keywords import load_keywords, load_tokens, parse_keywords
-from assistant.model_files import find_transducer
-from assistant.wake import Detection, WakeWord
+from assistant.audio.chunk import SAMPLE_RATE, AudioChunk
+from assistant.audio.resample import resample
+from assistant.audio.sources import open_source
+from assistant.errors import ModelError
+from assistant.models.files import find_transducer
+from assistant.wake.keywords import load_keywords, load_tokens, parse_keywords
+from assistant.wake.spotter import Detection, WakeWord
 
 EN = "kws/en-gigaspeech-3.3M-mobile"
 ZH = "kws/zh-wenetspeech-3.3M-mobile"
@@ -119,15 +121,15 @@ def test_stream_is_reset_after_detection_and_detects_again(assets):
     assert [h.label for h in spot_samples(wake, twice)] == ["豪猪", "豪猪"]
 
 
-def test_reload_swaps_keywords_and_keeps_old_on_failure(assets):
-    wake = spotter(assets, ZH, "广州市")
-    table = load_tokens(wake.files.tokens)
-    wake.reload(parse_keywords("欢迎大家", table))
-    assert wake.labels == ["欢迎大家"]
+def test_a_new_keyword_list_is_a_new_spotter_and_an_empty_one_is_refused(assets):
+    # A reload builds a new WakeWord off the hot path (pipeline.build_wake); the running one is untouched.
+    old = spotter(assets, ZH, "广州市")
+    table = load_tokens(old.files.tokens)
+    new = WakeWord(old.files, parse_keywords("欢迎大家", table))
+    assert new.labels == ["欢迎大家"] and old.labels == ["广州市"]
     with pytest.raises(ModelError):
-        wake.reload([])
-    assert wake.labels == ["欢迎大家"]
-    assert [h.label for h in spot_file(wake, assets / "audio/zh/funasr-asr_example.wav")] == ["欢迎大家"]
+        WakeWord(old.files, [])
+    assert [h.label for h in spot_file(new, assets / "audio/zh/funasr-asr_example.wav")] == ["欢迎大家"]
 
 
 def test_missing_model_files_name_the_fetch_command(assets, tmp_path):

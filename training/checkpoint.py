@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from assistant.exitcodes import ConfigError
+from assistant.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from assistant.exitcodes import ConfigError
+from assistant.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from assistant.exitcodes import ConfigError
+from assistant.errors import ConfigError
 from training.data import IGNORE, Batch, encode_sft
 from training.dpo import load_frozen
 from training.loop import Context, LossParts, Stage, _aux, run_cli, token_logprobs

@@ -43,7 +43,7 @@ def prepare(model: torch.nn.Module, settings: DPOSettings, device: torch.device)
             p.requires_grad_(False)
         return {"reference": reference}
     if not Path(ref_path).exists():
-        from assistant.exitcodes import ConfigError
+        from assistant.errors import ConfigError
 
         raise ConfigError(f"--reference {ref_path}: no such file")
     return {"reference": load_frozen(ref_path, device)}

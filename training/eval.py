@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from assistant.exitcodes import AssistantError, ModelError
+from assistant.errors import AssistantError, ModelError
 from training.data import JsonlFile, encode_pretrain, encode_sft, load_tokenizer, render_chat
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from assistant.exitcodes import AssistantError, ConfigError
+from assistant.errors import AssistantError, ConfigError
 from training import checkpoint
 from training.data import (
     DEFAULT_TOKENIZER,

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from assistant.exitcodes import ModelError
+from assistant.errors import ModelError
 from training.checkpoint import atomic_torch_save
 from training.data import encode_sft
 from training.loop import Stage, lm_loss, run_cli

@@ -14,7 +14,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from assistant.exitcodes import ConfigError
+from assistant.errors import ConfigError
 
 S = TypeVar("S")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from assistant.exitcodes import AssistantError, ConfigError
+from assistant.errors import AssistantError, ConfigError
 from training.data import JsonlFile
 from training.settings import _f, parse
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from assistant.exitcodes import ModelError
+from assistant.errors import ModelError
 from training.model import MiniMindConfig, MiniMindForCausalLM
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
-from assistant.exitcodes import AssistantError
+from assistant.errors import AssistantError
 from training import pretrain, sft
 from training.data import DEFAULT_TOKENIZER, load_tokenizer, render_chat
 from training.loop import train

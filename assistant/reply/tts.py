@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 import soundfile as sf
 
-from assistant.exitcodes import AudioError, ConfigError, ModelError
+from assistant.errors import AudioError, ConfigError, ModelError
 from assistant.settings import TtsSettings
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from assistant.exitcodes import ModelError
+from assistant.errors import ModelError
 
 log = logging.getLogger(__name__)
 

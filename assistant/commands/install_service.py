@@ -14,11 +14,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from assistant.exitcodes import AssistantError, ConfigError
+from assistant.errors import AssistantError, ConfigError
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = REPO / "systemd"
 UNIT_NAME = "assistant.service"
 DEFAULT_SERVICE_USER = "assistant"

@@ -6,17 +6,13 @@ import argparse
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from assistant import fetch
-from assistant.exitcodes import ModelError
+from assistant.errors import ModelError
+from assistant.models import fetch
+from assistant.settings import find_config, load_settings
 
 log = logging.getLogger(__name__)
 
-if TYPE_CHECKING:
-    from assistant.settings import Settings
-
-DEFAULT_CONFIG = Path("config.yaml")  # the daemon's rule: read from the working directory
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         help="where models are installed (else paths.models_dir of the config, else env ASSISTANT_MODELS_DIR, "
-        "else models/ in the repo)",
+        "else models/)",
     )
     parser.add_argument(
         "--manifest", type=Path, default=None, help="model manifest (default: models/manifest.yaml)"
@@ -62,27 +58,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         child.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
-def _settings(args: argparse.Namespace) -> Settings | None:
-    """The daemon's config file, so `models fetch` installs where the daemon looks (None: no file)."""
-    path = args.config if args.config is not None else DEFAULT_CONFIG
-    if args.config is None and not path.is_file():
-        return None
-    from assistant.settings import load_settings  # only here: it pulls in the gate's model runtimes
-
-    return load_settings(path)
-
-
 def run(args: argparse.Namespace) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     manifest = fetch.load_manifest(args.manifest)
-    settings = _settings(args)
-    # Precedence as the daemon's: flag, then the config file's key, then ASSISTANT_MODELS_DIR, then models/
-    # (settings.paths.models_dir already folds in the environment when the key is not written).
-    models_dir = args.models_dir
-    if models_dir is None and settings is not None:
-        models_dir = settings.paths.models_dir
-    models_dir = (models_dir or fetch.default_models_dir()).expanduser()
+    # The daemon's own rule for where models live and where they come from (settings.py: flag, config key,
+    # environment variable, default), so `models fetch` installs where `run` and `ask` look.
+    overrides = {"paths.models_dir": args.models_dir, "paths.mirror": getattr(args, "mirror", None)}
+    settings = load_settings(find_config(args.config), overrides)
+    models_dir = settings.paths.models_dir.expanduser()
     if args.action == "list":
         return _list(manifest, models_dir, as_json=args.json)
     if args.action == "path":
@@ -98,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     entries = [fetch.get_entry(manifest, name) for name in args.names]
     options = fetch.FetchOptions(
         models_dir=models_dir,
-        mirror=args.mirror or fetch.default_mirror() or (settings.mirror() if settings else None),
+        mirror=settings.mirror(),
         allow_unverified=args.allow_unverified,
     )
     for entry in entries:

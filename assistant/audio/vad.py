@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from assistant.exitcodes import ModelError
+from assistant.errors import ModelError
+from assistant.settings import VadSettings
 
 if TYPE_CHECKING:
     import sherpa_onnx
@@ -29,16 +30,6 @@ SAMPLE_RATE = 16000
 FETCH_HINT = "run `assistant models fetch vad-silero`"
 # Input names of the silero exports sherpa-onnx accepts: v5 (input, state, sr) and v4 (input, sr, h, c).
 _SILERO_INPUTS = ({"input", "state", "sr"}, {"input", "sr", "h", "c"})
-
-
-@dataclass(frozen=True)
-class VadSettings:
-    model: Path  # silero_vad.onnx (`assistant models fetch vad-silero` installs <models_dir>/vad-silero/)
-    threshold: float = 0.5  # speech probability above which a 32 ms window counts as speech, 0..1
-    min_silence_s: float = 0.5  # seconds of non-speech that end a segment (the trailing silence)
-    min_speech_s: float = 0.25  # seconds of speech before a segment starts
-    max_speech_s: float = 20.0  # seconds: a longer segment is cut here
-    num_threads: int = 1  # onnxruntime threads
 
 
 def check_silero_model(path: Path) -> None:

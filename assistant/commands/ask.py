@@ -13,48 +13,58 @@ import logging
 import sys
 from pathlib import Path
 
-from assistant.chat import Conversation
-from assistant.exitcodes import ConfigError
-from assistant.llm import MiniMindOnnx
-from assistant.sampling import Sampling
-from assistant.tokenizer import DEFAULT_SYSTEM_PROMPT, Tokenizer
+from assistant.errors import ConfigError
+from assistant.llm.sampling import sampling_from
+from assistant.pipeline import build_chat
+from assistant.settings import DEFAULT_CONFIG, find_config, load_settings
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MODEL_DIR = Path("models/minimind")
-DEMO_MODEL_DIR = Path("models/minimind-demo")
-_DEFAULTS = Sampling()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("question", help='the question; "-" reads it from stdin')
     parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help=f"settings file, as for `run` (default: {DEFAULT_CONFIG} if it exists); its llm: section applies",
+    )
+    parser.add_argument(
         "--model-dir",
         type=Path,
         default=None,
-        help=f"exported model folder (default {DEFAULT_MODEL_DIR}, or {DEMO_MODEL_DIR} if only that exists)",
+        help="exported model folder [llm.model_dir] (default <models_dir>/<llm.model>, or the demo model if only "
+        "that is installed)",
     )
-    parser.add_argument("--greedy", action="store_true", help="always take the most likely token")
-    parser.add_argument("--max-new-tokens", type=int, default=_DEFAULTS.max_new_tokens, metavar="N")
-    parser.add_argument("--temperature", type=float, default=_DEFAULTS.temperature)
-    parser.add_argument("--top-p", type=float, default=_DEFAULTS.top_p)
-    parser.add_argument("--top-k", type=int, default=_DEFAULTS.top_k, help="0 = off")
-    parser.add_argument("--repetition-penalty", type=float, default=_DEFAULTS.repetition_penalty)
-    parser.add_argument("--seed", type=int, default=None, help="sampling seed (default: random)")
-    parser.add_argument("--system", default=DEFAULT_SYSTEM_PROMPT, help="system prompt")
-    parser.add_argument("--threads", type=int, default=2, help="onnxruntime threads (default 2)")
-    parser.add_argument("--max-context-tokens", type=int, default=None, metavar="N")
+    parser.add_argument("--greedy", action="store_true", default=None, help="always take the most likely token")
+    parser.add_argument("--max-new-tokens", type=int, metavar="N", help="[llm.max_new_tokens]")
+    parser.add_argument("--temperature", type=float, help="[llm.temperature]")
+    parser.add_argument("--top-p", type=float, help="[llm.top_p]")
+    parser.add_argument("--top-k", type=int, help="0 = off [llm.top_k]")
+    parser.add_argument("--repetition-penalty", type=float, help="[llm.repetition_penalty]")
+    parser.add_argument("--seed", type=int, default=None, help="sampling seed (default: random) [llm.seed]")
+    parser.add_argument("--system", help="system prompt [llm.system_prompt]")
+    parser.add_argument("--threads", type=int, help="onnxruntime threads [llm.threads]")
+    parser.add_argument("--max-context-tokens", type=int, metavar="N", help="[llm.max_context_tokens]")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("-v", "--verbose", action="store_true", help="log timings to stderr")
 
 
-def resolve_model_dir(explicit: Path | None) -> Path:
-    """The explicit folder, else models/minimind, else the demo model when only that one exists."""
-    if explicit is not None:
-        return explicit
-    if not DEFAULT_MODEL_DIR.exists() and DEMO_MODEL_DIR.exists():
-        return DEMO_MODEL_DIR
-    return DEFAULT_MODEL_DIR
+def overrides_from(args: argparse.Namespace) -> dict[str, object]:
+    """Command-line flags as dotted settings keys (None: not given, the config file decides)."""
+    return {
+        "llm.model_dir": args.model_dir,
+        "llm.greedy": args.greedy,
+        "llm.max_new_tokens": args.max_new_tokens,
+        "llm.temperature": args.temperature,
+        "llm.top_p": args.top_p,
+        "llm.top_k": args.top_k,
+        "llm.repetition_penalty": args.repetition_penalty,
+        "llm.seed": args.seed,
+        "llm.system_prompt": args.system,
+        "llm.threads": args.threads,
+        "llm.max_context_tokens": args.max_context_tokens,
+    }
 
 
 def _emit(event: dict) -> None:
@@ -66,26 +76,13 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s"
     )
+    settings = load_settings(find_config(args.config), overrides_from(args))
     question = sys.stdin.read().strip() if args.question == "-" else args.question
     if not question:
         raise ConfigError("empty question: give it as an argument or on stdin with `assistant ask -`")
-    if args.threads < 1:
-        raise ConfigError(f"--threads {args.threads}: must be at least 1")
-    sampling = Sampling(
-        temperature=args.temperature,
-        top_p=args.top_p,
-        top_k=args.top_k,
-        repetition_penalty=args.repetition_penalty,
-        max_new_tokens=args.max_new_tokens,
-        seed=args.seed,
-        greedy=args.greedy,
-    )
-    model_dir = resolve_model_dir(args.model_dir)
-    model = MiniMindOnnx(model_dir, threads=args.threads, max_context_tokens=args.max_context_tokens)
-    tokenizer = Tokenizer(model_dir / model.manifest.tokenizer)
-    conversation = Conversation(
-        model, tokenizer, system_prompt=args.system, max_context_tokens=args.max_context_tokens
-    )
+    sampling = sampling_from(settings.llm)
+    log.info("model %s", settings.llm_model_dir())
+    conversation = build_chat(settings)
     pieces: list[str] = []
     for piece in conversation.stream(question, sampling):
         if args.json:

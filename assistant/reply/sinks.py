@@ -12,7 +12,7 @@ import time
 from typing import TextIO
 
 from assistant.events import Error, Event, Final, Reply, Wake
-from assistant.tts import AudioOutput, Synthesizer
+from assistant.reply.tts import AudioOutput, Synthesizer
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ Two gates share one shape (`update(samples) -> is_open`, `close()`, `reset()`):
   the whole idle budget, and in bench/idle.py the spotter behind it found only 4 of 7 keywords (it opens after
   0.25 s of confirmed speech), so the energy gate is the default (BENCHMARKS.md).
 
-sherpa_onnx is loaded only when a silero gate is made (assistant.vad imports it lazily), so importing the
+sherpa_onnx is loaded only when a silero gate is made (assistant.audio.vad imports it lazily), so importing the
 settings stays cheap.
 """
 
@@ -22,35 +22,19 @@ import collections
 import dataclasses
 import logging
 import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-from assistant.exitcodes import ConfigError
-from assistant.vad import SAMPLE_RATE, VadSettings, feed, make_vad
+from assistant.audio.vad import SAMPLE_RATE, feed, make_vad
+from assistant.errors import ConfigError
+from assistant.settings import GateSettings, VadSettings
+from assistant.wake.spotter import Spotter
 
 log = logging.getLogger(__name__)
 
 _SILENT_DB = -100.0  # dBFS reported for digital silence, so log10 never sees 0
-
-
-@dataclass(frozen=True)
-class GateSettings:
-    enabled: bool = True  # false: the spotter sees every chunk (plain WakeWord)
-    kind: Literal["energy", "silero"] = "energy"
-    pre_roll_s: float = 0.8  # seconds of audio before the gate opened that the spotter still gets
-    open_db: float = 10.0  # energy: dB above the noise floor that count as "maybe speech"
-    close_db: float = 5.0  # energy: dB above the floor below which a block counts as quiet (< open_db)
-    open_blocks: int = 2  # energy: consecutive loud 100 ms blocks that open the gate
-    hang_s: float = 1.0  # seconds of quiet before the gate closes (the spotter needs ~0.5 s of tail)
-    floor_rise_db_per_s: float = 2.0  # energy: how fast the floor follows a louder room
-    min_floor_dbfs: float = -75.0  # energy: floor never goes below this (dither / digital silence)
-    silero_threshold: float = 0.5  # silero: speech probability, 0..1
-    # silero: path of silero_vad.onnx. Required here; the daemon fills in <models_dir>/vad-silero/silero_vad.onnx
-    # when the config leaves it null (Settings.gate_settings()).
-    silero_model: Path | None = None
 
 
 def block_dbfs(samples: np.ndarray) -> float:
@@ -172,18 +156,8 @@ def make_gate(settings: GateSettings) -> Gate:
     return EnergyGate(settings)
 
 
-class Spotter(Protocol):
-    """What GatedWakeWord needs of assistant.wake.WakeWord."""
-
-    def accept(self, chunk: Any) -> Any: ...
-
-    def reset(self) -> None: ...
-
-    def flush(self) -> Any: ...
-
-
 class GatedWakeWord:
-    """Drop-in for WakeWord (accept/reset/flush) that feeds the spotter only while the gate is open.
+    """A Spotter (like WakeWord) that feeds the spotter only while the gate is open.
 
     Chunks are passed to the spotter as they came (same `t`), so detection times stay those of the input.
     Two things make the gated spotter decide exactly as the ungated one (tests/test_gate.py, recall parity):
@@ -302,9 +276,13 @@ class GatedWakeWord:
         self._ring.clear()
         self._ring_samples = 0
 
-    def __getattr__(self, name: str) -> Any:
-        # Anything else (reload, labels, decode_s, files) is the wrapped WakeWord's.
-        return getattr(self.wake, name)
+    @property
+    def labels(self) -> list[str]:
+        return self.wake.labels
+
+    @property
+    def decode_s(self) -> float:
+        return self.wake.decode_s
 
     def flush(self) -> Any:
         """End of input: let the spotter finish a keyword at the very end (nothing is pending if closed)."""

@@ -152,3 +152,16 @@ def _stderr_is_journal(journal_stream: str) -> bool:
     except (ValueError, OSError, AttributeError):
         return False
     return st.st_dev == device and st.st_ino == inode
+
+
+def setup_logging(level: str) -> None:
+    """Human logs on stderr (stdout is for events); under systemd, journal lines with priorities."""
+    handler = journal_logging_handler()
+    if handler is None:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import tokenizers
 
-from assistant.exitcodes import ModelError
+from assistant.errors import ModelError
 
 log = logging.getLogger(__name__)
 

@@ -35,11 +35,11 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
-from assistant.exitcodes import ConfigError, ModelError
+from assistant.errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MANIFEST_PATH = REPO / "models" / "manifest.yaml"
 ARCHIVE_FORMATS = ("tar.bz2", "tar.gz", "zip")
 RECEIPT_NAME = ".fetched.json"

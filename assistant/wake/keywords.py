@@ -22,7 +22,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from assistant.exitcodes import ConfigError
+from assistant.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from assistant.audio import SAMPLE_RATE
-from assistant.exitcodes import ModelError
-from assistant.model_files import TransducerFiles
+from assistant.audio.chunk import SAMPLE_RATE
+from assistant.errors import ModelError
+from assistant.models.files import TransducerFiles
 
 log = logging.getLogger(__name__)
 

@@ -19,13 +19,14 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
-from assistant.audio import SAMPLE_RATE, AudioChunk
-from assistant.exitcodes import ModelError
-from assistant.keywords import Keyword, format_keywords, sherpa_tag
-from assistant.model_files import TransducerFiles
+from assistant.audio.chunk import SAMPLE_RATE, AudioChunk
+from assistant.errors import ModelError
+from assistant.models.files import TransducerFiles
+from assistant.wake.keywords import Keyword, format_keywords, sherpa_tag
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,10 @@ Chinese clips, reports came 0.24-0.54 s after the keyword's last token was emitt
 next word had begun. 0.5 s lost the first word when speech followed the keyword with no pause at all
 (tests/test_asr.py::test_no_pause_after_wake_word); 0.6 s keeps it, at the price of a stray syllable of the
 keyword at the start of some transcripts (SORROW -> "ALL OF HIS LIFE ..."). Losing a word is worse."""
+
+KEYWORD_END_ERROR_S = 0.5
+"""Seconds the estimate of a keyword's end (t - DETECTION_LATENCY_S) can be early: on JFK it said 2.20 s and the
+VAD heard the keyword's speech go on to 2.39 s. The vad-offline recognizer drops speech that ends this soon."""
 
 TAIL_PADDING_S = 0.66
 """Silence appended by flush(): a keyword right at the end of the input is reported only after ~0.5 s more."""
@@ -53,6 +58,35 @@ class Detection:
     """Estimated input time (s) the keyword ended, t - DETECTION_LATENCY_S: hand the ASR audio from here."""
 
 
+class Spotter(Protocol):
+    """What the daemon needs of a wake word: WakeWord, and GatedWakeWord in front of it (wake/gate.py).
+
+    `admit` is cheap and runs on the event loop; `spot` is the model's work and runs in the model pool, for the
+    chunks `admit` let through. Splitting the two keeps quiet-room chunks off the pool entirely.
+    """
+
+    @property
+    def labels(self) -> list[str]: ...
+
+    def admit(self, chunk: AudioChunk) -> bool:
+        """True when `spot(chunk)` must run next for this chunk."""
+        ...
+
+    def spot(self, chunk: AudioChunk) -> Detection | None:
+        """Feed an admitted chunk; the keyword it completed, if any."""
+        ...
+
+    def accept(self, chunk: AudioChunk) -> Detection | None:
+        """admit + spot in one call (tests, benchmarks)."""
+        ...
+
+    def reset(self) -> None: ...
+
+    def flush(self) -> Detection | None:
+        """End of input: report a keyword said at the very end."""
+        ...
+
+
 def _check_files(files: TransducerFiles) -> None:
     for path in (files.encoder, files.decoder, files.joiner, files.tokens):
         if not path.is_file():
@@ -63,8 +97,7 @@ class WakeWord:
     """Keyword spotting over a continuous stream of AudioChunks.
 
     `accept(chunk)` returns a Detection or None; the stream is reset right after a detection so the same
-    utterance cannot fire twice. `reload(keywords)` swaps in a new keyword list (SIGHUP), keeping the old
-    spotter if the new one cannot be built.
+    utterance cannot fire twice. A new keyword list (SIGHUP) is a new WakeWord, built off the hot path.
     """
 
     def __init__(self, files: TransducerFiles, keywords: list[Keyword], *, keywords_score: float = 1.0,
@@ -122,13 +155,13 @@ class WakeWord:
         if t is not None:
             self._t = t
 
-    def reload(self, keywords: list[Keyword]) -> None:
-        """Use a new keyword list; on failure the old spotter stays and the error propagates."""
-        spotter, by_tag = self._build(keywords)
-        self._spotter, self._by_tag = spotter, by_tag
-        self._stream = spotter.create_stream()
+    def admit(self, chunk: AudioChunk) -> bool:
+        return True  # ungated: the spotter sees every chunk
 
     def accept(self, chunk: AudioChunk) -> Detection | None:
+        return self.spot(chunk)
+
+    def spot(self, chunk: AudioChunk) -> Detection | None:
         """Feed one chunk; returns the first keyword reported while decoding it, or None."""
         if abs(chunk.t - self._t) > 1e-3:
             self._t = chunk.t  # a gap (dropped blocks, or audio skipped while LISTENING): time follows input

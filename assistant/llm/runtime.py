@@ -34,8 +34,8 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import _pybind_state as ort_c
 
-from assistant.exitcodes import ModelError
-from assistant.sampling import Sampler, Sampling
+from assistant.errors import ModelError
+from assistant.llm.sampling import Sampler, Sampling
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from assistant.exitcodes import ConfigError
-from assistant.llm import MiniMindOnnx
-from assistant.sampling import Sampling
-from assistant.tokenizer import DEFAULT_SYSTEM_PROMPT, Tokenizer, Turn
+from assistant.errors import ConfigError
+from assistant.llm.runtime import MiniMindOnnx
+from assistant.llm.sampling import Sampling
+from assistant.llm.tokenizer import DEFAULT_SYSTEM_PROMPT, Tokenizer, Turn
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The second ASR engine: silero VAD cuts the speech after the wake word, a sherpa-onnx OfflineRecognizer
 (SenseVoice by default; paraformer and whisper too) transcribes each cut.
 
-Same interface as assistant.asr.StreamingASR (`start()`, `accept(samples) -> AsrUpdate`, `finish()`), so
+Same interface as assistant.asr.streaming.StreamingASR (`start()`, `accept(samples) -> AsrUpdate`, `finish()`), so
 `asr.engine: vad-offline` needs no other change in the daemon. The final text comes when the VAD closes the
 first speech segment, i.e. after `min_silence_s` of trailing silence (the VAD's counterpart of endpoint
 rule2), which is also when `endpoint` is reported. A segment longer than `max_speech_s` is cut there (rule3).
@@ -32,9 +32,10 @@ from typing import Literal
 
 import numpy as np
 
-from assistant.asr import AsrUpdate, normalize_text
-from assistant.exitcodes import ModelError
-from assistant.vad import SAMPLE_RATE, SpeechSegment, VadSettings, feed, make_vad, pop_segments
+from assistant.asr.streaming import AsrUpdate, normalize_text
+from assistant.audio.vad import SAMPLE_RATE, SpeechSegment, feed, make_vad, pop_segments
+from assistant.errors import ModelError
+from assistant.settings import VadSettings
 
 log = logging.getLogger(__name__)
 

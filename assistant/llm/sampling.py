@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from assistant.exitcodes import ConfigError
+from assistant.errors import ConfigError
+from assistant.settings import LlmSettings
 
 
 @dataclass(frozen=True)
@@ -110,3 +111,16 @@ class Sampler:
         before = np.cumsum(weights[order], dtype=np.float64) - weights[order]
         keep = max(1, int(np.searchsorted(before, target, side="left")))
         return order[:keep]
+
+
+def sampling_from(llm: LlmSettings) -> Sampling:
+    """The sampling settings of config.yaml's `llm:` section."""
+    return Sampling(
+        temperature=llm.temperature,
+        top_p=llm.top_p,
+        top_k=llm.top_k,
+        repetition_penalty=llm.repetition_penalty,
+        max_new_tokens=llm.max_new_tokens,
+        seed=llm.seed,
+        greedy=llm.greedy,
+    )

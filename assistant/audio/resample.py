@@ -1,0 +1,85 @@
+"""Sample-rate conversion and downmixing at the edge, so every model sees 16 kHz mono."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from assistant.audio.chunk import SAMPLE_RATE
+
+
+class Resampler:
+    """Streaming windowed-sinc (polyphase) resampler between two integer rates.
+
+    Written here rather than imported: scipy is not a runtime dependency on a Pi, and linear interpolation
+    aliases everything above 8 kHz of a 44.1/48 kHz input into the speech band the models listen to. For a
+    rational ratio up/down the filter has only `up` phases, so the weights are precomputed once; a 100 ms
+    block costs ~1600 x 2*half_width multiply-adds.
+    """
+
+    def __init__(self, in_rate: int, out_rate: int, *, half_width: int = 16):
+        g = math.gcd(int(in_rate), int(out_rate))
+        self.in_rate, self.out_rate = int(in_rate), int(out_rate)
+        self.up, self.down = self.out_rate // g, self.in_rate // g
+        # cutoff relative to the input Nyquist; 0.95 leaves room for the window's transition band
+        cutoff = min(1.0, self.up / self.down) * 0.95
+        self._taps = int(math.ceil(half_width / cutoff))  # input samples each side of an output
+        offsets = np.arange(-self._taps + 1, self._taps + 1)  # tap k = base + offset
+        phases = np.arange(self.up)[:, None] / self.up  # fractional position of the output past its base
+        x = phases - offsets[None, :]
+        window = np.where(np.abs(x) < self._taps, 0.5 + 0.5 * np.cos(np.pi * x / self._taps), 0.0)
+        weights = cutoff * np.sinc(cutoff * x) * window
+        self._weights = (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)  # unit DC gain
+        self._offsets = offsets
+        self._buf = np.zeros(self._taps, dtype=np.float32)  # zeros before the first input sample
+        self._buf_start = -self._taps  # absolute input index of _buf[0]
+        self._n = 0  # next output index
+        self._n_in = 0
+
+    @property
+    def passthrough(self) -> bool:
+        return self.up == self.down
+
+    def process(self, x: np.ndarray, *, final: bool = False) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        if self.passthrough:
+            return x
+        self._n_in += len(x)
+        buf = np.concatenate([self._buf, x])
+        if final:
+            buf = np.concatenate([buf, np.zeros(self._taps, dtype=np.float32)])
+        buf_end = self._buf_start + len(buf)  # one past the last absolute input index held
+        last_base = buf_end - 1 - self._taps  # an output needs input up to base + taps
+        n_stop = -((-(last_base + 1) * self.up) // self.down)  # first n whose base exceeds last_base
+        if final:
+            n_stop = min(n_stop, -((-self._n_in * self.up) // self.down))
+        out = np.zeros(0, dtype=np.float32)
+        if n_stop > self._n:
+            n = np.arange(self._n, n_stop, dtype=np.int64)
+            base = (n * self.down) // self.up
+            phase = (n * self.down) % self.up
+            out = np.empty(len(n), dtype=np.float32)
+            # in slices, so a long input does not build one huge index matrix
+            for i in range(0, len(n), 4096):
+                idx = base[i : i + 4096, None] + self._offsets[None, :] - self._buf_start
+                out[i : i + 4096] = np.einsum("ij,ij->i", buf[idx], self._weights[phase[i : i + 4096]])
+            self._n = n_stop
+        keep_from = (self._n * self.down) // self.up - self._taps + 1 - self._buf_start
+        keep_from = max(0, min(keep_from, len(buf)))
+        self._buf = buf[keep_from:]
+        self._buf_start += keep_from
+        return out
+
+
+def resample(x: np.ndarray, in_rate: int, out_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Resample a whole signal (convenience for tests and one-shot use)."""
+    return Resampler(in_rate, out_rate).process(x, final=True)
+
+
+def to_mono(x: np.ndarray) -> np.ndarray:
+    """Frames x channels (or 1-D) -> float32 mono by averaging channels."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 1:
+        return x
+    return x[:, 0] if x.shape[1] == 1 else x.mean(axis=1, dtype=np.float32)

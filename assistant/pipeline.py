@@ -1,0 +1,201 @@
+"""The one factory that turns settings into loaded components: used by `run`, `serve`-style callers, `ask`,
+the tests and the benchmarks alike, so there is one way to build a wake word, a recognizer, a chat and a voice.
+
+Each builder reads only its own settings section; a new engine is a new branch in its builder, behind the same
+interface (wake.spotter.Spotter, the recognizers' start/accept/finish, llm.chat.Conversation, reply.speech).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from assistant.daemon import Reloaded
+from assistant.errors import ConfigError
+from assistant.reply.sinks import Speech
+from assistant.settings import Settings
+from assistant.wake.spotter import KEYWORD_END_ERROR_S
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """The loaded models (the names of the daemon's constructor arguments)."""
+
+    wake: Any
+    asr: Any
+    chat: Any
+    speech: Speech | None
+
+
+def load_keyword_list(settings: Settings) -> list[Any]:
+    """Parse the keywords file against the wake model's tokens (reads tokens.txt only, no model load)."""
+    from assistant.models.files import find_transducer
+    from assistant.wake.keywords import load_keywords, load_tokens
+
+    if settings.wake.keywords_file is None:
+        raise ConfigError("no keywords file: pass --keywords FILE or set wake.keywords_file in the config")
+    files = find_transducer(settings.wake_model_dir(), settings.wake.model)
+    return load_keywords(settings.wake.keywords_file, load_tokens(files.tokens, files.bpe_model))
+
+
+def build_wake(settings: Settings, keywords: list[Any]) -> Any:
+    from assistant.models.files import find_transducer
+    from assistant.wake.gate import gated
+    from assistant.wake.spotter import WakeWord
+
+    files = find_transducer(settings.wake_model_dir(), settings.wake.model)
+    wake = WakeWord(
+        files,
+        keywords,
+        keywords_score=settings.wake.keywords_score,
+        keywords_threshold=settings.wake.keywords_threshold,
+        num_threads=settings.wake.num_threads,
+    )
+    return gated(wake, settings.gate_settings())
+
+
+def build_asr(settings: Settings) -> Any:
+    """The recognizer for asr.engine (new engines are added here, behind the same start/accept/finish)."""
+    asr = settings.asr
+    if asr.engine == "vad-offline":
+        from assistant.asr.vad_offline import VadOfflineASR, find_offline_model
+
+        offline = asr.offline
+        files = find_offline_model(settings.offline_model_dir(), kind=offline.kind, name=offline.model)
+        return VadOfflineASR(
+            files,
+            settings.vad_settings(),
+            language=offline.language,
+            use_itn=offline.use_itn,
+            num_threads=offline.num_threads,
+            # The daemon starts listening pre_roll_s before the keyword's estimated end, which can be a few
+            # hundred ms early: speech that ran from there and stopped within this is the keyword itself.
+            keyword_tail_s=asr.pre_roll_s + KEYWORD_END_ERROR_S,
+            first_partial_s=offline.first_partial_s,
+        )
+    from assistant.asr.streaming import StreamingASR
+    from assistant.models.files import find_transducer
+
+    files = find_transducer(settings.asr_model_dir(), settings.asr_model_name())
+    return StreamingASR(
+        files,
+        rule1_min_trailing_silence=asr.endpoint.rule1_min_trailing_silence,
+        rule2_min_trailing_silence=asr.endpoint.rule2_min_trailing_silence,
+        rule3_min_utterance_length=asr.endpoint.rule3_min_utterance_length,
+        decoding_method=asr.decoding_method,
+        num_threads=asr.num_threads,
+    )
+
+
+def build_chat(settings: Settings) -> Any:
+    from assistant.llm.chat import Conversation
+    from assistant.llm.runtime import MiniMindOnnx
+    from assistant.llm.tokenizer import DEFAULT_SYSTEM_PROMPT, Tokenizer
+
+    llm = settings.llm
+    model_dir = settings.llm_model_dir()
+    model = MiniMindOnnx(model_dir, threads=llm.threads, max_context_tokens=llm.max_context_tokens)
+    tokenizer = Tokenizer.from_dir(model_dir)
+    return Conversation(
+        model,
+        tokenizer,
+        system_prompt=llm.system_prompt or DEFAULT_SYSTEM_PROMPT,
+        max_context_tokens=llm.max_context_tokens,
+    )
+
+
+def build_speech(settings: Settings) -> Speech | None:
+    from assistant.reply.tts import make_output, make_synthesizer
+
+    synthesizer = make_synthesizer(settings.tts)
+    if synthesizer is None:
+        return None
+    return Speech(synthesizer, make_output(settings.tts, realtime=settings.audio.realtime))
+
+
+def build_pipeline(settings: Settings, keywords: list[Any]) -> Pipeline:
+    started = time.perf_counter()
+    pipeline = Pipeline(
+        wake=build_wake(settings, keywords),
+        asr=build_asr(settings),
+        chat=build_chat(settings),
+        speech=build_speech(settings),
+    )
+    if settings.asr.engine == "vad-offline":
+        asr = f"{settings.offline_model_dir()} + VAD {settings.vad_settings().model}"
+    else:
+        asr = str(settings.asr_model_dir())
+    log.info(
+        "models loaded in %.0f ms (wake %s, asr %s %s, llm %s, tts %s)",
+        (time.perf_counter() - started) * 1000,
+        settings.wake_model_dir(),
+        settings.asr.engine,
+        asr,
+        settings.llm_model_dir(),
+        settings.tts.engine,
+    )
+    return pipeline
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if not dataclasses.is_dataclass(value):
+        return {prefix: value}
+    flat: dict[str, Any] = {}
+    for f in dataclasses.fields(value):
+        flat.update(_flatten(getattr(value, f.name), f"{prefix}.{f.name}" if prefix else f.name))
+    return flat
+
+
+# Settings a SIGHUP applies: the wake word and ASR are rebuilt, the reply reads these per utterance.
+# Everything else (audio stream, LLM session, TTS voice, logging, watchdog) is set up once at start.
+RELOADABLE = (
+    "wake.",
+    "asr.",
+    "paths.models_dir",
+    "llm.temperature",
+    "llm.top_p",
+    "llm.top_k",
+    "llm.repetition_penalty",
+    "llm.max_new_tokens",
+    "llm.seed",
+    "llm.greedy",
+    "llm.follow_up_window_s",
+    "tts.mute_tail_s",
+)
+
+
+def describe_reload(old: Settings, new: Settings, keywords: list[Any]) -> str:
+    """One line for the log: the keyword labels now active and every setting whose value changed.
+
+    Changes a reload cannot apply are named too (and logged as a warning), so an edit never looks applied
+    when it needs `systemctl restart`.
+    """
+    labels = list(dict.fromkeys(str(getattr(k, "label", k)) for k in keywords))
+    before, after = _flatten(old), _flatten(new)
+    changed = [key for key, value in after.items() if before.get(key) != value]
+    live = [f"{key} {before.get(key)} -> {after[key]}" for key in changed if key.startswith(RELOADABLE)]
+    later = [key for key in changed if not key.startswith(RELOADABLE)]
+    if later:
+        log.warning("reload: %s take effect only after a restart", ", ".join(later))
+    text = f"keywords {new.wake.keywords_file} ({', '.join(labels)}); "
+    text += f"changed: {', '.join(live)}" if live else "no setting changed"
+    if later:
+        text += f"; needs a restart: {', '.join(later)}"
+    return text
+
+
+def build_reload(running: Settings, fresh: Settings) -> Reloaded:
+    """What a SIGHUP swaps in: new settings, wake word and recognizer (the audio settings stay as they run).
+
+    Runs off the event loop; raises on a bad config or keywords file, and then nothing is swapped.
+    """
+    keywords = load_keyword_list(fresh)
+    summary = describe_reload(running, fresh, keywords)
+    # The audio stream stays open as it is: its settings (and the clock derived from them) too.
+    fresh = dataclasses.replace(fresh, audio=running.audio)
+    return Reloaded(settings=fresh, wake=build_wake(fresh, keywords), asr=build_asr(fresh), summary=summary)
