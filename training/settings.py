@@ -116,26 +116,22 @@ CHATS = 'chats, one {"conversations": [...]} per line'
 
 @stage_defaults(data=setting("dataset/pretrain_hq.jsonl", 'pretraining text, one {"text": ...} per line'))
 class PretrainSettings(TrainSettings):
-    pass
+    """Pretraining: the shared settings as they are."""
 
 
 @stage_defaults(
+    lr=5e-5, batch_size=16, grad_accum=1, epochs=2.0,
     data=setting("dataset/sft_mini_512.jsonl", CHATS),
     init_from=setting("out/pretrain/pretrain_512.pth", "weights to fine-tune"),
-    lr=5e-5,
-    batch_size=16,
-    grad_accum=1,
-    epochs=2.0,
 )
 class SFTSettings(TrainSettings):
-    pass
+    """Full fine-tuning: from pretrained weights, at a lower rate, in smaller batches."""
 
 
 @stage_defaults(
+    lr=1e-4, epochs=10.0,
     data=setting("dataset/lora_identity.jsonl", CHATS),
     init_from=setting("out/sft/full_sft_512.pth", "frozen base weights the adapter is trained on"),
-    lr=1e-4,
-    epochs=10.0,
 )
 class LoRASettings(SFTSettings):
     lora_rank: int = setting(8, "rank r of each adapter")
@@ -147,11 +143,9 @@ class LoRASettings(SFTSettings):
 
 
 @stage_defaults(
-    data=setting("dataset/dpo.jsonl", 'preference pairs, one {"chosen": [...], "rejected": [...]} per line'),
-    lr=1e-6,
+    lr=1e-6, max_length=1024, epochs=1.0,
     batch_size=setting(4, "preference pairs per micro-batch per process"),
-    max_length=1024,
-    epochs=1.0,
+    data=setting("dataset/dpo.jsonl", 'preference pairs, one {"chosen": [...], "rejected": [...]} per line'),
 )
 class DPOSettings(SFTSettings):
     reference: str = setting("", "frozen reference weights (empty: the same weights as init_from)")
@@ -166,11 +160,9 @@ class DistillSettings(SFTSettings):
 
 
 @stage_defaults(
+    lr=1e-6, max_length=1024, epochs=1.0,
     data=setting("dataset/r1_mix_1024.jsonl", "chats whose answers use <think>...</think><answer>...</answer>"),
     init_from=setting("out/rlhf/rlhf_512.pth", "weights to fine-tune"),
-    max_length=1024,
-    lr=1e-6,
-    epochs=1.0,
 )
 class ReasonSettings(SFTSettings):
     tag_weight: float = setting(10.0, "loss weight of the tokens of the <think>/<answer> tags (others: 1)")

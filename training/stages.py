@@ -92,84 +92,48 @@ def save_adapters(model: torch.nn.Module, settings: LoRASettings, path: Path) ->
     return lora.save_lora(model, out, meta={"base": settings.init_from, "settings": to_dict(settings)})
 
 
+def _always(encoder: Callable[[dict[str, Any], Any, int], Encoded]) -> Callable[[Any], Any]:
+    """The encoder of a stage whose records do not depend on its settings."""
+    return lambda settings: encoder
+
+
 # ---------------------------------------------------------------------------------------------- the table
 
-_STAGES = (
-    Stage(
-        name="pretrain",
-        summary="next-token loss on raw text",
-        output="pretrain",
-        settings_cls=PretrainSettings,
-        encoder=lambda settings: encode_pretrain,
-        loss=lm_loss,
-        description="""Pretraining: next-token loss on raw text (`{"text": ...}` per line, MiniMind's
-pretrain_hq.jsonl).""",
-    ),
-    Stage(
-        name="sft",
-        summary="full fine-tuning on chats, loss on the assistant's tokens",
-        output="full_sft",
-        settings_cls=SFTSettings,
-        encoder=lambda settings: encode_sft,
-        loss=lm_loss,
-        description="""Full supervised fine-tuning on chats (`{"conversations": [...]}`, MiniMind's sft_*.jsonl);
-loss only on the assistant's tokens.""",
-    ),
-    Stage(
-        name="lora",
-        summary="low-rank adapters on a frozen base, saved on their own",
-        output="lora",
-        settings_cls=LoRASettings,
-        encoder=lambda settings: encode_sft,
-        loss=lm_loss,
-        prepare=attach_adapters,
-        save_final=save_adapters,
-        description=lora.__doc__ or "",
-    ),
-    Stage(
-        name="dpo",
-        summary="direct preference optimisation against a frozen reference",
-        output="rlhf",
-        settings_cls=DPOSettings,
-        encoder=lambda settings: encode_dpo,
-        loss=dpo_loss,
-        units=lambda batch: float(batch.examples // 2),
-        collate=collate_pairs,
-        prepare=load_reference,
-        description="""Direct preference optimisation on `{"chosen": [...msgs], "rejected": [...msgs]}` (MiniMind's
-dpo.jsonl).
+# Each stage's `--help` text (argparse folds the lines).
+_PRETRAIN = """Pretraining: next-token loss on raw text (`{"text": ...}` per line, MiniMind's pretrain_hq.jsonl)."""
+_SFT = """Full supervised fine-tuning on chats (`{"conversations": [...]}`, MiniMind's sft_*.jsonl); loss only on
+the assistant's tokens."""
+_DPO = """Direct preference optimisation on `{"chosen": [...msgs], "rejected": [...msgs]}` (MiniMind's dpo.jsonl).
 
 loss = -log sigmoid(beta * ((log pi(chosen) - log pi(rejected)) - (log ref(chosen) - log ref(rejected))))
-with sequence log-probabilities summed over the assistant tokens and a frozen reference model.""",
-    ),
-    Stage(
-        name="distill",
-        summary="white-box distillation from a teacher's soft labels",
-        output="full_dist",
-        settings_cls=DistillSettings,
-        encoder=lambda settings: encode_sft,
-        loss=distill_loss,
-        prepare=load_teacher,
-        description="""White-box distillation on chats: the student matches a teacher's softened next-token
-distribution.
+with sequence log-probabilities summed over the assistant tokens and a frozen reference model."""
+_DISTILL = """White-box distillation on chats: the student matches a teacher's softened next-token distribution.
 
 per target token: kl_weight * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - kl_weight) * CE
 (the T^2 keeps the soft-label gradient on the scale of the CE gradient). Teacher and student share the
-tokenizer.""",
-    ),
-    Stage(
-        name="reason",
-        summary="SFT on <think>/<answer> replies, tag tokens weighted",
-        output="reason",
-        settings_cls=ReasonSettings,
-        encoder=lambda settings: make_reason_encoder(settings.tag_weight),
-        loss=lm_loss,
-        # Units are target tokens, not weights: a tag token counts once in the mean but pulls tag_weight times
-        # harder.
-        units=lambda batch: float((batch.weights > 0).sum()),
-        description="""Reasoning distillation: SFT on answers in the `<think>...</think><answer>...</answer>` format
-(MiniMind's r1_mix_1024.jsonl), with extra loss weight on the tag tokens so the model learns the format
-reliably.""",
-    ),
-)
+tokenizer."""
+_REASON = """Reasoning distillation: SFT on answers in the `<think>...</think><answer>...</answer>` format (MiniMind's
+r1_mix_1024.jsonl), with extra loss weight on the tag tokens so the model learns the format reliably."""
+
+# Per row: name, output stem, settings, encoder, loss; then what the stage changes of the defaults.
+_STAGES = (
+    Stage("pretrain", "pretrain", PretrainSettings, _always(encode_pretrain), lm_loss,
+          summary="next-token loss on raw text", description=_PRETRAIN),
+    Stage("sft", "full_sft", SFTSettings, _always(encode_sft), lm_loss,
+          summary="full fine-tuning on chats, loss on the assistant's tokens", description=_SFT),
+    Stage("lora", "lora", LoRASettings, _always(encode_sft), lm_loss,
+          summary="low-rank adapters on a frozen base, saved on their own", description=lora.__doc__ or "",
+          prepare=attach_adapters, save_final=save_adapters),
+    Stage("dpo", "rlhf", DPOSettings, _always(encode_dpo), dpo_loss,
+          summary="direct preference optimisation against a frozen reference", description=_DPO,
+          units=lambda batch: float(batch.examples // 2), collate=collate_pairs, prepare=load_reference),
+    Stage("distill", "full_dist", DistillSettings, _always(encode_sft), distill_loss,
+          summary="white-box distillation from a teacher's soft labels", description=_DISTILL,
+          prepare=load_teacher),
+    Stage("reason", "reason", ReasonSettings, lambda settings: make_reason_encoder(settings.tag_weight), lm_loss,
+          summary="SFT on <think>/<answer> replies, tag tokens weighted", description=_REASON,
+          # Units are target tokens, not weights: a tag token counts once in the mean but pulls tag_weight
+          # times harder.
+          units=lambda batch: float((batch.weights > 0).sum())),
+)  # fmt: skip
 STAGES: dict[str, Stage] = {stage.name: stage for stage in _STAGES}
