@@ -23,20 +23,10 @@ MEDICAL_DPO = ASSETS / "datasets" / "medicalgpt-zh" / "dpo_zh_500.jsonl"
 # One head of 64 (the head size every MiniMind2 uses, so a saved .pth is self-describing), 2 layers, ~0.5M
 # params.
 TINY = dict(
-    hidden_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=1,
-    num_key_value_heads=1,
-    max_length=96,
-    batch_size=4,
-    grad_accum=1,
-    warmup_steps=0,
-    progress=False,
-    log_every=1000,
-    save_every=0,
-    threads=1,
-    init_from="",
-)
+    hidden_size=64, num_hidden_layers=2, num_attention_heads=1, num_key_value_heads=1, max_length=96,
+    batch_size=4, grad_accum=1, warmup_steps=0, init_from="",
+    progress=False, log_every=1000, save_every=0, threads=1,
+)  # fmt: skip
 
 
 def tiny(cls, out: Path, data: Path, **overrides):

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainResult:
     final_path: Path | None  # None when the run stopped early (resumable)
     step: int
@@ -45,7 +45,7 @@ class TrainResult:
     out_dir: Path
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Run:
     """Everything one run's steps share."""
 
@@ -59,8 +59,6 @@ class _Run:
     scaler: torch.amp.GradScaler
     global_batch: int
     total: int
-    truncated: int = 0
-    examples: int = 0
 
 
 def train(settings: TrainSettings, stage: Stage) -> TrainResult:
@@ -155,20 +153,23 @@ def _train(settings: TrainSettings, stage: Stage, rt: Runtime, out_dir: Path) ->
         dtype=rt.amp_dtype or "fp32",
     )
     losses: list[float] = []
+    truncated = examples = 0  # over this run's steps, for the log line
     started = time.monotonic()
     run_steps = 0
     model.train()
     try:
         while step < total:
-            metrics = _step(run, step, cursor)
+            metrics, batches = _step(run, step, cursor)
+            truncated += sum(b.truncated for b in batches)
+            examples += sum(b.examples for b in batches)
             step += 1
             run_steps += 1
             cursor += global_batch
             losses.append(metrics["loss"])
             record.step(
                 {"step": step, **metrics},
-                truncated=run.truncated,
-                examples=run.examples,
+                truncated=truncated,
+                examples=examples,
                 bad_lines=dataset.file.bad_lines,
             )
             stop = (settings.stop_after and run_steps >= settings.stop_after) or (
@@ -209,8 +210,8 @@ def _micro_batches(run: _Run, cursor: int) -> list[Batch]:
     return micro
 
 
-def _step(run: _Run, step: int, cursor: int) -> dict[str, Any]:
-    """One optimizer step; returns its metrics.jsonl record (without the step number)."""
+def _step(run: _Run, step: int, cursor: int) -> tuple[dict[str, Any], list[Batch]]:
+    """One optimizer step; returns its metrics.jsonl record (without the step number) and this rank's batches."""
     t0 = time.monotonic()
     s, rt, stage, model = run.settings, run.rt, run.stage, run.model
     lr = lr_at(step, total=run.total, warmup=s.warmup_steps, peak=s.lr, min_ratio=s.min_lr_ratio)
@@ -237,8 +238,6 @@ def _step(run: _Run, step: int, cursor: int) -> dict[str, Any]:
             run.scaler.scale(objective).backward()
         loss_sum += float(parts.total.detach())
         aux_sum += float(parts.aux.detach()) / len(micro)
-        run.truncated += batch.truncated
-        run.examples += batch.examples
     if not micro and rt.world > 1:
         # This rank had only skipped lines; it must still join the gradient all-reduce.
         objective = sum(p.sum() * 0.0 for p in model.parameters() if p.requires_grad)
@@ -249,10 +248,11 @@ def _step(run: _Run, step: int, cursor: int) -> dict[str, Any]:
     run.scaler.step(run.optimizer)
     run.scaler.update()
     run.optimizer.zero_grad(set_to_none=True)
-    return {
+    record = {
         "loss": runtime.all_sum(loss_sum, rt) / global_units,
         "aux_loss": runtime.all_sum(aux_sum, rt) / rt.world,
         "lr": lr,
         "units": global_units,
         "ms": (time.monotonic() - t0) * 1000,
     }
+    return record, micro

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from training.data import IGNORE, Batch
 
 
-@dataclass
+@dataclass(frozen=True)
 class Context:
     """What a stage's loss sees: the (possibly DDP-wrapped) model and the stage's extra models."""
 
@@ -24,7 +24,7 @@ class Context:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(frozen=True)
 class LossParts:
     total: torch.Tensor  # sum of the stage loss over `units`
     aux: torch.Tensor  # MoE load-balancing loss of this forward (already scaled by aux_loss_alpha)
