@@ -70,7 +70,8 @@ def test_two_processes_match_one_process(tmp_path):
             *_args(tmp_path / "ddp", 2, 2),
         ]
     )
-    _run([sys.executable, "-m", "training.sft", *_args(tmp_path / "one", 4, 2)])
+    # The one-process run goes through the one entry point, the torchrun one through the training.sft alias.
+    _run([sys.executable, "-m", "training", "sft", *_args(tmp_path / "one", 4, 2)])
     losses = [
         [json.loads(line)["loss"] for line in (tmp_path / d / "metrics.jsonl").open()] for d in ("ddp", "one")
     ]

@@ -11,31 +11,15 @@ import pytest
 from assistant.llm.runtime import MiniMindOnnx
 from assistant.llm.sampling import Sampling
 from tests.conftest import REPO, require
-from tests.test_training_stages import TOKENIZER, identity_records, tiny, write_jsonl
-from training import sft
+from tests.test_training_stages import TOKENIZER, identity_records, overfit_eight
 from training.data import load_tokenizer, render_chat
 from training.eval import OnnxLM, TorchLM, choice_accuracy, read_choices
-from training.loop import train
-from training.settings import SFTSettings
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     work = tmp_path_factory.mktemp("exp")
-    data = write_jsonl(work / "eight.jsonl", identity_records(8))
-    result = train(
-        tiny(
-            SFTSettings,
-            work / "sft",
-            data,
-            batch_size=8,
-            steps=50,
-            lr=1e-2,
-            min_lr_ratio=1.0,
-            weight_decay=0.0,
-        ),
-        sft.STAGE,
-    )
+    result = overfit_eight(work, "sft")
     out = work / "exported"
     # No --tokenizer: training left tokenizer.json and config.json beside the .pth.
     proc = subprocess.run(

@@ -12,16 +12,9 @@ import torch
 
 from assistant.errors import ConfigError
 from tests.conftest import ASSETS, require
-from training import distill, dpo, lora, pretrain, reason, sft
-from training.loop import train
-from training.settings import (
-    DistillSettings,
-    DPOSettings,
-    LoRASettings,
-    PretrainSettings,
-    ReasonSettings,
-    SFTSettings,
-)
+from training import entry
+from training.loop import TrainResult, train
+from training.stages import STAGES
 
 TOKENIZER = ASSETS / "minimind-tokenizer" / "minimind2"
 IDENTITY = ASSETS / "datasets" / "minimind-lora-identity" / "lora_identity.jsonl"
@@ -30,26 +23,27 @@ MEDICAL_DPO = ASSETS / "datasets" / "medicalgpt-zh" / "dpo_zh_500.jsonl"
 # One head of 64 (the head size every MiniMind2 uses, so a saved .pth is self-describing), 2 layers, ~0.5M
 # params.
 TINY = dict(
-    hidden_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=1,
-    num_key_value_heads=1,
-    max_length=96,
-    batch_size=4,
-    grad_accum=1,
-    warmup_steps=0,
-    progress=False,
-    log_every=1000,
-    save_every=0,
-    threads=1,
-    init_from="",
-)
+    hidden_size=64, num_hidden_layers=2, num_attention_heads=1, num_key_value_heads=1, max_length=96,
+    batch_size=4, grad_accum=1, warmup_steps=0, init_from="",
+    progress=False, log_every=1000, save_every=0, threads=1,
+)  # fmt: skip
 
 
 def tiny(cls, out: Path, data: Path, **overrides):
     return cls(
         **{**TINY, "tokenizer": str(require(TOKENIZER)), "data": str(data), "out_dir": str(out), **overrides}
     )
+
+
+def train_tiny(stage: str, out: Path, data: Path, **overrides) -> TrainResult:
+    """Train the tiny model with stage `stage` of the registry (settings: TINY, then `overrides`)."""
+    return train(tiny(STAGES[stage].settings_cls, out, data, **overrides), STAGES[stage])
+
+
+def overfit_eight(work: Path, out: str) -> TrainResult:
+    """SFT on eight identity chats, all of them in every batch, long enough to learn them by heart."""
+    data = write_jsonl(work / "eight.jsonl", identity_records(8))
+    return train_tiny("sft", work / out, data, batch_size=8, steps=50, lr=1e-2, min_lr_ratio=1.0, weight_decay=0.0)
 
 
 def identity_records(n: int | None = None) -> list[dict]:
@@ -66,8 +60,7 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
 def base(tmp_path_factory) -> Path:
     """A tiny SFT-trained checkpoint (official .pth + config.json) for the stages that start from weights."""
     out = tmp_path_factory.mktemp("base")
-    result = train(tiny(SFTSettings, out, require(IDENTITY), steps=8, lr=3e-3), sft.STAGE)
-    return result.final_path
+    return train_tiny("sft", out, require(IDENTITY), steps=8, lr=3e-3).final_path
 
 
 def falls(losses: list[float]) -> bool:
@@ -77,22 +70,11 @@ def falls(losses: list[float]) -> bool:
 def test_pretrain_loss_falls_dense_and_moe(tmp_path):
     texts = [{"text": r["conversations"][1]["content"]} for r in identity_records(32)]
     data = write_jsonl(tmp_path / "pretrain.jsonl", texts)
-    dense = train(tiny(PretrainSettings, tmp_path / "dense", data, steps=8, lr=5e-3), pretrain.STAGE)
+    dense = train_tiny("pretrain", tmp_path / "dense", data, steps=8, lr=5e-3)
     assert falls(dense.losses), dense.losses
     assert dense.final_path.name == "pretrain_64.pth" and dense.final_path.is_file()
-    moe = train(
-        tiny(
-            PretrainSettings,
-            tmp_path / "moe",
-            data,
-            steps=8,
-            lr=5e-3,
-            use_moe=True,
-            n_routed_experts=2,
-            num_experts_per_tok=1,
-        ),
-        pretrain.STAGE,
-    )
+    moe_arch = dict(use_moe=True, n_routed_experts=2, num_experts_per_tok=1)
+    moe = train_tiny("pretrain", tmp_path / "moe", data, steps=8, lr=5e-3, **moe_arch)
     assert falls(moe.losses), moe.losses
     aux = [json.loads(line)["aux_loss"] for line in (tmp_path / "moe" / "metrics.jsonl").open()]
     assert all(a > 0 for a in aux)  # the load-balancing loss is part of the objective
@@ -100,36 +82,15 @@ def test_pretrain_loss_falls_dense_and_moe(tmp_path):
 
 
 def test_sft_overfits_eight_examples(tmp_path):
-    data = write_jsonl(tmp_path / "eight.jsonl", identity_records(8))
-    result = train(
-        tiny(
-            SFTSettings,
-            tmp_path / "out",
-            data,
-            batch_size=8,
-            steps=50,
-            lr=1e-2,
-            min_lr_ratio=1.0,
-            weight_decay=0.0,
-        ),
-        sft.STAGE,
-    )
+    result = overfit_eight(tmp_path, "out")
     assert result.losses[-1] < 0.05, result.losses[-5:]
 
 
 def test_lora_trains_only_adapters(tmp_path, base):
     data = write_jsonl(tmp_path / "lora_identity.jsonl", identity_records(8))
-    settings = tiny(
-        LoRASettings,
-        tmp_path / "lora",
-        data,
-        init_from=str(base),
-        steps=6,
-        lr=2e-2,
-        lora_rank=4,
-        batch_size=8,
-    )  # the whole set in each batch: the loss falls step after step
-    result = train(settings, lora.STAGE)
+    # The whole set in each batch: the loss falls step after step.
+    adapter_settings = dict(init_from=str(base), lora_rank=4)
+    result = train_tiny("lora", tmp_path / "lora", data, steps=6, lr=2e-2, batch_size=8, **adapter_settings)
     assert falls(result.losses), result.losses
     assert result.final_path.name == "lora_identity_64.pth"
     adapter = torch.load(result.final_path, weights_only=True)
@@ -152,37 +113,14 @@ def test_dpo_starts_at_log2_and_loss_falls(tmp_path, base):
             }
         )
     data = write_jsonl(tmp_path / "dpo.jsonl", pairs)
-    result = train(
-        tiny(
-            DPOSettings,
-            tmp_path / "dpo",
-            data,
-            init_from=str(base),
-            steps=6,
-            lr=2e-3,
-            beta=0.5,
-            max_length=128,
-        ),
-        dpo.STAGE,
-    )
+    result = train_tiny("dpo", tmp_path / "dpo", data, init_from=str(base), steps=6, lr=2e-3, beta=0.5, max_length=128)
     assert result.losses[0] == pytest.approx(math.log(2), abs=1e-5)
     assert falls(result.losses), result.losses
 
 
 def test_distill_loss_falls(tmp_path, base):
-    result = train(
-        tiny(
-            DistillSettings,
-            tmp_path / "student",
-            require(IDENTITY),
-            teacher=str(base),
-            steps=8,
-            lr=5e-3,
-            temperature=2.0,
-            kl_weight=0.7,
-        ),
-        distill.STAGE,
-    )
+    soft = dict(teacher=str(base), temperature=2.0, kl_weight=0.7)
+    result = train_tiny("distill", tmp_path / "student", require(IDENTITY), steps=8, lr=5e-3, **soft)
     assert falls(result.losses), result.losses
 
 
@@ -201,52 +139,45 @@ def test_reason_loss_falls(tmp_path):
         for r in identity_records(16)
     ]
     data = write_jsonl(tmp_path / "r1.jsonl", records)
-    result = train(tiny(ReasonSettings, tmp_path / "reason", data, steps=8, lr=5e-3), reason.STAGE)
+    result = train_tiny("reason", tmp_path / "reason", data, steps=8, lr=5e-3)
     assert falls(result.losses), result.losses
 
 
 def test_resume_continues_with_the_same_losses(tmp_path):
     data = require(IDENTITY)
     common = dict(steps=6, lr=3e-3, dropout=0.1, save_every=2)  # dropout: the RNG state must be restored too
-    whole = train(tiny(SFTSettings, tmp_path / "whole", data, **common), sft.STAGE)
-    first = train(tiny(SFTSettings, tmp_path / "cut", data, stop_after=3, **common), sft.STAGE)
+    whole = train_tiny("sft", tmp_path / "whole", data, **common)
+    first = train_tiny("sft", tmp_path / "cut", data, stop_after=3, **common)
     assert first.final_path is None and first.step == 3
-    rest = train(tiny(SFTSettings, tmp_path / "cut", data, **common), sft.STAGE)
+    rest = train_tiny("sft", tmp_path / "cut", data, **common)
     assert rest.step == 6 and rest.final_path is not None
     assert first.losses + rest.losses == pytest.approx(whole.losses, abs=1e-6)
 
 
 def test_resume_with_another_model_config_is_refused(tmp_path):
     data = require(IDENTITY)
-    train(tiny(SFTSettings, tmp_path / "out", data, steps=4, stop_after=1), sft.STAGE)
+    train_tiny("sft", tmp_path / "out", data, steps=4, stop_after=1)
+    wider = dict(hidden_size=128, num_attention_heads=2)
     with pytest.raises(ConfigError, match=r"model config differs \(hidden_size: checkpoint 64 vs now 128"):
-        train(
-            tiny(SFTSettings, tmp_path / "out", data, steps=4, hidden_size=128, num_attention_heads=2),
-            sft.STAGE,
-        )
+        train_tiny("sft", tmp_path / "out", data, steps=4, **wider)
     # --no-resume starts over instead
-    fresh = train(
-        tiny(
-            SFTSettings, tmp_path / "out", data, steps=1, hidden_size=128, num_attention_heads=2, resume=False
-        ),
-        sft.STAGE,
-    )
+    fresh = train_tiny("sft", tmp_path / "out", data, steps=1, resume=False, **wider)
     assert fresh.step == 1
 
 
-def test_stage_cli_reports_user_errors_in_one_line(tmp_path, capsys):
-    code = sft.main(
-        [
-            "--init-from",
-            str(tmp_path / "nope.pth"),
-            "--data",
-            str(require(IDENTITY)),
-            "--out-dir",
-            str(tmp_path),
-            "--tokenizer",
-            str(require(TOKENIZER)),
-        ]
-    )
+@pytest.mark.parametrize("command", [["sft"], []], ids=["python -m training sft", "python -m training.sft"])
+def test_stage_cli_reports_user_errors_in_one_line(tmp_path, capsys, command):
+    argv = [
+        "--init-from",
+        str(tmp_path / "nope.pth"),
+        "--data",
+        str(require(IDENTITY)),
+        "--out-dir",
+        str(tmp_path),
+        "--tokenizer",
+        str(require(TOKENIZER)),
+    ]
+    code = entry.main([*command, *argv]) if command else entry.run_alias("sft", argv)
     assert code == ConfigError.exit_code
     err = capsys.readouterr().err
     assert "nope.pth: no such file" in err and "Traceback" not in err

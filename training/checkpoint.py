@@ -12,13 +12,14 @@ import os
 import random
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from assistant.errors import ConfigError
+from assistant.errors import AssistantError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -74,18 +75,80 @@ def save(out_dir: str | os.PathLike[str], *, step: int, keep: int, **state: Any)
     return path
 
 
-def load(path: str | os.PathLike[str]) -> dict[str, Any]:
+def load_tagged(
+    path: str | os.PathLike[str],
+    *,
+    fmt: str,
+    version: int,
+    kind: str,
+    error: type[AssistantError],
+    weights_only: bool,
+    hint: str = "",
+) -> dict[str, Any]:
+    """A torch file holding a dict tagged {"format": fmt, "version": version}; anything else is `error`."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=weights_only)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user problem
-        raise ConfigError(f"cannot read checkpoint {path}: {exc} (delete it to start over)") from exc
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ConfigError(f"{path} is not a training checkpoint of this project")
-    if state.get("version") != VERSION:
-        raise ConfigError(
-            f"{path}: checkpoint version {state.get('version')} is not supported (want {VERSION})"
-        )
+        raise error(f"cannot read {kind} {path}: {exc}{hint}") from exc
+    if not isinstance(state, dict) or state.get("format") != fmt:
+        raise error(f"{path} is not a {kind} of this project (format {fmt!r})")
+    if state.get("version") != version:
+        raise error(f"{path}: {kind} version {state.get('version')} is not supported (want {version})")
     return state
+
+
+def load(path: str | os.PathLike[str]) -> dict[str, Any]:
+    # Not weights_only: the state holds the RNG states of python and numpy, which are not plain tensors.
+    return load_tagged(
+        path,
+        fmt=FORMAT,
+        version=VERSION,
+        kind="training checkpoint",
+        error=ConfigError,
+        weights_only=False,
+        hint=" (delete it to start over)",
+    )
+
+
+@dataclass(frozen=True)
+class Resumed:
+    path: Path
+    step: int
+    cursor: int  # global samples consumed
+    total_steps: int
+
+
+def resume(
+    out_dir: Path,
+    *,
+    stage: str,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    model_config: dict[str, Any],
+    rank: int,
+) -> Resumed | None:
+    """Load the latest checkpoint in out_dir into model, optimizer and the RNGs; None when there is none.
+
+    Refused (ConfigError naming the differences) when it is another stage's or another model's.
+    """
+    saved = checkpoints(out_dir)
+    if not saved:
+        return None
+    path = saved[-1]
+    state = load(path)
+    check_same("stage", path, {"stage": state["stage"]}, {"stage": stage})
+    check_same("model config", path, state["model_config"], model_config)
+    try:
+        model.load_state_dict(state["model"], strict=True)
+        optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot resume from {path}: its trainable state does not fit this run "
+            f"({str(exc).splitlines()[0]}). Use --no-resume or another --out-dir."
+        ) from exc
+    # A run resumed on fewer ranks than it was saved from continues the last saved RNG stream.
+    set_rng_state(state["rng"][min(rank, len(state["rng"]) - 1)])
+    return Resumed(path, int(state["step"]), int(state["cursor"]), int(state["total_steps"]))
 
 
 def check_same(kind: str, path: Path, saved: dict[str, Any], current: dict[str, Any]) -> None:

@@ -16,13 +16,13 @@ import csv
 import json
 import logging
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from assistant.errors import AssistantError, ModelError
+from assistant.errors import ModelError
+from training.cli import command_parser, report_errors, setup_logging
 from training.data import JsonlFile, encode_pretrain, encode_sft, load_tokenizer, render_chat
 
 log = logging.getLogger(__name__)
@@ -232,12 +232,8 @@ def choice_accuracy(
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(
-        prog="python -m training.eval",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    setup_logging()
+    parser = command_parser("python -m training.eval", __doc__)
     parser.add_argument("model", help=".pth / HF dir (torch) or exported dir with model.onnx (onnxruntime)")
     parser.add_argument(
         "--tokenizer", default="", help="tokenizer dir (default: the model dir's, else MiniMind2's)"
@@ -251,26 +247,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=0, help="records per perplexity file (0: all)")
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0: default)")
     args = parser.parse_args(argv)
-    try:
-        model_dir = Path(args.model) if Path(args.model).is_dir() else Path(args.model).parent
-        tok_path = args.tokenizer or (str(model_dir) if (model_dir / "tokenizer.json").is_file() else "")
-        tokenizer = load_tokenizer(tok_path)
-        lm = open_model(args.model, threads=args.threads)
-        results: dict[str, float] = {}
-        for path in args.ppl:
-            ppl, n = perplexity(lm, path, tokenizer, max_length=args.max_length, limit=args.limit)
-            results[f"ppl:{path}"] = ppl
-            log.info("perplexity %.3f over %d tokens of %s", ppl, n, path)
-        for path in args.mc:
-            questions = read_choices(path)
-            acc = choice_accuracy(lm, questions, tokenizer, chat=not args.no_chat)
-            results[f"mc:{path}"] = acc
-            log.info("accuracy %.4f on %d questions of %s", acc, len(questions), path)
-        print(json.dumps({"model": args.model, **results}, ensure_ascii=False))
-    except AssistantError as exc:
-        print(f"training.eval: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    return 0
+    return report_errors("training.eval", lambda: evaluate(args))
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    """Score args.model on every --ppl and --mc file; print one JSON line of results."""
+    model_dir = Path(args.model) if Path(args.model).is_dir() else Path(args.model).parent
+    tok_path = args.tokenizer or (str(model_dir) if (model_dir / "tokenizer.json").is_file() else "")
+    tokenizer = load_tokenizer(tok_path)
+    lm = open_model(args.model, threads=args.threads)
+    results: dict[str, float] = {}
+    for path in args.ppl:
+        ppl, n = perplexity(lm, path, tokenizer, max_length=args.max_length, limit=args.limit)
+        results[f"ppl:{path}"] = ppl
+        log.info("perplexity %.3f over %d tokens of %s", ppl, n, path)
+    for path in args.mc:
+        questions = read_choices(path)
+        acc = choice_accuracy(lm, questions, tokenizer, chat=not args.no_chat)
+        results[f"mc:{path}"] = acc
+        log.info("accuracy %.4f on %d questions of %s", acc, len(questions), path)
+    print(json.dumps({"model": args.model, **results}, ensure_ascii=False))
 
 
 if __name__ == "__main__":

@@ -20,10 +20,7 @@ import torch
 from torch import nn
 
 from assistant.errors import ModelError
-from training.checkpoint import atomic_torch_save
-from training.data import encode_sft
-from training.loop import Stage, lm_loss, run_cli
-from training.settings import LoRASettings, to_dict
+from training.checkpoint import atomic_torch_save, load_tagged
 
 log = logging.getLogger(__name__)
 
@@ -125,14 +122,7 @@ def merge_lora_file(model: nn.Module, path: str | os.PathLike[str]) -> int:
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"LoRA adapter file not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user problem
-        raise ModelError(f"cannot read LoRA adapter {path}: {exc}") from exc
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ModelError(f"{path} is not a LoRA adapter file of this project (format {FORMAT!r})")
-    if payload.get("version") != VERSION:
-        raise ModelError(f"{path}: LoRA file version {payload.get('version')} not supported (want {VERSION})")
+    payload = load_tagged(path, fmt=FORMAT, version=VERSION, kind="LoRA adapter", error=ModelError, weights_only=True)
     scale = float(payload["alpha"]) / int(payload["rank"])
     linears = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
     updates = []
@@ -163,36 +153,7 @@ def merge_lora_file(model: nn.Module, path: str | os.PathLike[str]) -> int:
     return len(updates)
 
 
-# ---------------------------------------------------------------------------------------------- the stage
+if __name__ == "__main__":  # `python -m training.lora`: the lora stage (training/stages.py) under its old name
+    from training.entry import run_alias
 
-
-def prepare(model: nn.Module, settings: LoRASettings, device: torch.device) -> dict[str, Any]:
-    apply_lora(model, rank=settings.lora_rank, alpha=settings.lora_alpha, targets=settings.lora_targets)
-    return {}
-
-
-def save_final(model: nn.Module, settings: LoRASettings, path: Path) -> Path:
-    stem = Path(settings.data).stem
-    name = stem if stem.startswith("lora_") else f"lora_{stem}"
-    out = path.with_name(f"{name}{path.stem.removeprefix('lora')}.pth")  # lora_identity_512.pth
-    return save_lora(model, out, meta={"base": settings.init_from, "settings": to_dict(settings)})
-
-
-STAGE = Stage(
-    name="lora",
-    output="lora",
-    settings_cls=LoRASettings,
-    encoder=lambda settings: encode_sft,
-    loss=lm_loss,
-    prepare=prepare,
-    save_final=save_final,
-    description=__doc__,
-)
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run_cli(STAGE, argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_alias("lora"))

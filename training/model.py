@@ -10,6 +10,10 @@ weighted by a routing matrix that is zero off the top-k) instead of with data-de
 
 Shapes: B batch, T new tokens, P cached tokens, H hidden, Hq query heads, Hkv key/value heads, D head dim,
 V vocab, E routed experts.
+
+One file over the usual ~350 lines on purpose: it is read side by side with the official model_minimind.py
+(config, RoPE, attention, feed-forward/MoE, causal LM in that order), and the conformance tests check it as one
+unit against the official outputs.
 """
 
 from __future__ import annotations

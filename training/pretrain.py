@@ -1,24 +1,9 @@
-"""Pretraining: next-token loss on raw text (`{"text": ...}` per line, MiniMind's pretrain_hq.jsonl)."""
+"""`python -m training.pretrain`: pretraining, under the name it had before the one entry point.
 
-from __future__ import annotations
+The same command as `python -m training pretrain`; the stage itself is a row of the table in training/stages.py.
+"""
 
-from training.data import encode_pretrain
-from training.loop import Stage, lm_loss, run_cli
-from training.settings import PretrainSettings
-
-STAGE = Stage(
-    name="pretrain",
-    output="pretrain",
-    settings_cls=PretrainSettings,
-    encoder=lambda settings: encode_pretrain,
-    loss=lm_loss,
-    description=__doc__,
-)
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run_cli(STAGE, argv)
-
+from training.entry import run_alias
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_alias("pretrain"))

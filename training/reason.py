@@ -1,28 +1,9 @@
-"""Reasoning distillation: SFT on answers in the `<think>...</think><answer>...</answer>` format (MiniMind's
-r1_mix_1024.jsonl), with extra loss weight on the tag tokens so the model learns the format reliably."""
+"""`python -m training.reason`: reasoning distillation, under the name it had before the one entry point.
 
-from __future__ import annotations
+The same command as `python -m training reason`; the stage itself is a row of the table in training/stages.py.
+"""
 
-from training.data import make_reason_encoder
-from training.loop import Stage, lm_loss, run_cli
-from training.settings import ReasonSettings
-
-STAGE = Stage(
-    name="reason",
-    output="reason",
-    settings_cls=ReasonSettings,
-    encoder=lambda settings: make_reason_encoder(settings.tag_weight),
-    loss=lm_loss,
-    # Units are target tokens, not weights: a tag token counts once in the mean but pulls tag_weight times
-    # harder.
-    units=lambda batch: float((batch.weights > 0).sum()),
-    description=__doc__,
-)
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run_cli(STAGE, argv)
-
+from training.entry import run_alias
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_alias("reason"))

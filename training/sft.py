@@ -1,25 +1,9 @@
-"""Full supervised fine-tuning on chats (`{"conversations": [...]}`, MiniMind's sft_*.jsonl); loss only on the
-assistant's tokens."""
+"""`python -m training.sft`: full supervised fine-tuning, under the name it had before the one entry point.
 
-from __future__ import annotations
+The same command as `python -m training sft`; the stage itself is a row of the table in training/stages.py.
+"""
 
-from training.data import encode_sft
-from training.loop import Stage, lm_loss, run_cli
-from training.settings import SFTSettings
-
-STAGE = Stage(
-    name="sft",
-    output="full_sft",
-    settings_cls=SFTSettings,
-    encoder=lambda settings: encode_sft,
-    loss=lm_loss,
-    description=__doc__,
-)
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run_cli(STAGE, argv)
-
+from training.entry import run_alias
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_alias("sft"))

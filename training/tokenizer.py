@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from assistant.errors import AssistantError, ConfigError
+from assistant.errors import ConfigError
+from training.cli import report_errors, setup_logging
 from training.data import JsonlFile
-from training.settings import _f, parse
+from training.settings import parse, setting
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +42,11 @@ CHAT_TEMPLATE = (
 
 @dataclass(frozen=True)
 class TokenizerSettings:
-    data: str = _f("dataset/pretrain_hq.jsonl", 'jsonl with {"text"} or {"conversations"} lines')
-    out_dir: str = _f("out/tokenizer", "where tokenizer.json and tokenizer_config.json are written")
-    vocab_size: int = _f(6400, "vocabulary size including the 3 special tokens")
-    max_records: int = _f(0, "train on at most this many records (0: all)")
-    on_bad_line: str = _f("error", "a malformed jsonl line: 'error' stops with file:line, 'skip' skips it")
+    data: str = setting("dataset/pretrain_hq.jsonl", 'jsonl with {"text"} or {"conversations"} lines')
+    out_dir: str = setting("out/tokenizer", "where tokenizer.json and tokenizer_config.json are written")
+    vocab_size: int = setting(6400, "vocabulary size including the 3 special tokens")
+    max_records: int = setting(0, "train on at most this many records (0: all)")
+    on_bad_line: str = setting("error", "a malformed jsonl line: 'error' stops with file:line, 'skip' skips it")
 
 
 def texts(file: JsonlFile, limit: int = 0) -> Iterator[str]:
@@ -124,14 +124,9 @@ def train_tokenizer(settings: TokenizerSettings) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     settings = parse(TokenizerSettings, argv, prog="python -m training.tokenizer", description=__doc__)
-    try:
-        train_tokenizer(settings)
-    except AssistantError as exc:
-        print(f"training.tokenizer: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    return 0
+    return report_errors("training.tokenizer", lambda: train_tokenizer(settings))
 
 
 if __name__ == "__main__":

@@ -262,3 +262,17 @@ def _atomic_write(path: Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def freeze(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """`model` in fp32 on `device`, in eval mode, with no parameter that trains (a reference or teacher)."""
+    model = model.float().to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def load_frozen(path: str | Path, device: torch.device) -> torch.nn.Module:
+    """A frozen model (DPO reference, distillation teacher) from a `.pth` or HF dir; see `freeze`."""
+    model, _ = load_model(path)
+    return freeze(model, device)

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import subprocess
@@ -22,11 +21,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from assistant.errors import AssistantError
-from training import pretrain, sft
+from training.cli import command_parser, setup_logging
 from training.data import DEFAULT_TOKENIZER, load_tokenizer, render_chat
 from training.loop import train
 from training.recipes import corpus
 from training.settings import PretrainSettings, SFTSettings
+from training.stages import STAGES
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +114,8 @@ def run(out: Path, minutes: float, tokenizer_dir: str, work: Path, threads: int)
 
     # Budget: ~20% of the time is corpus, probes, export and evaluation; of the rest 25% pretrain, 75% SFT.
     # Pretrain packs longer sequences than SFT's short chats, so each stage's step is timed on its own.
-    pre_step_s = _step_seconds(pre, pretrain.STAGE, work / "probe-pretrain")
-    sft_step_s = _step_seconds(tuned, sft.STAGE, work / "probe-sft")
+    pre_step_s = _step_seconds(pre, STAGES["pretrain"], work / "probe-pretrain")
+    sft_step_s = _step_seconds(tuned, STAGES["sft"], work / "probe-sft")
     train_s = minutes * 60 * 0.8 - (time.monotonic() - started)
     pre_steps = max(20, int(train_s * 0.25 / pre_step_s))
     sft_steps = max(20, int(train_s * 0.75 / sft_step_s))
@@ -127,8 +127,8 @@ def run(out: Path, minutes: float, tokenizer_dir: str, work: Path, threads: int)
         sft_steps,
     )
 
-    pre_result = train(replace(pre, steps=pre_steps), pretrain.STAGE)
-    sft_result = train(replace(tuned, init_from=str(pre_result.final_path), steps=sft_steps), sft.STAGE)
+    pre_result = train(replace(pre, steps=pre_steps), STAGES["pretrain"])
+    sft_result = train(replace(tuned, init_from=str(pre_result.final_path), steps=sft_steps), STAGES["sft"])
 
     cmd = [
         sys.executable,
@@ -173,12 +173,8 @@ def run(out: Path, minutes: float, tokenizer_dir: str, work: Path, threads: int)
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(
-        prog="python -m training.recipes.demo",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    setup_logging()
+    parser = command_parser("python -m training.recipes.demo", __doc__)
     parser.add_argument(
         "--out", type=Path, default=REPO / "models" / "minimind-demo", help="exported model dir"
     )
