@@ -59,10 +59,17 @@ def build_optimizer(model: torch.nn.Module, settings: TrainSettings) -> torch.op
     return torch.optim.AdamW(groups, lr=settings.lr, betas=(settings.beta1, settings.beta2))
 
 
-def lr_at(step: int, *, total: int, warmup: int, peak: float, min_ratio: float) -> float:
-    """Learning rate of optimizer step `step` (0-based): linear warmup, then cosine down to min_ratio * peak."""
+def lr_at(
+    step: int, *, total: int, warmup: int, peak: float, min_ratio: float, progress: float | None = None
+) -> float:
+    """Learning rate of optimizer step `step` (0-based): linear warmup, then cosine down to min_ratio * peak.
+
+    `progress` (0..1), when given, is where the cosine stands instead of the step count: a run trained to a time
+    budget follows the clock, so a slow or busy machine still ends its schedule when the budget ends.
+    """
     if warmup > 0 and step < warmup:
         return peak * (step + 1) / warmup
-    span = max(total - warmup, 1)
-    progress = min((step - warmup) / span, 1.0)
+    if progress is None:
+        progress = (step - warmup) / max(total - warmup, 1)
+    progress = min(max(progress, 0.0), 1.0)
     return peak * (min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress)))

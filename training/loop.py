@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+BUDGET_STEP_CAP = 10**9  # the `total` of a run that the clock ends (budget_min) rather than a step count
+
 
 @dataclass(frozen=True)
 class TrainResult:
@@ -90,6 +92,8 @@ def _train(settings: TrainSettings, stage: Stage, rt: Runtime, out_dir: Path) ->
 
     global_batch = settings.batch_size * settings.grad_accum * rt.world
     total = settings.steps or max(1, math.ceil(settings.epochs * len(dataset) / global_batch))
+    if settings.budget_min and not settings.steps:
+        total = BUDGET_STEP_CAP  # the clock ends the run
     step, cursor = 0, 0
     resumed = None
     if settings.resume:
@@ -156,10 +160,12 @@ def _train(settings: TrainSettings, stage: Stage, rt: Runtime, out_dir: Path) ->
     truncated = examples = 0  # over this run's steps, for the log line
     started = time.monotonic()
     run_steps = 0
+    budget_s = settings.budget_min * 60
     model.train()
     try:
         while step < total:
-            metrics, batches = _step(run, step, cursor)
+            progress = (time.monotonic() - started) / budget_s if budget_s else None
+            metrics, batches = _step(run, step, cursor, progress)
             truncated += sum(b.truncated for b in batches)
             examples += sum(b.examples for b in batches)
             step += 1
@@ -180,6 +186,10 @@ def _train(settings: TrainSettings, stage: Stage, rt: Runtime, out_dir: Path) ->
             if stop and step < total:
                 log.info("%s: stopping at step %d/%d as asked; run again to resume", stage.name, step, total)
                 return TrainResult(None, step, total, losses, out_dir)
+            # Every rank ends on the same step: the slowest clock decides.
+            if budget_s and runtime.all_sum(float(time.monotonic() - started >= budget_s), rt) > 0:
+                log.info("%s: time budget of %.1f min spent at step %d", stage.name, settings.budget_min, step)
+                total = step
     except KeyboardInterrupt:
         if rt.world == 1 and step > 0:
             save_state(step, cursor)
@@ -210,11 +220,15 @@ def _micro_batches(run: _Run, cursor: int) -> list[Batch]:
     return micro
 
 
-def _step(run: _Run, step: int, cursor: int) -> tuple[dict[str, Any], list[Batch]]:
-    """One optimizer step; returns its metrics.jsonl record (without the step number) and this rank's batches."""
+def _step(run: _Run, step: int, cursor: int, progress: float | None) -> tuple[dict[str, Any], list[Batch]]:
+    """One optimizer step; returns its metrics.jsonl record (without the step number) and this rank's batches.
+
+    `progress`: the fraction of a time budget spent (None: the schedule follows the step count)."""
     t0 = time.monotonic()
     s, rt, stage, model = run.settings, run.rt, run.stage, run.model
-    lr = lr_at(step, total=run.total, warmup=s.warmup_steps, peak=s.lr, min_ratio=s.min_lr_ratio)
+    lr = lr_at(
+        step, total=run.total, warmup=s.warmup_steps, peak=s.lr, min_ratio=s.min_lr_ratio, progress=progress
+    )
     for group in run.optimizer.param_groups:
         group["lr"] = lr
     micro = _micro_batches(run, cursor)

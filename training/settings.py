@@ -107,6 +107,11 @@ class TrainSettings:
         0, "stop (resumably) after this many steps in this run, e.g. on a time-sliced machine"
     )
     time_limit_min: float = setting(0.0, "stop (resumably) after this many minutes of training in this run")
+    budget_min: float = setting(
+        0.0,
+        "train for this many minutes by the clock: the learning-rate schedule follows the elapsed time and the "
+        "run ends (and writes its final weights) when the budget is spent; steps, if set, is an upper bound",
+    )
     progress: bool = setting(True, "show a tqdm progress bar on rank 0")
     wandb_project: str = setting("", "log to wandb (or swanlab) under this project when installed; empty: off")
 

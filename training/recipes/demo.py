@@ -3,8 +3,10 @@
     python -m training.recipes.demo [--out models/minimind-demo] [--minutes 15] [--tokenizer DIR]
 
 1. generate the synthetic bilingual corpus (training/recipes/corpus.py) and split off held-out questions;
-2. reuse the MiniMind2 tokenizer (or train one with the tokenizer stage when none is given or found);
-3. pretrain, then SFT, a micro MiniMind (steps sized from a measured step time to fit the budget);
+2. train a byte-level BPE tokenizer on that corpus (the tokenizer stage), unless `--tokenizer DIR` names one;
+3. pretrain, then SFT, a micro MiniMind, each for its share of the budget by the clock: the learning-rate
+   schedule follows the elapsed time (`budget_min`), so a busy machine trains fewer steps but still finishes
+   its schedule, and the recipe ends on time;
 4. export with `assistant-export --quant int8` (subprocess: the exporter is its own program);
 5. report exact-match accuracy on the held-out questions, per kind, for the torch weights and the int8 ONNX.
 """
@@ -22,7 +24,7 @@ from pathlib import Path
 
 from assistant.errors import AssistantError
 from training.cli import command_parser, setup_logging
-from training.data import DEFAULT_TOKENIZER, load_tokenizer, render_chat
+from training.data import load_tokenizer, render_chat
 from training.loop import train
 from training.recipes import corpus
 from training.settings import PretrainSettings, SFTSettings
@@ -49,19 +51,6 @@ def accuracy(lm, tokenizer, questions: list[corpus.QA]) -> dict[str, float]:
     return {k: right[k] / total[k] for k in sorted(total)}
 
 
-def _step_seconds(settings, stage, work: Path) -> float:
-    """Wall time of one optimizer step of this configuration, measured on this machine now.
-
-    Runs 10 steps and takes the median of the per-step times the loop records in metrics.jsonl, leaving out
-    the first two: they carry one-off costs (allocator and thread-pool warm-up), and timing whole runs
-    instead mixes in start-up work (indexing, model build) that differs between runs.
-    """
-    train(replace(settings, out_dir=str(work), steps=10, resume=False, progress=False), stage)
-    with (work / "metrics.jsonl").open(encoding="utf-8") as metrics:
-        times = sorted(json.loads(line)["ms"] / 1000 for line in metrics if json.loads(line)["step"] > 2)
-    return max(1e-3, times[len(times) // 2])
-
-
 def run(out: Path, minutes: float, tokenizer_dir: str, work: Path, threads: int) -> dict:
     started = time.monotonic()
     work.mkdir(parents=True, exist_ok=True)
@@ -84,14 +73,10 @@ def run(out: Path, minutes: float, tokenizer_dir: str, work: Path, threads: int)
     )
 
     if not tokenizer_dir:
-        if DEFAULT_TOKENIZER.is_dir():
-            tokenizer_dir = str(DEFAULT_TOKENIZER)
-        else:
-            from training.tokenizer import TokenizerSettings, train_tokenizer
+        # Its own tokenizer, so the shipped demo model carries nothing but what this recipe made.
+        from training.tokenizer import TokenizerSettings, train_tokenizer
 
-            tokenizer_dir = str(
-                train_tokenizer(TokenizerSettings(data=str(sft_file), out_dir=str(work / "tok")))
-            )
+        tokenizer_dir = str(train_tokenizer(TokenizerSettings(data=str(pre_file), out_dir=str(work / "tok"))))
     tokenizer = load_tokenizer(tokenizer_dir)
 
     common = dict(
@@ -112,23 +97,15 @@ def run(out: Path, minutes: float, tokenizer_dir: str, work: Path, threads: int)
     pre = PretrainSettings(**common, data=str(pre_file), out_dir=str(work / "pretrain"), lr=3e-3)
     tuned = SFTSettings(**{**common, "init_from": ""}, data=str(sft_file), out_dir=str(work / "sft"), lr=2e-3)
 
-    # Budget: ~20% of the time is corpus, probes, export and evaluation; of the rest 25% pretrain, 75% SFT.
-    # Pretrain packs longer sequences than SFT's short chats, so each stage's step is timed on its own.
-    pre_step_s = _step_seconds(pre, STAGES["pretrain"], work / "probe-pretrain")
-    sft_step_s = _step_seconds(tuned, STAGES["sft"], work / "probe-sft")
-    train_s = minutes * 60 * 0.8 - (time.monotonic() - started)
-    pre_steps = max(20, int(train_s * 0.25 / pre_step_s))
-    sft_steps = max(20, int(train_s * 0.75 / sft_step_s))
-    log.info(
-        "step %.2f s (pretrain) / %.2f s (SFT): pretrain %d steps, SFT %d steps",
-        pre_step_s,
-        sft_step_s,
-        pre_steps,
-        sft_steps,
+    # Budget: ~20% of the time is corpus, export and evaluation; of the rest 25% pretrain, 75% SFT, by the clock.
+    train_min = max(0.5, (minutes * 60 * 0.8 - (time.monotonic() - started)) / 60)
+    log.info("training for %.1f min: pretrain %.1f, SFT %.1f", train_min, train_min * 0.25, train_min * 0.75)
+    pre_result = train(replace(pre, budget_min=train_min * 0.25, resume=False), STAGES["pretrain"])
+    sft_result = train(
+        replace(tuned, init_from=str(pre_result.final_path), budget_min=train_min * 0.75, resume=False),
+        STAGES["sft"],
     )
-
-    pre_result = train(replace(pre, steps=pre_steps), STAGES["pretrain"])
-    sft_result = train(replace(tuned, init_from=str(pre_result.final_path), steps=sft_steps), STAGES["sft"])
+    pre_steps, sft_steps = pre_result.step, sft_result.step
 
     cmd = [
         sys.executable,
@@ -180,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--minutes", type=float, default=15.0, help="wall-time budget for the whole recipe")
     parser.add_argument(
-        "--tokenizer", default="", help="tokenizer dir (default: MiniMind2's beside the repo)"
+        "--tokenizer", default="", help="tokenizer dir (default: train one on the demo corpus)"
     )
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "demo", help="corpus and checkpoints")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads")
