@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("assistant.commands.run", "run the voice assistant (the default)"),
     "ask": ("assistant.commands.ask", "ask MiniMind one question from the command line"),
     "models": ("assistant.commands.models", "list or fetch model files"),
+    "keywords": ("assistant.commands.keywords", "test, tune or record wake words for your voice and room"),
     "install-service": ("assistant.commands.install_service", "write the systemd unit for this install"),
 }
 
