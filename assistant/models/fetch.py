@@ -312,7 +312,10 @@ def _copy_verified(source: Path, dest: Path, *, sha256: str | None, size: int | 
                 out.write(block)
                 digest.update(block)
                 copied += len(block)
-    problem = check_digest(str(source), actual_size=copied, digest=digest.hexdigest(), sha256=sha256, size=size)
+    if size is not None and copied > size:
+        problem: str | None = f"more than {size} bytes, expected {size}"
+    else:
+        problem = check_digest(str(source), actual_size=copied, digest=digest.hexdigest(), sha256=sha256, size=size)
     if problem:
         dest.unlink()  # the copy goes; a bad mirror file is reported, never deleted
         raise ModelError(f"checksum mismatch for {source}: {problem}; nothing was installed")
