@@ -15,6 +15,7 @@ import os
 import stat
 import tarfile
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -117,7 +118,9 @@ def _zip_bytes(members: list[dict[str, Any]]) -> bytes:
             data = spec.get("target", "").encode() if kind in ("symlink", "hardlink") else spec.get("data", b"")
             if kind == "huge":
                 data = b"\0" * (LIMITS.max_bytes + 1)  # real bytes: zip sizes come from the data
-            zf.writestr(info, data)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # duplicate bad names: intended
+                zf.writestr(info, data)
     return out.getvalue()
 
 

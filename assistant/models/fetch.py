@@ -102,7 +102,12 @@ def fetch_model(entry: ModelEntry, options: FetchOptions) -> Path:
             }
             (root / RECEIPT_NAME).write_text(json.dumps(receipt, indent=1, sort_keys=True) + "\n")
             target = models_dir / entry.name
-            _replace_dir(root, target)
+            # Between its two renames the old install sits aside: a signal there would lose both copies.
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+            try:
+                _replace_dir(root, target)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # a pending SIGTERM is handled now
     except OSError as exc:  # disk full, permissions: the user can fix these
         raise ModelError(f"cannot install {entry.name} into {models_dir}: {exc}") from exc
     finally:
