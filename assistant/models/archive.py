@@ -8,10 +8,13 @@ Members are written by this module, never by `tarfile.extractall`/`zipfile.extra
   destination with O_NOFOLLOW | O_EXCL, folder by folder: no path is ever resolved through a link, and no
   existing file is ever opened for writing.
 
-Why refusing links costs nothing: the official sherpa-onnx archives in manifest.yaml are folders of regular
-files and sub-folders (the upstream docs list each one after `tar xvf` with `ls -lh`: only `-` and `d`
-entries; the extracted copies in ../shared/assets hold no links). Should an upstream archive ever gain a link,
-the fetch fails naming the member, which is safer than guessing what the link should mean.
+Why refusing links costs nothing (the archives cannot be downloaded from here, so this is reasoned, not
+measured): the official sherpa-onnx archives in manifest.yaml are folders of regular files and sub-folders
+made by upstream release scripts from exported .onnx files, tokens and test wavs; the upstream docs list each
+one after `tar xvf` with `ls -lh`, showing only `-` and `d` entries; the extracted copies in ../shared/assets
+hold no links (`find -type l` finds none). Least certain is tts-en, which bundles espeak-ng-data from
+upstream's espeak-ng-data.tar.bz2. Should an archive ever hold a link, the fetch fails naming the member,
+which is safer than guessing what the link should mean.
 
 The stdlib `data` filter, where this Python has it, is still applied to every tar member as a second check.
 Limits (ExtractLimits) stop archive bombs: total unpacked bytes and member count.
