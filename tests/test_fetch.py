@@ -185,7 +185,7 @@ def test_fetch_with_progress(server: _Server, tmp_path: Path, caplog: pytest.Log
         tmp_path, {"fake": _archive_entry(f"{server.base}/kws-models/fake-model.tar.bz2", archive)}
     )
     models_dir = tmp_path / "models"
-    with caplog.at_level(logging.INFO, logger="assistant.models.fetch"):
+    with caplog.at_level(logging.INFO, logger="assistant.models"):
         target = fetch.fetch_model(
             manifest["fake"], fetch.FetchOptions(models_dir=models_dir, progress=False)
         )
@@ -326,7 +326,7 @@ def test_unverified_download_needs_the_flag(
     with pytest.raises(ModelError, match="no published sha256.*--allow-unverified"):
         fetch.fetch_model(manifest["fake"], fetch.FetchOptions(models_dir=models_dir, progress=False))
     assert server.requests == []  # refused before downloading anything
-    with caplog.at_level(logging.WARNING, logger="assistant.models.fetch"):
+    with caplog.at_level(logging.WARNING, logger="assistant.models"):
         options = fetch.FetchOptions(models_dir=models_dir, progress=False, allow_unverified=True)
         fetch.fetch_model(manifest["fake"], options)
     assert any("UNVERIFIED" in r.getMessage() and _sha(archive) in r.getMessage() for r in caplog.records)

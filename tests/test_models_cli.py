@@ -27,6 +27,7 @@ def _assistant(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[s
 def _env(models_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("ASSISTANT_MIRROR", "ASSISTANT_MODELS_DIR")}
     env["ASSISTANT_MODELS_DIR"] = str(models_dir)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])  # this checkout, not the editable install's
     env.update(extra)
     return env
 

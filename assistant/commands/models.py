@@ -24,7 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "else models/)",
     )
     parser.add_argument(
-        "--manifest", type=Path, default=None, help="model manifest (default: models/manifest.yaml)"
+        "--manifest",
+        type=Path,
+        default=None,
+        help="model manifest (default: the one shipped in the package, assistant/models/manifest.yaml)",
     )
     parser.add_argument(
         "--config",
