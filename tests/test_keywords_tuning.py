@@ -171,10 +171,11 @@ def test_record_cuts_checks_and_saves_takes_from_a_file(tmp_path, capsys) -> Non
 def test_the_daemon_reads_a_tuned_file(tmp_path) -> None:
     files = find_transducer(require(KWS_EN), "kws-en")
     table = load_tokens(files.tokens, files.bpe_model)
-    kws = parse_keywords("FELLOW AMERICANS @fellow\n", table)
+    original = "# mine\nFELLOW AMERICANS @fellow\n"
+    kws = parse_keywords(original, table)
     choice = tuning.Choice("fellow", tuning.Score(tuning.Setting(2.0, 0.15), 3, 3, 0, 1.0),
                            tuning.Score(tuning.AS_WRITTEN, 1, 3, 0, 1.0), None)
-    text = tuning.tuned_lines("# mine\nFELLOW AMERICANS @fellow\n", [choice], kws, "test")
+    text = tuning.tuned_lines(original, [choice], kws, "test")
     assert text.splitlines()[1:] == ["# mine", "FELLOW AMERICANS :2 #0.15 @fellow"]
     reparsed = parse_keywords(text, table)
     assert {(k.label, k.boost, k.threshold) for k in reparsed} == {("fellow", 2.0, 0.15)}
