@@ -13,11 +13,12 @@ trained), with third-tone-sandhi variants added as extra lines of the same label
 sentencepiece and the model's `bpe.model` when both exist, else split from tokens.txt (see _encode_latin).
 
 Bounds (a hostile or careless file must not stall the start or a SIGHUP reload): a line may hold at most
-MAX_LINE_CHARS characters and encode to at most MAX_KEYWORD_TOKENS tokens, a file at most MAX_FILE_BYTES, and
-a plain phrase yields at most MAX_SANDHI_VARIANTS variants, generated lazily (the product of every segment's
-alternatives is never built: `'小米A' * 23` used to take 34 s and then run out of memory). The suffixes are
-range-checked: a threshold in (0, 1), a boost in (0, MAX_BOOST]; sherpa-onnx takes any number there, and a
-phrase with `#5` or `:-5` then never fires.
+MAX_LINE_CHARS characters and encode to at most MAX_KEYWORD_TOKENS tokens, a file at most MAX_KEYWORD_LINES
+keyword lines and MAX_FILE_BYTES, and a plain phrase yields at most MAX_SANDHI_VARIANTS variants, generated
+lazily (the product of every segment's alternatives is never built: `'小米A' * 23` used to take 34 s and then
+run out of memory). The worst line now costs ~10-25 ms, the worst file a few seconds (bench/inputs.py).
+The suffixes are range-checked: a threshold in (0, 1), a boost in (0, MAX_BOOST]; sherpa-onnx takes any
+number there, and a phrase with `#5` or `:-5` then never fires.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ log = logging.getLogger(__name__)
 
 WORD_START = "\u2581"  # sentencepiece's '▁', marks the first piece of a word
 MAX_SANDHI_VARIANTS = 16  # variants kept per line (sandhi readings x BPE splits), the written one first
-MAX_LINE_CHARS = 256  # a wake phrase is a few words; this bounds pypinyin and the O(n^2) BPE splits per line
+MAX_LINE_CHARS = 200  # a wake phrase is a few words; this bounds pypinyin and the O(n^2) BPE splits per line
 MAX_KEYWORD_TOKENS = 128  # tokens in one encoded line (the longest upstream keyword has ~20)
+MAX_KEYWORD_LINES = 100  # phrases per file: a spotter listening for more has more false wakes than wakes
 MAX_FILE_BYTES = 1 << 20  # 1 MiB of keywords is thousands of phrases; more is a mistake (or an attack)
 MAX_BOOST = 20.0  # boosting scores are ~0.5-5 in practice; above this every partial path looks like a keyword
 
@@ -317,6 +319,7 @@ def parse_keywords(text: str, table: TokenTable, *, source: str = "<keywords>") 
     encoded; nothing is silently dropped.
     """
     keywords: list[Keyword] = []
+    lines_used = 0
     for line_no, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip().lstrip("\ufeff")
         if not line:
@@ -325,6 +328,9 @@ def parse_keywords(text: str, table: TokenTable, *, source: str = "<keywords>") 
             rest = line[1:]
             if not rest or rest[0].isspace() or not _NUMBER.match(rest.split()[0]):
                 continue  # '# comment' or '#comment'; '#0.3 ...' falls through and fails as a bare threshold
+        lines_used += 1
+        if lines_used > MAX_KEYWORD_LINES:
+            raise ConfigError(f"{source}:{line_no}: more than {MAX_KEYWORD_LINES} keyword lines in one file")
         try:
             if len(line) > MAX_LINE_CHARS:
                 raise _LineError(f"{len(line)} characters, more than {MAX_LINE_CHARS} (a wake phrase is a few words)")
