@@ -37,6 +37,7 @@ DEFAULT_CONFIG = Path("config.yaml")  # read from the working directory when --c
 DEMO_MODEL = "minimind-demo"  # the project's own small model, used when the configured LLM is not installed
 MAX_CONFIG_BYTES = 1 << 20  # config.yaml is a few KiB; a bigger file is a mistake (or an attack)
 QUOTE_CHARS = 200  # the most of a value or key an error message quotes
+MAX_CONFIG_DEPTH = 32  # nesting levels in config.yaml (it uses 3); deeper is refused before PyYAML recurses
 MODEL_RATE = 16000  # Hz: the only rate the models run at (audio.sample_rate); inputs are converted to it
 
 
@@ -491,7 +492,17 @@ def _check(settings: Settings) -> None:
 
 
 class _ConfigLoader(yaml.SafeLoader):
-    """yaml.SafeLoader that refuses aliases and duplicate keys (see the module docstring for why)."""
+    """yaml.SafeLoader that refuses aliases, duplicate keys and deep nesting (see the module docstring)."""
+
+    _depth = 0
+
+    def fetch_flow_collection_start(self, TokenClass: Any) -> None:  # noqa: N803 - PyYAML's name
+        # Checked in the scanner, before PyYAML's recursive composer: 50,000 '[' took seconds to fail there
+        # (a RecursionError); a config has three levels of sections and short lists.
+        if self.flow_level >= MAX_CONFIG_DEPTH:
+            raise yaml.scanner.ScannerError(None, None, f"nested deeper than {MAX_CONFIG_DEPTH} levels",
+                                            self.get_mark())  # fmt: skip
+        super().fetch_flow_collection_start(TokenClass)
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
@@ -500,7 +511,15 @@ class _ConfigLoader(yaml.SafeLoader):
                 None, None, f"alias *{_clip(str(event.anchor), 40)} is not allowed in a config file (write the "
                 "value out)", event.start_mark,
             )
-        return super().compose_node(parent, index)
+        if self._depth >= MAX_CONFIG_DEPTH:  # block (indented) nesting
+            raise yaml.composer.ComposerError(
+                None, None, f"nested deeper than {MAX_CONFIG_DEPTH} levels", self.peek_event().start_mark
+            )
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
         if isinstance(node, yaml.MappingNode):
@@ -551,7 +570,7 @@ def _read_config(path: Path) -> Any:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}:{line} invalid YAML: {_clip(str(getattr(exc, 'problem', exc)))}") from None
-    except RecursionError:  # [[[[... nested past Python's stack: PyYAML's composer recurses
+    except RecursionError:  # second line behind MAX_CONFIG_DEPTH: PyYAML's composer recurses
         raise ConfigError(f"{path}: invalid YAML: nested too deeply") from None
 
 
