@@ -429,6 +429,7 @@ def test_sample_rate_8000_through_the_cli_is_a_config_error(tmp_path: Path) -> N
         (["   \t "], None, "empty question (argument is blank)"),
         (["-"], b" \n\t\n", "empty question (stdin is blank)"),
         (["-"], b"", "empty question (stdin is blank)"),
+        (["-"], b"why? " * 300_000, "the question on stdin is longer than 1048576 bytes"),
         (["--seed", "-1", "hello"], None, "llm.seed: expected an integer >= 0"),
         (["--temperature", "nan", "hello"], None, "llm.temperature: expected a finite number"),
     ],

@@ -20,6 +20,8 @@ from assistant.settings import DEFAULT_CONFIG, find_config, load_settings
 
 log = logging.getLogger(__name__)
 
+MAX_QUESTION_BYTES = 1 << 20  # the model sees a few hundred tokens; a bigger stdin is a mistake (`ask - < big`)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("question", help='the question; "-" reads it from stdin')
@@ -74,8 +76,10 @@ def read_question(arg: str) -> str:
     failed on with a TypeError; stdin is read as bytes and decoded strictly, so the error can name the byte.
     """
     if arg == "-":
-        data = sys.stdin.buffer.read()
+        data = sys.stdin.buffer.read(MAX_QUESTION_BYTES + 1)  # bounded: `ask - < /dev/zero` must not eat memory
         where = "stdin"
+        if len(data) > MAX_QUESTION_BYTES:
+            raise ConfigError(f"the question on stdin is longer than {MAX_QUESTION_BYTES} bytes")
         try:
             question = data.decode("utf-8").removeprefix("\ufeff")  # a BOM from Windows editors is not text
         except UnicodeDecodeError as exc:
