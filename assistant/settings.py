@@ -5,13 +5,22 @@ is driven by the type hints plus a few bounds in field metadata, so a new settin
 branch.
 Errors name the file and the dotted key (`asr.endpoint.rule2_min_trailing_silence: expected a number > 0, got
 'abc'`) and raise ConfigError, which the CLI turns into exit code CONFIG before any model is loaded.
+
+What the loader refuses besides wrong types and bounds, because each once passed and then broke the daemon:
+non-finite numbers (`.nan` passes every `>`/`<` check, `.inf` overflowed later), a file over MAX_CONFIG_BYTES,
+duplicate keys (YAML's last-wins hid the first value), and YAML aliases (`*name`). Aliases are refused rather
+than bounded: a config file is small and flat, and a few nested aliases expand to gigabytes (an "alias bomb"
+under llm.system_prompt gave a 351 MB error line); write the value out instead. Error messages quote at most
+QUOTE_CHARS characters of a value or key.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -26,6 +35,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = Path("config.yaml")  # read from the working directory when --config is not given
 DEMO_MODEL = "minimind-demo"  # the project's own small model, used when the configured LLM is not installed
+MAX_CONFIG_BYTES = 1 << 20  # config.yaml is a few KiB; a bigger file is a mistake (or an attack)
+QUOTE_CHARS = 200  # the most of a value or key an error message quotes
+MAX_CONFIG_DEPTH = 32  # nesting levels in config.yaml (it uses 3); deeper is refused before PyYAML recurses
+MODEL_RATE = 16000  # Hz: the only rate the models run at (audio.sample_rate); inputs are converted to it
 
 
 def find_config(explicit: Path | None) -> Path | None:
@@ -39,7 +52,7 @@ SENSE_VOICE_LANGUAGES = ("auto", "zh", "en", "ja", "ko", "yue")  # sherpa-onnx f
 
 
 def _bound(default: Any, **limits: float) -> Any:
-    """A field with numeric limits: gt, ge, le (checked by the loader)."""
+    """A field with numeric limits: gt, ge, lt, le (checked by the loader)."""
     return field(default=default, metadata=limits)
 
 
@@ -62,10 +75,10 @@ class PathsSettings:
 class AudioSettings:
     input: Literal["mic", "-"] | Path = "mic"  # "mic", "-" (16-bit mono PCM on stdin) or an audio file
     device: int | str | None = None  # microphone: index or (part of a) name; None = system default
-    sample_rate: int = _bound(16000, gt=0)  # Hz the models run at; other rates are converted at the source
+    sample_rate: int = MODEL_RATE  # Hz the models run at, only 16000; other rates are converted at the source
     block_ms: int = _bound(100, gt=0, le=1000)  # milliseconds of audio per chunk handed to the pipeline
     realtime: bool = False  # files/stdin: pace chunks like a live microphone instead of as fast as possible
-    ring_s: float = _bound(10.0, gt=0)  # seconds of audio kept, so ASR can start at the wake word's end
+    ring_s: float = _bound(10.0, gt=0, le=600)  # seconds of audio kept, so ASR can start at the wake word's end
 
 
 # Components take these as they are: the gate and VAD settings live here too, so imports point one way
@@ -86,14 +99,16 @@ class VadSettings:
 class GateSettings:
     enabled: bool = True  # false: the spotter sees every chunk (plain WakeWord)
     kind: Literal["energy", "silero"] = "energy"
-    pre_roll_s: float = 0.8  # seconds of audio before the gate opened that the spotter still gets
-    open_db: float = 10.0  # energy: dB above the noise floor that count as "maybe speech"
-    close_db: float = 5.0  # energy: dB above the floor below which a block counts as quiet (< open_db)
-    open_blocks: int = 2  # energy: consecutive loud 100 ms blocks that open the gate
-    hang_s: float = 1.0  # seconds of quiet before the gate closes (the spotter needs ~0.5 s of tail)
-    floor_rise_db_per_s: float = 2.0  # energy: how fast the floor follows a louder room
-    min_floor_dbfs: float = -75.0  # energy: floor never goes below this (dither / digital silence)
-    silero_threshold: float = 0.5  # silero: speech probability, 0..1
+    # Bounds: what still makes a working gate (a 10 s pre-roll is 640 KB held; a gate that needs a minute of
+    # quiet to close, or 60 dB over the floor to open, is off in practice). close_db < open_db is in _check.
+    pre_roll_s: float = _bound(0.8, ge=0, le=10)  # seconds of audio before the gate opened the spotter still gets
+    open_db: float = _bound(10.0, gt=0, le=60)  # energy: dB above the noise floor that count as "maybe speech"
+    close_db: float = _bound(5.0, ge=0, le=60)  # energy: dB above the floor below which a block is quiet (< open_db)
+    open_blocks: int = _bound(2, ge=1, le=100)  # energy: consecutive loud 100 ms blocks that open the gate
+    hang_s: float = _bound(1.0, gt=0, le=60)  # seconds of quiet before the gate closes (the spotter needs ~0.5 s)
+    floor_rise_db_per_s: float = _bound(2.0, gt=0, le=100)  # energy: how fast the floor follows a louder room
+    min_floor_dbfs: float = _bound(-75.0, ge=-200, le=0)  # energy: floor never goes below this (dither / silence)
+    silero_threshold: float = _bound(0.5, gt=0, lt=1)  # silero: speech probability, 0..1
     # silero: path of silero_vad.onnx. Required here; the daemon fills in <models_dir>/vad-silero/silero_vad.onnx
     # when the config leaves it null (Settings.gate_settings()).
     silero_model: Path | None = None
@@ -175,7 +190,7 @@ class LlmSettings:
     top_k: int = _bound(0, ge=0)  # keep the k most likely tokens; 0 = off
     repetition_penalty: float = _bound(1.0, gt=0)  # >1 discourages tokens already generated
     max_new_tokens: int = _bound(128, ge=1)  # tokens per reply
-    seed: int | None = None  # sampling seed; None = random per reply
+    seed: int | None = _bound(None, ge=0, lt=2**32)  # sampling seed; None = random per reply (numpy: >= 0)
     greedy: bool = False  # argmax decoding (reproducible replies)
     max_context_tokens: int = _bound(512, ge=16)  # prompt + history budget; oldest turns are dropped first
     follow_up_window_s: float = _bound(8.0, ge=0)  # s after a reply in which a new wake keeps the history
@@ -295,11 +310,22 @@ class _Override:
 
 class _Invalid(Exception):
     def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key}: {message}")
+        super().__init__(f"{_clip(key)}: {message}")
+
+
+def _clip(text: str, limit: int = QUOTE_CHARS) -> str:
+    """`text` cut to `limit` characters with '…', so a huge key or value cannot make a huge error line."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = QUOTE_CHARS
+_REPR.maxlevel = 3
 
 
 def _describe(value: Any) -> str:
-    return repr(value) if not isinstance(value, dict) else "a mapping"
+    # reprlib, not repr: it stops early, so a deep or wide value costs what it prints, not what it holds
+    return _clip(_REPR.repr(value)) if not isinstance(value, dict) else "a mapping"
 
 
 def _convert(tp: Any, value: Any, key: str, base: Path, limits: dict[str, float]) -> Any:
@@ -347,8 +373,15 @@ def _convert(tp: Any, value: Any, key: str, base: Path, limits: dict[str, float]
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise _Invalid(key, f"expected a number{_limits_text(limits)}, got {_describe(value)}")
-        _check_limits(float(value), key, limits, "a number")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer too large for a float
+            number = math.inf
+        # NaN passes no comparison and so every bound; inf overflowed later (int(inf) in a buffer size)
+        if not math.isfinite(number):
+            raise _Invalid(key, f"expected a finite number{_limits_text(limits)}, got {_describe(value)}")
+        _check_limits(number, key, limits, "a number")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise _Invalid(key, f"expected a string, got {_describe(value)}")
@@ -369,14 +402,15 @@ def _type_name(tp: Any) -> str:
     )
 
 
+_LIMIT_SIGNS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+
+
 def _limits_text(limits: dict[str, float]) -> str:
     parts = []
-    if "gt" in limits:
-        parts.append(f"> {limits['gt']:g}")
-    if "ge" in limits:
-        parts.append(f">= {limits['ge']:g}")
-    if "le" in limits:
-        parts.append(f"<= {limits['le']:g}")
+    for name, sign in _LIMIT_SIGNS.items():
+        if name in limits:
+            bound = limits[name]
+            parts.append(f"{sign} {bound}" if isinstance(bound, int) else f"{sign} {bound:g}")
     return (" " + " and ".join(parts)) if parts else ""
 
 
@@ -384,10 +418,11 @@ def _check_limits(value: float, key: str, limits: dict[str, float], what: str) -
     ok = (
         ("gt" not in limits or value > limits["gt"])
         and ("ge" not in limits or value >= limits["ge"])
+        and ("lt" not in limits or value < limits["lt"])
         and ("le" not in limits or value <= limits["le"])
     )
     if not ok:
-        raise _Invalid(key, f"expected {what}{_limits_text(limits)}, got {value!r}")
+        raise _Invalid(key, f"expected {what}{_limits_text(limits)}, got {_describe(value)}")
 
 
 def _build(cls: type, raw: dict[str, Any], prefix: str, base: Path) -> Any:
@@ -434,13 +469,109 @@ def _merge(tree: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def _check(settings: Settings) -> None:
-    """Rules that involve more than one key."""
+    """Rules that involve more than one key, or more than a type and bounds."""
+    if settings.audio.sample_rate != MODEL_RATE:
+        # a config error (exit 3), not the audio error (exit 5, which systemd restarts) it became at the source
+        raise _Invalid(
+            "audio.sample_rate",
+            f"only {MODEL_RATE} is supported (the models run at {MODEL_RATE} Hz; inputs of any rate are "
+            f"converted), got {settings.audio.sample_rate}",
+        )
+    gate = settings.wake.gate
+    if gate.close_db >= gate.open_db:
+        raise _Invalid(
+            "wake.gate.close_db",
+            f"must be below wake.gate.open_db ({gate.open_db:g}) for the gate's hysteresis, got {gate.close_db:g}",
+        )
     offline = settings.asr.offline
     if offline.kind == "sense_voice" and offline.language not in SENSE_VOICE_LANGUAGES:
         raise _Invalid(
             "asr.offline.language",
             f"sense_voice knows {', '.join(SENSE_VOICE_LANGUAGES)}, got {offline.language!r}",
         )
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses aliases, duplicate keys and deep nesting (see the module docstring)."""
+
+    _depth = 0
+
+    def fetch_flow_collection_start(self, TokenClass: Any) -> None:  # noqa: N803 - PyYAML's name
+        # Checked in the scanner, before PyYAML's recursive composer: 50,000 '[' took seconds to fail there
+        # (a RecursionError); a config has three levels of sections and short lists.
+        if self.flow_level >= MAX_CONFIG_DEPTH:
+            raise yaml.scanner.ScannerError(None, None, f"nested deeper than {MAX_CONFIG_DEPTH} levels",
+                                            self.get_mark())  # fmt: skip
+        super().fetch_flow_collection_start(TokenClass)
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"alias *{_clip(str(event.anchor), 40)} is not allowed in a config file (write the "
+                "value out)", event.start_mark,
+            )
+        if self._depth >= MAX_CONFIG_DEPTH:  # block (indented) nesting
+            raise yaml.composer.ComposerError(
+                None, None, f"nested deeper than {MAX_CONFIG_DEPTH} levels", self.peek_event().start_mark
+            )
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            first_line: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<:` merges are allowed to be overridden
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    seen = first_line.get(key)
+                except TypeError:
+                    continue  # an unhashable key: SafeLoader's own error follows
+                if seen is not None:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {_describe(key)} (first on line {seen})", key_node.start_mark
+                    )
+                first_line[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_int(self, node: Any) -> Any:
+        try:
+            return self.construct_yaml_int(node)
+        except ValueError as exc:  # Python refuses int() of more than 4300 digits
+            raise yaml.constructor.ConstructorError(
+                None, None, f"integer {_clip(str(node.value), 40)} cannot be read: {_clip(str(exc), 80)}",
+                node.start_mark,
+            ) from None
+
+
+_ConfigLoader.add_constructor("tag:yaml.org,2002:int", _ConfigLoader.construct_int)
+
+
+def _read_config(path: Path) -> Any:
+    """The parsed YAML of `path` (bounded in size, strict about keys and aliases); ConfigError on any failure."""
+    try:
+        with Path(path).open("rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)  # bounded read, also on a FIFO or /dev/zero
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: config file larger than {MAX_CONFIG_BYTES} bytes")
+        text = data.decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found (omit --config to use the defaults)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file: {_clip(str(exc))}") from None
+    try:
+        return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{line} invalid YAML: {_clip(str(getattr(exc, 'problem', exc)))}") from None
+    except RecursionError:  # second line behind MAX_CONFIG_DEPTH: PyYAML's composer recurses
+        raise ConfigError(f"{path}: invalid YAML: nested too deeply") from None
 
 
 def load_settings(path: Path | None, overrides: dict[str, Any] | None = None) -> Settings:
@@ -453,18 +584,7 @@ def load_settings(path: Path | None, overrides: dict[str, Any] | None = None) ->
     raw: Any = {}
     base = Path.cwd()
     if path is not None:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found (omit --config to use the defaults)") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: cannot read config file: {exc}") from None
-        try:
-            raw = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = f" line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{path}:{line} invalid YAML: {getattr(exc, 'problem', exc)}") from None
+        raw = _read_config(path)
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):

@@ -29,13 +29,15 @@ import numpy as np
 
 from assistant.audio.chunk import SAMPLE_RATE, AudioChunk, AudioSource, Blocker
 from assistant.audio.mic import MicSource
-from assistant.audio.resample import Resampler, to_mono
+from assistant.audio.resample import MAX_RATE, MIN_RATE, Resampler, check_rate, to_mono
 from assistant.audio.stdin import StdinPump
 from assistant.errors import AudioError
 
 log = logging.getLogger(__name__)
 
 READ_BLOCKS = 10  # blocks a FileSource reads from the file at once
+MAX_CHANNELS = 32  # more in a file header is corruption (or an attack), not a microphone array
+MAX_READ_SAMPLES = 1 << 20  # samples (frames x channels) one read may hold: 4 MiB of float32
 
 
 # --------------------------------------------------------------------------------------------- file / stdin
@@ -57,6 +59,18 @@ class FileSource:
         except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
             raise AudioError(f"cannot read audio file {self.path}: {exc}") from None
         self.in_rate = self._file.samplerate
+        self.channels = self._file.channels
+        # The header is checked before anything is sized from it: a rate of 1 Hz made a short file "last"
+        # 176,000 s (hours of resampling), 0x7fffffff Hz asked the resampler for 539 GiB of filter weights,
+        # and a read's buffer grows with the channel count.
+        problem = None
+        if not MIN_RATE <= self.in_rate <= MAX_RATE:
+            problem = f"sample rate {self.in_rate} Hz in the header is out of range ({MIN_RATE}-{MAX_RATE} Hz)"
+        elif not 1 <= self.channels <= MAX_CHANNELS:
+            problem = f"channel count {self.channels} in the header is out of range (1-{MAX_CHANNELS})"
+        if problem is not None:
+            self._file.close()
+            raise AudioError(f"audio file {self.path}: {problem}")
         log.info("audio file %s: %d Hz, %d channel(s), %.2f s%s", self.path, self.in_rate,
                  self._file.channels, self._file.frames / self.in_rate, ", real time" if realtime else "")
 
@@ -68,7 +82,8 @@ class FileSource:
         blocker = Blocker(self.block)
         # A second of audio per read: soundfile's per-call overhead per 100 ms block was the largest cost left
         # of a real-time idle daemon (py-spy); the blocks are still cut and paced one by one.
-        read_frames = max(1, self.in_rate * self.block // SAMPLE_RATE) * READ_BLOCKS
+        block_frames = max(1, self.in_rate * self.block // SAMPLE_RATE)
+        read_frames = block_frames * max(1, min(READ_BLOCKS, MAX_READ_SAMPLES // (block_frames * self.channels)))
         loop = asyncio.get_running_loop()
         start = loop.time()
         try:
@@ -109,7 +124,7 @@ class PcmStreamSource:
                  realtime: bool = False):
         self.stream = StdinPump(stream if stream is not None else sys.stdin.buffer)
         self.sample_rate = SAMPLE_RATE
-        self.pcm_rate = int(pcm_rate)
+        self.pcm_rate = check_rate(pcm_rate, "PCM rate")
         self.dropped_blocks = 0
         self.realtime = realtime
         self.block = SAMPLE_RATE * block_ms // 1000

@@ -20,6 +20,8 @@ from assistant.settings import DEFAULT_CONFIG, find_config, load_settings
 
 log = logging.getLogger(__name__)
 
+MAX_QUESTION_BYTES = 1 << 20  # the model sees a few hundred tokens; a bigger stdin is a mistake (`ask - < big`)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("question", help='the question; "-" reads it from stdin')
@@ -67,6 +69,39 @@ def overrides_from(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
+def read_question(arg: str) -> str:
+    """The question from argv, or from stdin for "-": valid UTF-8 and not blank, else ConfigError (exit 3).
+
+    Python hands undecodable argv bytes over as lone surrogates (surrogateescape), which the tokenizer then
+    failed on with a TypeError; stdin is read as bytes and decoded strictly, so the error can name the byte.
+    """
+    if arg == "-":
+        data = sys.stdin.buffer.read(MAX_QUESTION_BYTES + 1)  # bounded: `ask - < /dev/zero` must not eat memory
+        where = "stdin"
+        if len(data) > MAX_QUESTION_BYTES:
+            raise ConfigError(f"the question on stdin is longer than {MAX_QUESTION_BYTES} bytes")
+        try:
+            question = data.decode("utf-8").removeprefix("\ufeff")  # a BOM from Windows editors is not text
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"the question on stdin is not valid UTF-8: byte 0x{data[exc.start]:02x} at offset {exc.start}"
+            ) from None
+    else:
+        question, where = arg, "argument"
+        try:
+            question.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            char = ord(question[exc.start])
+            # surrogateescape maps an undecodable byte b to U+DC00+b; other surrogates cannot come from argv
+            what = f"byte 0x{char - 0xDC00:02x}" if 0xDC80 <= char <= 0xDCFF else f"unpaired surrogate U+{char:04X}"
+            raise ConfigError(f"the question argument is not valid UTF-8: {what} at character {exc.start}") from None
+    question = question.strip()
+    if not question:
+        raise ConfigError(f"empty question ({where} is blank): give it as an argument or on stdin with "
+                          "`assistant ask -`")
+    return question
+
+
 def _emit(event: dict) -> None:
     sys.stdout.write(json.dumps(event, ensure_ascii=False) + "\n")
     sys.stdout.flush()
@@ -77,9 +112,7 @@ def run(args: argparse.Namespace) -> int:
         level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s"
     )
     settings = load_settings(find_config(args.config), overrides_from(args))
-    question = sys.stdin.read().strip() if args.question == "-" else args.question
-    if not question:
-        raise ConfigError("empty question: give it as an argument or on stdin with `assistant ask -`")
+    question = read_question(args.question)
     sampling = sampling_from(settings.llm)
     log.info("model %s", settings.llm_model_dir())
     conversation = build_chat(settings)

@@ -11,12 +11,21 @@ Plain Chinese becomes pinyin initials + tonal finals (pypinyin, strict=False as 
 trained), with third-tone-sandhi variants added as extra lines of the same label, because speakers say
 水饺 as *shuí jiǎo* and the model only fires on what was said. Plain English becomes BPE pieces: with
 sentencepiece and the model's `bpe.model` when both exist, else split from tokens.txt (see _encode_latin).
+
+Bounds (a hostile or careless file must not stall the start or a SIGHUP reload): a line may hold at most
+MAX_LINE_CHARS characters and encode to at most MAX_KEYWORD_TOKENS tokens, a file at most MAX_KEYWORD_LINES
+keyword lines and MAX_FILE_BYTES, and a plain phrase yields at most MAX_SANDHI_VARIANTS variants, generated
+lazily (the product of every segment's alternatives is never built: `'小米A' * 23` used to take 34 s and then
+run out of memory). The worst line now costs ~10-25 ms, the worst file a few seconds (bench/inputs.py).
+The suffixes are range-checked: a threshold in (0, 1), a boost in (0, MAX_BOOST]; sherpa-onnx takes any
+number there, and a phrase with `#5` or `:-5` then never fires.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import math
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -27,7 +36,12 @@ from assistant.errors import ConfigError
 log = logging.getLogger(__name__)
 
 WORD_START = "\u2581"  # sentencepiece's '▁', marks the first piece of a word
-MAX_SANDHI_VARIANTS = 16
+MAX_SANDHI_VARIANTS = 16  # variants kept per line (sandhi readings x BPE splits), the written one first
+MAX_LINE_CHARS = 200  # a wake phrase is a few words; this bounds pypinyin and the O(n^2) BPE splits per line
+MAX_KEYWORD_TOKENS = 128  # tokens in one encoded line (the longest upstream keyword has ~20)
+MAX_KEYWORD_LINES = 100  # phrases per file: a spotter listening for more has more false wakes than wakes
+MAX_FILE_BYTES = 1 << 20  # 1 MiB of keywords is thousands of phrases; more is a mistake (or an attack)
+MAX_BOOST = 20.0  # boosting scores are ~0.5-5 in practice; above this every partial path looks like a keyword
 
 _THIRD_TO_SECOND = str.maketrans("ǎěǐǒǔǚ", "áéíóúǘ")
 _THIRD_TONE = set("ǎěǐǒǔǚ")
@@ -102,8 +116,25 @@ def _is_cjk(ch: str) -> bool:
     return "CJK" in unicodedata.name(ch, "") or "\u3400" <= ch <= "\u9fff"
 
 
+def _suffix_number(word: str) -> float:
+    """The number of a `:boost` or `#threshold` suffix, range-checked (sherpa-onnx would take any float)."""
+    kind = "boost" if word[0] == ":" else "threshold"
+    if not _NUMBER.match(word[1:]):
+        raise _LineError(f"{kind} suffix {word!r} is not a number")
+    value = float(word[1:])  # finite unless it overflows (:1e400)
+    if kind == "boost" and not (math.isfinite(value) and 0.0 < value <= MAX_BOOST):
+        raise _LineError(f"boost suffix {word!r} out of range: expected a number in (0, {MAX_BOOST:g}]")
+    if kind == "threshold" and not 0.0 < value < 1.0:
+        raise _LineError(f"threshold suffix {word!r} out of range: expected a probability in (0, 1)")
+    return value
+
+
 def _split_suffixes(line: str) -> tuple[str, float | None, float | None, str | None]:
-    """Peel `:boost`, `#threshold`, `@label` off the end of a line (in any order, as sherpa-onnx does)."""
+    """Peel `:boost`, `#threshold`, `@label` off the end of a line (in any order, as sherpa-onnx does).
+
+    As in sherpa-onnx, every word starting with ':' or '#' (and more than that character) is a suffix, so
+    `:abc` is a bad boost, not a phrase word; a lone ':' or '#' stays part of the phrase.
+    """
     words = line.split()
     boost = threshold = None
     label = None
@@ -113,10 +144,10 @@ def _split_suffixes(line: str) -> tuple[str, float | None, float | None, str | N
             if label is not None:
                 raise _LineError(f"two labels ({label!r} and {word[1:]!r})")
             label = word[1:]
-        elif word.startswith(":") and _NUMBER.match(word[1:]):
-            boost = float(word[1:])
-        elif word.startswith("#") and _NUMBER.match(word[1:]):
-            threshold = float(word[1:])
+        elif word.startswith(":") and len(word) > 1:
+            boost = _suffix_number(word)
+        elif word.startswith("#") and len(word) > 1:
+            threshold = _suffix_number(word)
         else:
             if label is not None or boost is not None or threshold is not None:
                 raise _LineError(f"{word!r} after the :boost/#threshold/@label suffixes")
@@ -257,8 +288,10 @@ def _encode_plain(phrase: str, table: TokenTable) -> list[list[str]]:
         else:
             parts.append([list(text)])  # character-level Chinese models
     flush_latin()
-    sequences = [sum(combo, []) for combo in itertools.product(*parts)][:MAX_SANDHI_VARIANTS]
-    return sequences
+    # Lazily: product() only walks its inputs (each at most MAX_SANDHI_VARIANTS long), so taking the first
+    # combinations costs the same for 2 segments or 46; building them all first was exponential in segments.
+    combos = itertools.islice(itertools.product(*parts), MAX_SANDHI_VARIANTS)
+    return [list(itertools.chain.from_iterable(combo)) for combo in combos]
 
 
 def _looks_tokenized(body: str, table: TokenTable) -> bool:
@@ -272,6 +305,8 @@ def _looks_tokenized(body: str, table: TokenTable) -> bool:
 
 
 def _check_tokens(tokens: list[str], table: TokenTable) -> None:
+    if len(tokens) > MAX_KEYWORD_TOKENS:
+        raise _LineError(f"{len(tokens)} tokens, more than {MAX_KEYWORD_TOKENS} (a wake phrase is a few words)")
     for tok in tokens:
         if tok not in table.symbols:
             raise _LineError(f"unknown token {tok!r} (not in {table.path})")
@@ -284,6 +319,7 @@ def parse_keywords(text: str, table: TokenTable, *, source: str = "<keywords>") 
     encoded; nothing is silently dropped.
     """
     keywords: list[Keyword] = []
+    lines_used = 0
     for line_no, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip().lstrip("\ufeff")
         if not line:
@@ -292,7 +328,12 @@ def parse_keywords(text: str, table: TokenTable, *, source: str = "<keywords>") 
             rest = line[1:]
             if not rest or rest[0].isspace() or not _NUMBER.match(rest.split()[0]):
                 continue  # '# comment' or '#comment'; '#0.3 ...' falls through and fails as a bare threshold
+        lines_used += 1
+        if lines_used > MAX_KEYWORD_LINES:
+            raise ConfigError(f"{source}:{line_no}: more than {MAX_KEYWORD_LINES} keyword lines in one file")
         try:
+            if len(line) > MAX_LINE_CHARS:
+                raise _LineError(f"{len(line)} characters, more than {MAX_LINE_CHARS} (a wake phrase is a few words)")
             body, boost, threshold, label = _split_suffixes(line)
             if not body:
                 raise _LineError("no keyword before the :boost/#threshold/@label suffixes")
@@ -303,7 +344,7 @@ def parse_keywords(text: str, table: TokenTable, *, source: str = "<keywords>") 
             for tokens in sequences:
                 _check_tokens(tokens, table)
         except _LineError as exc:
-            raise ConfigError(f"{source}:{line_no}: cannot encode {line!r}: {exc}") from None
+            raise ConfigError(f"{source}:{line_no}: cannot encode {_quote(line)}: {exc}") from None
         for tokens in sequences:
             keywords.append(
                 Keyword(tokens=tokens, label=label or body, boost=boost, threshold=threshold,
@@ -314,11 +355,20 @@ def parse_keywords(text: str, table: TokenTable, *, source: str = "<keywords>") 
     return keywords
 
 
+def _quote(line: str, limit: int = 80) -> str:
+    """repr of a line for an error message, cut so that a megabyte line gives a readable one-line error."""
+    return repr(line) if len(line) <= limit else repr(line[:limit]) + f"… ({len(line)} characters)"
+
+
 def load_keywords(path: Path, table: TokenTable) -> list[Keyword]:
     """Read and encode a keywords file; an empty file (no keywords) is a ConfigError."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)  # bounded read: also safe on a FIFO or /dev/zero
+        if len(data) > MAX_FILE_BYTES:
+            raise ConfigError(f"keywords file {path} is larger than {MAX_FILE_BYTES} bytes")
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"keywords file {path} not found") from None
     except (OSError, UnicodeDecodeError) as exc:
