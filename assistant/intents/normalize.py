@@ -63,6 +63,8 @@ def normalize_en(text: str) -> str:
     text = " ".join(_EN_PUNCT.sub(" ", text.lower()).split())
     # threshold=0: "one minute" -> "1 minute" too (the default keeps small numbers as words).
     text = alpha2digit(text, "en", threshold=0)
+    # text2num reads the unit "second" as an ordinal: "ten second" -> "10 2nd". After a number it is the unit.
+    text = re.sub(r"\b(\d+(?:\.\d+)?) 2nd\b", r"\1 second", text)
     text = re.sub(r"\b(\d+)(st|nd|rd|th)\b", r"\1", text)  # march 3rd -> march 3
     text = re.sub(r"\b(\d{1,2}):(\d{2})\b", r"\1 \2", text)  # 7:30 -> 7 30, as spoken
     # "a 100" (from "a hundred") reads as 100
