@@ -254,8 +254,8 @@ def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_bad_custom_file_stops_the_start_with_exit_3(tmp_path: Path) -> None:
-    from tests.llm_fixture import KWS_EN
     from tests.conftest import require
+    from tests.llm_fixture import KWS_EN
 
     folder = _custom(tmp_path, {"s.yaml": GOOD_SENTENCES.replace('"who are you"', '"who are [you"'),
                                 "r.yaml": GOOD_RESPONSES})
