@@ -296,3 +296,21 @@ def test_state_dir_from_systemd_then_the_default(tmp_path: Path, monkeypatch: py
     monkeypatch.delenv("STATE_DIRECTORY")
     monkeypatch.setenv("HOME", str(tmp_path))
     assert load_settings(None).state_dir() == tmp_path / ".local" / "state" / "edge-assistant"
+
+
+def test_a_bad_file_fails_the_reload_so_the_old_intents_stay(tmp_path: Path) -> None:
+    from assistant import pipeline
+    from tests.conftest import require
+    from tests.llm_fixture import KWS_EN
+
+    (tmp_path / "kw.txt").write_text("FELLOW AMERICANS\n", encoding="utf-8")
+    keys = {"wake.keywords_file": tmp_path / "kw.txt", "wake.model_dir": require(KWS_EN), "intents.languages": ["en"]}
+    running = load_settings(None, keys)
+    good = pipeline.build_reload(running, load_settings(None, {
+        **keys, "intents.custom_dir": _custom(tmp_path, {"s.yaml": GOOD_SENTENCES, "r.yaml": GOOD_RESPONSES})}))
+    assert good.intents is not None and ask(good.intents, "WHO ARE YOU").intent == "WhoAreYou"
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "s.yaml").write_text(GOOD_SENTENCES.replace('"who are you"', '"who are [you"'), encoding="utf-8")
+    with pytest.raises(IntentFileError, match=r"s\.yaml:6:"):
+        pipeline.build_reload(running, load_settings(None, {**keys, "intents.custom_dir": bad}))

@@ -195,3 +195,18 @@ def test_timer_survives_a_restart_and_is_missed_once(models: dict[str, Any], que
     assert missed.missed and missed.t == 0.0 and missed.text.startswith("While I was off, your 10 second timer")
     fourth = run_daemon(models, quiet, state, saved["due"] + 120)
     assert not [e for e in fourth if isinstance(e, TimerFinished)]
+
+
+def test_a_reload_swaps_the_intents_and_keeps_the_timers(models: dict[str, Any], tmp_path: Path) -> None:
+    from assistant.daemon import Reloaded
+
+    book = TimerBook(tmp_path / STATE_FILE)
+    timer = book.add("timer", "tea", "en", 60, START + 60)
+    daemon = Daemon(models["settings"], wake=models["wake"], asr=models["asr"], chat=models["chat"],
+                    ring=AudioRing(10), emit=lambda e: None, executor=None, intents=models["intents"],
+                    timers=book, start_time=START)
+    fresh = IntentEngine(("en",))
+    daemon.request_reload(Reloaded(settings=models["settings"], wake=models["wake"], asr=models["asr"],
+                                   intents=fresh))
+    daemon._apply_reload()  # what the daemon does between two chunks while idle
+    assert daemon.intents is fresh and daemon.timers is book and book.all() == [timer]
