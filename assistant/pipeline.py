@@ -111,16 +111,27 @@ def build_chat(settings: Settings) -> Any:
     )
 
 
-def build_intents(settings: Settings) -> Any:
+def build_intents(settings: Settings, only_for: str | None = None) -> Any:
     """The intent layer tried before the language model (None when intents.enabled is false).
 
+    `only_for`: one text (assistant ask): load only the templates its language and style need (a second
+    instead of several on a Pi); None when that language is not enabled.
     Raises IntentFileError (a ConfigError: exit 3) naming file:line for a bad sentence or response file.
     """
     if not settings.intents.enabled:
         return None
     from assistant.intents.engine import IntentEngine
 
-    return IntentEngine(settings.intents.languages, settings.intents.custom_dir)
+    languages, pinyin = settings.intents.languages, True
+    if only_for is not None:
+        from assistant.intents.normalize import detect_style
+
+        style = detect_style(only_for)
+        languages = tuple(lang for lang in languages if lang == ("en" if style == "en" else "zh"))
+        pinyin = style == "pinyin"
+        if not languages:
+            return None
+    return IntentEngine(languages, settings.intents.custom_dir, pinyin=pinyin)
 
 
 def build_timers(settings: Settings) -> Any:

@@ -128,7 +128,7 @@ def _answer_by_intent(settings: Settings, question: str, *, json_lines: bool) ->
     from assistant.intents.handlers import Context
     from assistant.intents.timers import TimerBook
 
-    engine = build_intents(settings)
+    engine = build_intents(settings, only_for=question)
     if engine is None:
         return False
     # An in-memory book, timers_live False: a timer set here would end with nobody to announce it.

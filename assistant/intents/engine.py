@@ -50,7 +50,10 @@ class IntentReply:
 class IntentEngine:
     """Compiled templates per language (plus a pinyin copy of the Chinese ones) and the response templates."""
 
-    def __init__(self, languages: Iterable[str] = ("en", "zh"), custom_dir: Path | None = None) -> None:
+    def __init__(self, languages: Iterable[str] = ("en", "zh"), custom_dir: Path | None = None,
+                 *, pinyin: bool = True) -> None:
+        """`pinyin`: with zh, also the pinyin copy (the Chinese KWS model as recognizer); `assistant ask` leaves
+        out what the question's style does not need, to start faster."""
         from hassil import Intents
 
         started = time.perf_counter()
@@ -70,7 +73,7 @@ class IntentEngine:
         self._intents: dict[str, Any] = {}
         for language, data in merged.items():
             self._intents[language] = Intents.from_dict(data)
-            if language == "zh":
+            if language == "zh" and pinyin:
                 self._intents["pinyin"] = Intents.from_dict(loader.to_pinyin_dict(data))
         load_ms = (time.perf_counter() - started) * 1000
         # hassil compiles a template's regex filter on first use: one match per language here, so the first

@@ -16,6 +16,7 @@ into exit 3 at start-up, and a reload keeps the old intents.
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -251,6 +252,10 @@ def merge(languages: Iterable[str], sources: list[Source]) -> dict[str, dict[str
 _CJK_RUN = re.compile(r"[\u3400-\u9fff]+")
 
 
+_LIST_REF = re.compile(r"\{(\w+)(?::\w+)?\}")
+
+
+@functools.lru_cache(maxsize=4096)
 def _pinyin(text: str) -> str:
     from pypinyin import Style, lazy_pinyin
 
@@ -259,21 +264,28 @@ def _pinyin(text: str) -> str:
     return _CJK_RUN.sub(lambda m: strip_tones("".join(lazy_pinyin(m.group(0), style=Style.NORMAL))), text)
 
 
-def pinyin_number_list(start: int, stop: int) -> dict[str, Any]:
-    """A range list as pinyin words (五 -> wu, 二十五 -> ershiwu, 两 for 2), values as numbers."""
+@functools.lru_cache(maxsize=64)
+def _pinyin_numbers(start: int, stop: int) -> tuple[tuple[str, int], ...]:
     import cn2an
 
-    values = []
+    pairs = []
     for n in range(max(0, start), min(stop, PINYIN_NUMBER_MAX) + 1):
         words = {_pinyin(cn2an.an2cn(n))}
         if n == 2:
             words.add("liang")
         if 10 <= n < 20:
             words.add(_pinyin("一" + cn2an.an2cn(n)))  # 一十五 as well as 十五
-        # One plain value per word, not "(a|b)": hassil indexes plain values in a trie (a template value is
-        # tried one by one, which made a pinyin match ~45 ms).
-        values.extend({"in": word, "out": n} for word in sorted(words))
-    return {"values": values}
+        pairs.extend((word, n) for word in sorted(words))
+    return tuple(pairs)
+
+
+def pinyin_number_list(start: int, stop: int) -> dict[str, Any]:
+    """A range list as pinyin words (五 -> wu, 二十五 -> ershiwu, 两 for 2), values as numbers.
+
+    One plain value per word rather than "(a|b)" templates: a plain value is one prefix test, a template value
+    a parse per try. The lists are capped at PINYIN_NUMBER_MAX: hassil tries them entry by entry here (its
+    trie index of list values is only used where whitespace separates words, not for Chinese)."""
+    return {"values": [{"in": word, "out": n} for word, n in _pinyin_numbers(start, stop)]}
 
 
 def to_pinyin_dict(data: dict[str, Any]) -> dict[str, Any]:
@@ -284,7 +296,7 @@ def to_pinyin_dict(data: dict[str, Any]) -> dict[str, Any]:
     wildcards = {name for name, spec in out["lists"].items() if spec.get("wildcard")}
     for body in out["intents"].values():
         for block in body["data"]:
-            block["sentences"] = [_pinyin(s) for s in block["sentences"] if not (_references(s)[0] & wildcards)]
+            block["sentences"] = [_pinyin(s) for s in block["sentences"] if not set(_LIST_REF.findall(s)) & wildcards]
             for name, spec in block.get("lists", {}).items():
                 block["lists"][name] = _pinyin_list(spec)
         body["data"] = [block for block in body["data"] if block["sentences"]]
