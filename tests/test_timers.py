@@ -210,3 +210,37 @@ def test_a_reload_swaps_the_intents_and_keeps_the_timers(models: dict[str, Any],
                                    intents=fresh))
     daemon._apply_reload()  # what the daemon does between two chunks while idle
     assert daemon.intents is fresh and daemon.timers is book and book.all() == [timer]
+
+
+def test_live_timer_fires_from_the_event_loop_while_no_audio_arrives(models: dict[str, Any],
+                                                                     tmp_path: Path) -> None:
+    """Live source, wall clock: the timer is a loop.call_at, so it ends on time even when no chunk comes."""
+    import time
+
+    from assistant.audio.chunk import AudioChunk
+
+    book = TimerBook(tmp_path / STATE_FILE)
+    timer = book.add("timer", "tea", "en", 0.3, time.time() + 0.3)
+    fired = asyncio.Event()
+    events: list[Event] = []
+
+    def emit(event: Event) -> None:
+        events.append(event)
+        if isinstance(event, TimerFinished):
+            fired.set()
+
+    async def stalled_microphone():  # one chunk, then nothing until the timer has been announced
+        yield AudioChunk(np.zeros(1600, dtype=np.float32), 0.0)
+        await asyncio.wait_for(fired.wait(), 30)
+
+    executor = make_executor()
+    daemon = Daemon(models["settings"], wake=models["wake"], asr=models["asr"], chat=models["chat"],
+                    ring=AudioRing(10), emit=emit, executor=executor, intents=models["intents"], timers=book,
+                    live=True)
+    try:
+        asyncio.run(asyncio.wait_for(daemon.run(stalled_microphone()), TIMEOUT_S))
+    finally:
+        executor.shutdown(wait=True)
+    finished = _one(events, TimerFinished)
+    assert finished.id == timer.id and finished.t == 0.1  # no audio after the first chunk: it came from call_at
+    assert book.all() == []
