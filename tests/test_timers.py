@@ -244,3 +244,49 @@ def test_live_timer_fires_from_the_event_loop_while_no_audio_arrives(models: dic
     finished = _one(events, TimerFinished)
     assert finished.id == timer.id and finished.t == 0.1  # no audio after the first chunk: it came from call_at
     assert book.all() == []
+
+
+def test_announcement_waits_for_the_reply_in_progress(models: dict[str, Any], tmp_path: Path) -> None:
+    """A timer that ends while a reply is being spoken is announced after it: chime and label come second."""
+    out = tmp_path / "spoken.wav"
+    settings = load_settings(None, {**_keys(models["settings"]), "tts.engine": "espeak", "tts.output": out})
+    speech = pipeline.build_speech(settings)
+    book = TimerBook(tmp_path / STATE_FILE)
+    executor = make_executor()
+    daemon = Daemon(settings, wake=models["wake"], asr=models["asr"], chat=models["chat"], ring=AudioRing(10),
+                    emit=lambda e: None, executor=executor, intents=models["intents"], timers=book,
+                    speech=speech, start_time=START)
+    reply_text = "This reply was already being spoken."
+
+    async def main() -> None:
+        daemon._timers_start()  # what run() does first: restore, and the announcer task
+        go = asyncio.Event()
+
+        async def reply_in_progress() -> None:
+            await go.wait()
+            await asyncio.get_running_loop().run_in_executor(executor, speech.speak, reply_text)
+
+        daemon._reply_task = asyncio.create_task(reply_in_progress())
+        book.add("timer", "tea", "en", 60, START - 1)
+        daemon._timers_check()  # the timer ends now, while the reply task runs: queued
+        go.set()
+        await daemon._reply_task
+        await asyncio.wait_for(daemon._timers_drain(), TIMEOUT_S)
+        daemon._timers_stop()
+
+    try:
+        asyncio.run(main())
+        reply_samples, reply_rate = speech.synthesizer.synthesize(reply_text)
+    finally:
+        executor.shutdown(wait=True)
+        speech.close()
+    import soundfile as sf
+
+    spoken, rate = sf.read(str(out), dtype="float32")
+    assert rate == reply_rate
+    reply_end = len(reply_samples)
+    np.testing.assert_allclose(spoken[:reply_end], reply_samples, atol=1e-3)  # the reply, whole, first
+    # then the chime (resampled into the file's rate) right after it
+    tone = spoken[reply_end: reply_end + int(0.15 * rate)]
+    spectrum = np.abs(np.fft.rfft(tone))
+    assert abs(np.argmax(spectrum) * rate / len(tone) - 880.0) < 20.0
