@@ -41,9 +41,24 @@ from typing import Any, Protocol
 import numpy as np
 
 from assistant.errors import AudioError
-from assistant.events import Error, Event, Final, FirstToken, Partial, Reply, StateChange, Wake
+from assistant.events import (
+    Error,
+    Event,
+    Final,
+    FirstToken,
+    Partial,
+    Reply,
+    StateChange,
+    TimerCancelled,
+    TimerFinished,
+    TimerStarted,
+    Wake,
+)
+from assistant.intents.chime import CHIME_RATE, chime
+from assistant.intents.handlers import Context
+from assistant.intents.timers import Timer, TimerBook
 from assistant.llm.sampling import Sampling, sampling_from
-from assistant.reply.sinks import SentenceSplitter, Speech
+from assistant.reply.sinks import SentenceSplitter, Speech, split_sentences
 from assistant.settings import Settings
 from assistant.wake.spotter import Spotter
 
@@ -113,6 +128,13 @@ class Reloaded:
     wake: Spotter
     asr: Recognizer
     summary: str = ""  # what changed, for the log line when it is applied
+    intents: Any = None  # a rebuilt intents.engine.IntentEngine (None: keep the running one)
+
+
+def _iso(epoch: float) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(epoch).astimezone().isoformat(timespec="seconds")
 
 
 def _first_detection(result: Any) -> Any:
@@ -138,6 +160,9 @@ class Daemon:
         speech: Speech | None = None,
         notifier: Notifier | None = None,
         live: bool = False,
+        intents: Any = None,
+        timers: TimerBook | None = None,
+        start_time: float | None = None,
     ) -> None:
         self.settings = settings
         self.wake = wake
@@ -162,6 +187,17 @@ class Daemon:
         self._status_detail = ""  # what THINKING is answering, for the STATUS line
         self.replies = 0
         self.errors = 0
+        # The intent layer (intents.engine.IntentEngine) answers everyday questions before the model; timers
+        # and alarms live in `timers` and on this loop (see _timers_start).
+        self.intents = intents
+        self.timers = timers
+        # The timers' clock: wall time for a live source; for a file, `start_time` (default: now) plus the
+        # audio time read so far, so a timer set in a recording ends at the right point of the recording.
+        self._start_time = start_time
+        self._epoch0 = time.time() if start_time is None else start_time
+        self._timer_handle: asyncio.TimerHandle | None = None
+        self._announcements: asyncio.Queue[tuple[Timer, bool, str]] | None = None
+        self._announcer: asyncio.Task[None] | None = None
 
     # -- the one place the state changes -------------------------------------------------------------------
 
@@ -213,6 +249,8 @@ class Daemon:
         self.settings = reloaded.settings
         self.wake = reloaded.wake
         self.asr = reloaded.asr
+        if reloaded.intents is not None:
+            self.intents = reloaded.intents  # the timers stay: they are in self.timers, not in the engine
         log.info("reloaded config and keywords%s", f": {reloaded.summary}" if reloaded.summary else "")
 
     # -- audio ------------------------------------------------------------------------------------------
@@ -223,11 +261,13 @@ class Daemon:
         self.notifier.ready()
         self.notifier.status("idle")
         log.info("listening for the wake word (%s input)", "live" if self.live else "file")
+        self._timers_start()
         try:
             try:
                 async for chunk in source:
                     self.ring.push(chunk)
                     self._t = chunk.t + len(chunk.samples) / self.settings.audio.sample_rate
+                    self._timers_check()
                     self._apply_reload()
                     await self._on_chunk(chunk)
                     if not self.live and self._reply_task is not None:
@@ -238,8 +278,10 @@ class Daemon:
                     await self._finish_reply()
                 raise
             await self._end_of_input()
+            await self._timers_drain()
         finally:
             watchdog.cancel()
+            self._timers_stop()
             if self._reply_task is not None and not self._reply_task.done():
                 self._reply_task.cancel()
                 with contextlib.suppress(BaseException):
@@ -325,7 +367,7 @@ class Daemon:
             return
         log.info("heard %r (%s at %.2f s)", text, reason, self._t)
         self._enter(State.THINKING, text)
-        self._reply_task = asyncio.create_task(self._reply(text, self._t, time.perf_counter()), name="reply")
+        self._reply_task = asyncio.create_task(self._respond(text, self._t, time.perf_counter()), name="reply")
 
     async def _end_of_input(self) -> None:
         """Flush the spotter and recognizer (tail padding inside them) and answer what was still pending."""
@@ -461,6 +503,128 @@ class Daemon:
                     return
         finally:
             self._mute_until = time.monotonic() + self.settings.tts.mute_tail_s
+
+    # -- intents, timers and alarms ------------------------------------------------------------------------
+
+    def _now(self) -> float:
+        """Epoch seconds on the timers' clock (wall time live; start_time + audio time for a file)."""
+        if self.live and self._start_time is None:
+            return time.time()
+        return self._epoch0 + self._t
+
+    async def _respond(self, text: str, endpoint_t: float, endpoint_wall: float) -> None:
+        """The intent layer first; no match (or no intent layer): the language model, as before."""
+        answer = None
+        if self.intents is not None:
+            # On the loop, not in the pool: the timer book is only ever touched from the loop (no lock), and a
+            # match takes 1-15 ms (bench/intents.py), well inside the 100 ms audio cadence.
+            book = self.timers if self.timers is not None else TimerBook()
+            answer = self.intents.answer(text, Context(self._now(), book, "en"))
+        if answer is None:
+            await self._reply(text, endpoint_t, endpoint_wall)
+        else:
+            await self._intent_reply(answer, endpoint_wall)
+
+    async def _intent_reply(self, answer: Any, endpoint_wall: float) -> None:
+        try:
+            for timer in answer.started:
+                self._emit(TimerStarted(t=self._t, id=timer.id, label=timer.label, due=_iso(timer.due),
+                                        kind=timer.kind))
+            for timer in answer.cancelled:
+                self._emit(TimerCancelled(t=self._t, id=timer.id, label=timer.label, due=_iso(timer.due),
+                                          kind=timer.kind))
+            self._timers_schedule()
+            if self.speech is not None:
+                self._enter(State.SPEAKING)
+                try:
+                    for sentence in split_sentences(answer.text):
+                        await self._call(self.speech.speak, sentence)
+                except Exception as exc:  # noqa: BLE001 - TTS trouble: the reply is still printed
+                    log.error("tts failed: %s: %s", type(exc).__name__, exc)
+                    self._error("tts", f"{type(exc).__name__}: {exc}")
+                finally:
+                    self._mute_until = time.monotonic() + self.settings.tts.mute_tail_s
+            self.replies += 1
+            done_ms = (time.perf_counter() - endpoint_wall) * 1000
+            log.info("reply (%s): %r", answer.intent, answer.text)
+            self._emit(Reply(t=self._t, text=answer.text, latency_ms=done_ms, intent=answer.intent))
+            self._last_reply_t = self._t
+        finally:
+            await self._to_idle()
+
+    def _timers_start(self) -> None:
+        """Restore the saved timers: one that ended while nothing ran is announced once, as missed."""
+        if self.timers is None:
+            return
+        self._announcements = asyncio.Queue()
+        self._announcer = asyncio.create_task(self._announce_loop(), name="announcer")
+        for timer in self.timers.restore(self._now()):
+            self._timer_finished(timer, missed=True)
+        self._timers_schedule()
+
+    def _timers_check(self) -> None:
+        if self.timers is None:
+            return
+        for timer in self.timers.pop_due(self._now()):
+            self._timer_finished(timer, missed=False)
+        self._timers_schedule()
+
+    def _timers_schedule(self) -> None:
+        """Live: one loop.call_at for the next timer to end (file inputs are checked at each chunk)."""
+        if self._timer_handle is not None:
+            self._timer_handle.cancel()
+            self._timer_handle = None
+        due = self.timers.next_due() if self.timers is not None else None
+        if due is None or not (self.live and self._start_time is None):
+            return
+        loop = asyncio.get_running_loop()
+        self._timer_handle = loop.call_at(loop.time() + max(0.0, due - time.time()), self._timers_check)
+
+    def _timer_finished(self, timer: Timer, *, missed: bool) -> None:
+        text = ""
+        if self.intents is not None:
+            try:
+                text = self.intents.announcement(timer, missed=missed)
+            except Exception:  # noqa: BLE001 - a broken template must not lose the timer's end
+                log.exception("announcement template failed for %s", timer.id)
+        text = text or f"{timer.label}"
+        log.info("%s %s (%s) ended%s: %r", timer.kind, timer.id, timer.label, " while stopped" if missed else "",
+                 text)
+        self._emit(TimerFinished(t=self._t, id=timer.id, label=timer.label, due=_iso(timer.due), kind=timer.kind,
+                                 missed=missed, text=text))
+        if self._announcements is not None:
+            self._announcements.put_nowait((timer, missed, text))
+
+    async def _announce_loop(self) -> None:
+        """Chime + announcement, one at a time, after any reply in progress (queued, never over it)."""
+        assert self._announcements is not None
+        while True:
+            timer, missed, text = await self._announcements.get()
+            try:
+                while self._reply_task is not None and not self._reply_task.done():
+                    await asyncio.wait({self._reply_task})
+                if self.speech is not None:
+                    self._mute_until = float("inf")  # the chime and our own voice must not wake us
+                    try:
+                        await self._call(self.speech.output.play, chime(CHIME_RATE), CHIME_RATE)
+                        await self._call(self.speech.speak, text)
+                    except Exception as exc:  # noqa: BLE001
+                        log.error("announcement failed: %s: %s", type(exc).__name__, exc)
+                        self._error("tts", f"{type(exc).__name__}: {exc}")
+                    finally:
+                        self._mute_until = time.monotonic() + self.settings.tts.mute_tail_s
+            finally:
+                self._announcements.task_done()
+
+    async def _timers_drain(self) -> None:
+        if self._announcements is not None:
+            await self._announcements.join()
+
+    def _timers_stop(self) -> None:
+        if self._timer_handle is not None:
+            self._timer_handle.cancel()
+        if self._announcer is not None:
+            self._announcer.cancel()
 
     # -- back to idle ------------------------------------------------------------------------------------
 

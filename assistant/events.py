@@ -58,6 +58,38 @@ class Reply(Event):
     name: ClassVar[str] = "reply"
     text: str  # the whole reply
     latency_ms: float  # milliseconds of wall time from the endpoint to the end of the reply
+    # The intent that answered (a Home Assistant name such as HassStartTimer, or the assistant's own such as
+    # EdgeArithmetic), or None when the language model answered.
+    intent: str | None = None
+
+
+@dataclass(frozen=True)
+class TimerStarted(Event):
+    name: ClassVar[str] = "timer_started"
+    id: str  # timer-3, alarm-4
+    label: str  # what the announcement will say ("5 minute", "pasta", "7:30 AM")
+    due: str  # local ISO 8601 time it ends
+    kind: str = "timer"  # timer or alarm
+
+
+@dataclass(frozen=True)
+class TimerFinished(Event):
+    name: ClassVar[str] = "timer_finished"
+    id: str
+    label: str
+    due: str
+    kind: str = "timer"
+    missed: bool = False  # it ended while the assistant was not running (announced once, at start)
+    text: str = ""  # the announcement
+
+
+@dataclass(frozen=True)
+class TimerCancelled(Event):
+    name: ClassVar[str] = "timer_cancelled"
+    id: str
+    label: str
+    due: str
+    kind: str = "timer"
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,8 @@ class Pipeline:
     asr: Any
     chat: Any
     speech: Speech | None
+    intents: Any = None  # intents.engine.IntentEngine, or None when intents.enabled is false
+    timers: Any = None  # intents.timers.TimerBook saved in the state directory
 
 
 def load_keyword_list(settings: Settings) -> list[Any]:
@@ -109,6 +111,36 @@ def build_chat(settings: Settings) -> Any:
     )
 
 
+def build_intents(settings: Settings, only_for: str | None = None) -> Any:
+    """The intent layer tried before the language model (None when intents.enabled is false).
+
+    `only_for`: one text (assistant ask): load only the templates its language and style need (a second
+    instead of several on a Pi); None when that language is not enabled.
+    Raises IntentFileError (a ConfigError: exit 3) naming file:line for a bad sentence or response file.
+    """
+    if not settings.intents.enabled:
+        return None
+    from assistant.intents.engine import IntentEngine
+
+    languages, pinyin = settings.intents.languages, True
+    if only_for is not None:
+        from assistant.intents.normalize import detect_style
+
+        style = detect_style(only_for)
+        languages = tuple(lang for lang in languages if lang == ("en" if style == "en" else "zh"))
+        pinyin = style == "pinyin"
+        if not languages:
+            return None
+    return IntentEngine(languages, settings.intents.custom_dir, pinyin=pinyin)
+
+
+def build_timers(settings: Settings) -> Any:
+    """Timers and alarms, saved as <state dir>/timers.json (read at the daemon's start, written on change)."""
+    from assistant.intents.timers import STATE_FILE, TimerBook
+
+    return TimerBook(settings.state_dir() / STATE_FILE)
+
+
 def build_speech(settings: Settings) -> Speech | None:
     from assistant.reply.tts import make_output, make_synthesizer
 
@@ -118,13 +150,16 @@ def build_speech(settings: Settings) -> Speech | None:
     return Speech(synthesizer, make_output(settings.tts, realtime=settings.audio.realtime))
 
 
-def build_pipeline(settings: Settings, keywords: list[Any]) -> Pipeline:
+def build_pipeline(settings: Settings, keywords: list[Any], intents: Any = None) -> Pipeline:
+    """`intents`: an engine built earlier (run builds it before the audio opens, so a bad file is exit 3)."""
     started = time.perf_counter()
     pipeline = Pipeline(
         wake=build_wake(settings, keywords),
         asr=build_asr(settings),
         chat=build_chat(settings),
         speech=build_speech(settings),
+        intents=intents if intents is not None else build_intents(settings),
+        timers=build_timers(settings),
     )
     if settings.asr.engine == "vad-offline":
         asr = f"{settings.offline_model_dir()} + VAD {settings.vad_settings().model}"
@@ -166,6 +201,7 @@ RELOADABLE = (
     "llm.greedy",
     "llm.follow_up_window_s",
     "tts.mute_tail_s",
+    "intents.",
 )
 
 
@@ -198,4 +234,7 @@ def build_reload(running: Settings, fresh: Settings) -> Reloaded:
     summary = describe_reload(running, fresh, keywords)
     # The audio stream stays open as it is: its settings (and the clock derived from them) too.
     fresh = dataclasses.replace(fresh, audio=running.audio)
-    return Reloaded(settings=fresh, wake=build_wake(fresh, keywords), asr=build_asr(fresh), summary=summary)
+    # The intent files are re-read too: a mistake in them fails the reload (the old intents and all timers
+    # stay); the timers are not part of the engine and are never rebuilt.
+    return Reloaded(settings=fresh, wake=build_wake(fresh, keywords), asr=build_asr(fresh), summary=summary,
+                    intents=build_intents(fresh))

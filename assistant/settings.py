@@ -69,6 +69,12 @@ class PathsSettings:
     # the upstream. Not written (or null): $ASSISTANT_MIRROR, else None = the official URLs. A str, not a Path,
     # so a URL is not resolved as a file name: Settings.mirror() resolves a folder.
     mirror: str | None = field(default=None, metadata={"env": "ASSISTANT_MIRROR", "folder_or_url": True})
+    # Where timers and alarms are saved (timers.json) so they survive a restart. Not written (or null):
+    # $STATE_DIRECTORY (set by systemd's StateDirectory=; the first of several), else STATE_DIR_DEFAULT.
+    state_dir: Path | None = field(default=None, metadata={"env": "STATE_DIRECTORY"})
+
+
+STATE_DIR_DEFAULT = Path("~/.local/state/edge-assistant")  # XDG_STATE_HOME's usual place
 
 
 @dataclass(frozen=True)
@@ -218,6 +224,13 @@ class TtsSettings:
 
 
 @dataclass(frozen=True)
+class IntentsSettings:
+    enabled: bool = True  # false: every question goes to the language model
+    languages: tuple[Literal["en", "zh"], ...] = ("en", "zh")  # template sets loaded (and pinyin with zh)
+    custom_dir: Path | None = None  # the user's sentence and response files (hassil format), added to ours
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     level: Literal["debug", "info", "warning", "error"] = "info"  # human logs on stderr
     json: bool = False  # events as JSON lines on stdout (same as --json)
@@ -236,9 +249,17 @@ class Settings:
     asr: AsrSettings = AsrSettings()
     llm: LlmSettings = LlmSettings()
     tts: TtsSettings = TtsSettings()
+    intents: IntentsSettings = IntentsSettings()
     logging: LoggingSettings = LoggingSettings()
     service: ServiceSettings = ServiceSettings()
     config_path: Path | None = field(default=None, metadata={"internal": True})  # the file read, if any
+
+    def state_dir(self) -> Path:
+        """paths.state_dir, else $STATE_DIRECTORY (systemd may list several, colon-separated), else
+        ~/.local/state/edge-assistant."""
+        if self.paths.state_dir is not None:
+            return Path(str(self.paths.state_dir).split(":")[0])
+        return STATE_DIR_DEFAULT.expanduser()
 
     def wake_model_dir(self) -> Path:
         return self.wake.model_dir or self.paths.models_dir / self.wake.model
@@ -350,6 +371,11 @@ def _convert(tp: Any, value: Any, key: str, base: Path, limits: dict[str, float]
             raise errors[0]
         names = " or ".join(_type_name(o) for o in options if o is not type(None))
         raise _Invalid(key, f"expected {names}, got {_describe(value)}")
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise _Invalid(key, f"expected a list, got {_describe(value)}")
+        item = typing.get_args(tp)[0]
+        return tuple(_convert(item, v, f"{key}[{i}]", base, limits) for i, v in enumerate(value))
     if origin is Literal:
         choices = typing.get_args(tp)
         if value not in choices:

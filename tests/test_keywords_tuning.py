@@ -90,8 +90,8 @@ def test_synthetic_positives_are_made_and_detected(tmp_path) -> None:
     kws = parse_keywords("FELLOW AMERICANS @fellow\n", table)
     from assistant.commands.keywords import _espeak
 
-    clips = samples.synthetic_positives({"fellow": "fellow Americans"}, _espeak("en"), ["en-us", "en-gb"], speeds=(0.85, 1.0),
-                                        snrs_db=(None, 10.0))
+    clips = samples.synthetic_positives({"fellow": "fellow Americans"}, _espeak("en"), ["en-us", "en-gb"],
+                                        speeds=(0.85, 1.0), snrs_db=(None, 10.0))
     assert [c.label for c in clips] == ["fellow"] * 8
     assert all(c.seconds > 1.0 and np.max(np.abs(c.samples)) > 0.05 for c in clips)
     scanner = tuning.Scanner(files, kws)

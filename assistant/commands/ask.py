@@ -2,7 +2,13 @@
 
 The text path to the same Conversation the voice daemon uses. With `--json`, one JSON object per line:
 `{"event": "first_token", "ms": ...}` when the first token exists, `{"event": "token", "text": ...}` for each
-piece of text, and last `{"event": "reply", "text": ..., "tokens": ..., "ttft_ms": ..., "tokens_per_s": ...}`.
+piece of text, and last `{"event": "reply", "text": ..., "tokens": ..., "ttft_ms": ..., "tokens_per_s": ...,
+"intent": null}`.
+
+The question goes through the daemon's intent layer first (pipeline.build_intents), so text and voice get the
+same answer: an everyday question ("what time is it", "25 加 17 等于多少") is answered from its response template
+without loading the model, as one `{"event": "reply", "text": ..., "intent": "HassGetCurrentTime"}`. Timers and
+alarms run in the voice assistant only: here they are recognised and answered with where to set them.
 """
 
 from __future__ import annotations
@@ -15,8 +21,8 @@ from pathlib import Path
 
 from assistant.errors import ConfigError
 from assistant.llm.sampling import sampling_from
-from assistant.pipeline import build_chat
-from assistant.settings import DEFAULT_CONFIG, find_config, load_settings
+from assistant.pipeline import build_chat, build_intents
+from assistant.settings import DEFAULT_CONFIG, Settings, find_config, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
     )
     settings = load_settings(find_config(args.config), overrides_from(args))
     question = read_question(args.question)
+    if _answer_by_intent(settings, question, json_lines=args.json):
+        return 0
     sampling = sampling_from(settings.llm)
     log.info("model %s", settings.llm_model_dir())
     conversation = build_chat(settings)
@@ -138,11 +146,34 @@ def run(args: argparse.Namespace) -> int:
                 "prompt_tokens": stats.prompt_tokens,
                 "ttft_ms": _round(stats.ttft_ms),
                 "tokens_per_s": _round(stats.tokens_per_s),
+                "intent": None,
             }
         )
     else:
         sys.stdout.write("\n")
     return 0
+
+
+def _answer_by_intent(settings: Settings, question: str, *, json_lines: bool) -> bool:
+    """Answer from the intent layer if one matches; True when answered (the model is then never loaded)."""
+    import time
+
+    from assistant.intents.handlers import Context
+    from assistant.intents.timers import TimerBook
+
+    engine = build_intents(settings, only_for=question)
+    if engine is None:
+        return False
+    # An in-memory book, timers_live False: a timer set here would end with nobody to announce it.
+    answer = engine.answer(question, Context(time.time(), TimerBook(), "en", timers_live=False))
+    if answer is None:
+        return False
+    if json_lines:
+        _emit({"event": "reply", "text": answer.text, "intent": answer.intent})
+    else:
+        sys.stdout.write(answer.text + "\n")
+        sys.stdout.flush()
+    return True
 
 
 def _round(value: float | None) -> float | None:

@@ -23,7 +23,7 @@ from assistant.audio.ring import AudioRing
 from assistant.audio.sources import AudioSource, open_source
 from assistant.daemon import Daemon, make_executor
 from assistant.errors import OK
-from assistant.pipeline import Pipeline, build_pipeline, build_reload, load_keyword_list
+from assistant.pipeline import Pipeline, build_intents, build_pipeline, build_reload, load_keyword_list
 from assistant.reply.sinks import EventWriter
 from assistant.service.notify import Notifier, setup_logging
 from assistant.settings import DEFAULT_CONFIG, Settings, find_config, load_settings
@@ -108,6 +108,7 @@ def _run(args: argparse.Namespace, early_hup: threading.Event) -> int:
     settings = load_settings(path, overrides)
     setup_logging(settings.logging.level)
     keywords = load_keyword_list(settings)
+    intents = build_intents(settings)  # a bad sentence/response file is a config error (3) before the audio
     # Opened before the models load (a few seconds): a missing file or microphone fails at once. A
     # microphone only starts streaming when iterated, so nothing queues up meanwhile.
     source = open_source(
@@ -119,7 +120,7 @@ def _run(args: argparse.Namespace, early_hup: threading.Event) -> int:
     )
     pipeline = None
     try:
-        pipeline = build_pipeline(settings, keywords)
+        pipeline = build_pipeline(settings, keywords, intents)
         reloader = Reloader(path, overrides)
         return asyncio.run(_main(settings, pipeline, source, reloader, early_hup=early_hup))
     finally:
@@ -203,6 +204,8 @@ async def _main(
         executor=executor,
         notifier=notifier,
         live=live,
+        intents=pipeline.intents,
+        timers=pipeline.timers,
     )
     main = asyncio.current_task()
     assert main is not None

@@ -11,7 +11,7 @@ import sys
 import time
 from typing import TextIO
 
-from assistant.events import Error, Event, Final, Reply, Wake
+from assistant.events import Error, Event, Final, Reply, TimerFinished, TimerStarted, Wake
 from assistant.reply.tts import AudioOutput, Synthesizer
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,10 @@ class EventWriter:
             line = f"you: {event.text}"
         elif isinstance(event, Reply):
             line = f"assistant: {event.text}"
+        elif isinstance(event, TimerFinished):
+            line = f"assistant: {event.text}"
+        elif isinstance(event, TimerStarted):
+            line = f"[{event.kind} {event.id} '{event.label}' ends {event.due}]"
         elif isinstance(event, Error):
             line = f"[{event.stage} error: {event.message}]"
         else:
