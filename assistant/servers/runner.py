@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from assistant.errors import ConfigError
 from assistant.servers.auth import check_bind, resolve_token
 from assistant.servers.hub import EventHub
 from assistant.servers.shared import Answerer, Intent, Shared
@@ -39,6 +40,7 @@ class Servers:
 
     work: ModelWork
     hub: EventHub
+    answerer: Answerer
     ports: dict[str, int] = field(default_factory=dict)
     _closers: list[Any] = field(default_factory=list)
 
@@ -57,7 +59,7 @@ async def start_servers(
     assert hub.gate is not None, "the hub drives the voice gate"
     work = ModelWork(servers.limits, hub.gate)
     answerer = Answerer(shared, intents)
-    running = Servers(work=work, hub=hub)
+    running = Servers(work=work, hub=hub, answerer=answerer)
     try:
         if servers.http.enabled:
             from assistant.servers.http import make_app, start_http
@@ -69,9 +71,13 @@ async def start_servers(
         if servers.wyoming.enabled:
             from assistant.servers.wyoming import start_wyoming
 
-            server = await start_wyoming(settings, shared, work, answerer)
+            server = await start_wyoming(settings, shared, work, answerer, hub)
             running._closers.append(server.close)
             running.ports["wyoming"] = server.port
+    except OSError as exc:
+        await running.close()
+        raise ConfigError(f"servers: cannot listen ({exc}); pick another servers.*.port or --http/--wyoming "
+                          "HOST:PORT") from None
     except BaseException:
         await running.close()
         raise
