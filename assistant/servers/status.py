@@ -33,7 +33,7 @@ async def page(request: web.Request) -> web.Response:
 def _snapshot(app: web.Application) -> dict:
     hub, work, shared = app[HUB], app[WORK], app[SHARED]
     return hub.snapshot(model=shared.model_id, asr=shared.asr_name if shared.asr else None,
-                        voice=shared.voice_name if shared.voice else None, jobs=work.jobs, done=work.done,
+                        tts=shared.voice_name if shared.voice else None, jobs=work.jobs, done=work.done,
                         refused=dict(work.refused), held_s=round(work.gate.held_s, 2))
 
 
