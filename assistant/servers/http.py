@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 PAGE_ROUTES = ("/", "/status", "/events")
 UPLOAD_ROUTES = ("/v1/audio/transcriptions",)
 
+RETRY_AFTER_S = 1  # seconds a refused (429/503) client is asked to wait
 SHARED = web.AppKey("shared", Shared)
 WORK = web.AppKey("work", ModelWork)
 HUB = web.AppKey("hub", EventHub)
@@ -44,6 +45,10 @@ def error(status: int, message: str, *, param: str | None = None, code: str | No
     body = {"error": {"message": message, "type": _TYPES.get(status, "invalid_request_error"), "param": param,
                       "code": code or _CODES.get(status)}}
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status in (429, 503):
+        # The official clients wait this long before a retry: refused clients then do not spin on the loop
+        # the voice path shares.
+        headers = {"Retry-After": str(RETRY_AFTER_S)}
     return web.json_response(body, status=status, headers=headers, dumps=lambda o: json.dumps(o, ensure_ascii=False))
 
 

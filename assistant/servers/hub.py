@@ -22,6 +22,10 @@ from assistant.servers.work import VoiceGate
 log = logging.getLogger(__name__)
 
 RECENT = 20  # exchanges kept for the page
+# States in which network jobs pause: the reply is being written and spoken, where a spoken question's time to
+# first token and the TTS are. LISTENING is left out: the streaming recognizer needs a fraction of a core in
+# real time, and pausing network jobs for a whole utterance (several seconds each time) starved them for little.
+VOICE_BUSY = ("thinking", "speaking")
 SUBSCRIBER_QUEUE = 256  # events buffered per SSE client; a slower client loses the oldest
 
 
@@ -72,7 +76,7 @@ class EventHub:
         if isinstance(event, StateChange):
             self.state = event.state
             if self.gate is not None:
-                self.gate.voice(event.state in ("listening", "thinking", "speaking"))
+                self.gate.voice(event.state in VOICE_BUSY)
         elif isinstance(event, Final) and event.text:
             self._open = {"source": "voice", "wall": time.strftime("%H:%M:%S"), "heard": event.text,
                           "reply": None, "first_token_ms": None, "reply_ms": None}

@@ -7,7 +7,7 @@ default), so at most that many run beside the voice loop, and only `limits.queue
 is refused with 503 at once (429 when one client already has `limits.per_client` jobs). The models themselves
 are shared: onnxruntime sessions and sherpa-onnx recognizers take concurrent calls on separate streams.
 
-Sharing the CPU is the gate's job: while the voice loop is LISTENING, THINKING or SPEAKING, a network job
+Sharing the CPU is the gate's job: while the voice loop is THINKING or SPEAKING (hub.VOICE_BUSY), a network job
 pauses between two steps (a token, an audio block, a sentence) until the loop is idle again, at most
 `limits.voice_hold_s` per pause, so a stuck state cannot hold network clients forever.
 """
