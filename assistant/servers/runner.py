@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,9 @@ def any_enabled(settings: Settings) -> bool:
 def check_servers(settings: Settings) -> str | None:
     """Before any model loads: refuse an unprotected LAN bind (ConfigError). Returns the token, if any."""
     servers = settings.servers
+    for enabled, package in ((servers.http.enabled, "aiohttp"), (servers.wyoming.enabled, "wyoming")):
+        if enabled and importlib.util.find_spec(package) is None:
+            raise ConfigError(f"the {package} package is not installed: pip install 'edge-assistant[servers]'")
     token = resolve_token(servers)
     if servers.http.enabled:
         check_bind("http", servers.http.host, servers, token, takes_token=True)
