@@ -15,6 +15,8 @@ import numpy as np
 import openai
 import pytest
 import soundfile as sf
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.llm_fixture import JFK_TEXT, load_mono16k, wer
 from tests.servers_fixture import JFK, Served, serve, server_settings, tiny_llm  # noqa: F401
@@ -280,3 +282,39 @@ def test_token_is_required_when_configured(tiny_llm: Path, tmp_path: Path) -> No
         ok = client(srv, api_key="s3cret").chat.completions.create(model=srv.shared.model_id, messages=user,
                                                                    max_tokens=2)
         assert ok.usage.completion_tokens >= 1
+
+
+def test_truncated_body_and_vanished_client_leave_the_server_up(served: Served) -> None:
+    """A body shorter than its Content-Length, then the client gone: nothing answers it, the next request works."""
+    import socket
+
+    port = served.servers.ports["http"]
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 5000\r\n\r\n{\"messages\": [")
+        sock.shutdown(socket.SHUT_WR)
+        reply = sock.recv(65536)
+    assert reply == b"" or reply.startswith(b"HTTP/1.1 4"), reply[:200]
+    ok = client(served).chat.completions.create(model=served.shared.model_id,
+                                                messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+    assert ok.usage.completion_tokens >= 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet="ab北京\n ", max_size=40), st.lists(st.text(alphabet="ab北京\n ", min_size=1, max_size=3),
+                                                          max_size=3), st.data())
+def test_stop_scanner_matches_a_plain_find(text: str, stops: list[str], data: st.DataObject) -> None:
+    """Any split of the stream gives the text up to the first stop sequence, as a search of the whole text."""
+    from assistant.servers.openai_api import StopScanner
+
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(text)), max_size=6)))
+    pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+    scanner = StopScanner(stops)
+    out = ""
+    for piece in pieces:
+        out += scanner.feed(piece)
+        if scanner.stopped:
+            break
+    out += scanner.flush()
+    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+    assert out == (text[: min(hits)] if hits else text)

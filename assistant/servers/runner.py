@@ -27,7 +27,9 @@ def any_enabled(settings: Settings) -> bool:
 def check_servers(settings: Settings) -> str | None:
     """Before any model loads: refuse an unprotected LAN bind (ConfigError). Returns the token, if any."""
     servers = settings.servers
-    for enabled, package in ((servers.http.enabled, "aiohttp"), (servers.wyoming.enabled, "wyoming")):
+    wanted = ((servers.http.enabled, "aiohttp"), (servers.wyoming.enabled, "wyoming"),
+              (servers.wyoming.enabled and servers.wyoming.zeroconf, "zeroconf"))
+    for enabled, package in wanted:
         if enabled and importlib.util.find_spec(package) is None:
             raise ConfigError(f"the {package} package is not installed: pip install 'edge-assistant[servers]'")
     token = resolve_token(servers)
