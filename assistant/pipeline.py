@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from assistant.daemon import Reloaded
@@ -210,7 +211,7 @@ def build_shared(settings: Settings, keywords: list[Any] | None, pipeline: Pipel
     """
     from assistant.llm.sampling import sampling_from
     from assistant.reply.tts import EspeakTts, make_synthesizer
-    from assistant.servers.shared import Shared
+    from assistant.servers.shared import Shared, languages_of
 
     started = time.perf_counter()
     if pipeline is not None:
@@ -242,6 +243,13 @@ def build_shared(settings: Settings, keywords: list[Any] | None, pipeline: Pipel
         wake_phrases=phrases,
         voice=voice,
         voice_name=voice_name,
+        asr_languages=(languages_of(settings.asr.offline.model) if settings.asr.engine == "vad-offline"
+                       else languages_of(settings.asr_model_dir().name)),
+        wake_languages=languages_of(settings.wake_model_dir().name),
+        # espeak voice names: en, en-us, cmn (Mandarin), yue...; sherpa voices: from the model's folder name.
+        voice_languages=((("zh",) if settings.tts.voice.startswith(("cmn", "zh", "yue")) else
+                          (settings.tts.voice.split("-")[0],)) if voice_name == "espeak"
+                         else languages_of(Path(settings.tts.model or "").parent.name)),
     )
     if pipeline is None:
         log.info("server models loaded in %.0f ms (llm %s, asr %s, wake %s, voice %s)",

@@ -69,7 +69,7 @@ def test_describe_lists_every_program(served: Served) -> None:
 
     info = run(served, go())
     assert info.asr[0].installed and info.asr[0].supports_transcript_streaming
-    assert info.asr[0].models[0].languages and info.asr[0].version
+    assert info.asr[0].models[0].languages == ["en"] and info.asr[0].version  # the English KWS model
     assert info.tts[0].supports_synthesize_streaming and info.tts[0].voices[0].name == "espeak"
     assert info.handle[0].supports_handled_streaming and info.handle[0].models[0].name == served.shared.model_id
     phrases = {m.name: m.phrase for m in info.wake[0].models}

@@ -349,7 +349,7 @@ async def transcriptions(request: web.Request) -> web.Response:
         return web.Response(text=text + "\n", content_type="text/plain")
     body: dict[str, Any] = {"text": text}
     if response_format == "verbose_json":
-        body.update(task="transcribe", duration=round(seconds, 3), language=shared.languages[0],
+        body.update(task="transcribe", duration=round(seconds, 3), language=shared.asr_languages[0],
                     processing_ms=round((time.perf_counter() - started) * 1000, 1))
     return web.json_response(body, dumps=_dumps)
 

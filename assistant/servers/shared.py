@@ -3,6 +3,7 @@ and the model work every protocol does the same way: transcribe a clip, answer a
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -28,7 +29,23 @@ class Shared:
     wake_phrases: dict[str, str] = field(default_factory=dict)  # label -> phrase as written
     voice: Any | None = None  # reply.tts.Synthesizer, or None: no text-to-speech served
     voice_name: str = "none"
-    languages: tuple[str, ...] = ("en", "zh")
+    languages: tuple[str, ...] = ("zh", "en")  # the LLM's (MiniMind is trained on Chinese and English)
+    asr_languages: tuple[str, ...] = ("en",)
+    wake_languages: tuple[str, ...] = ("en",)
+    voice_languages: tuple[str, ...] = ("en",)
+
+
+def languages_of(model_name: str) -> tuple[str, ...]:
+    """Languages a sherpa-onnx model speaks, from the words of its folder name (the models carry no such field)."""
+    words = set(re.split(r"[^a-z0-9]+", model_name.lower()))
+    if "sensevoice" in words or {"sense", "voice"} <= words:
+        return ("zh", "en", "ja", "ko", "yue")
+    found = []
+    if words & {"zh", "cmn", "chinese", "wenetspeech", "aishell", "paraformer", "bilingual"}:
+        found.append("zh")
+    if words & {"en", "english", "gigaspeech", "librispeech", "bilingual"}:
+        found.append("en")
+    return tuple(found) or ("en",)
 
 
 def transcribe(recognizer: Any, samples: np.ndarray, hold: Callable[[], None]) -> str:

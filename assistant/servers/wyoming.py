@@ -137,12 +137,11 @@ class AudioStream:
 
 
 def build_info(shared: Shared) -> Info:
-    languages = list(shared.languages)
     info = Info(handle=[HandleProgram(
         name="edge-assistant-handle", attribution=ATTRIBUTION, installed=True, version=VERSION,
         description="answers with the intents, then MiniMind (one history per conversation id)",
         models=[HandleModel(name=shared.model_id, attribution=ATTRIBUTION, installed=True, description="MiniMind",
-                            version=VERSION, languages=languages)],
+                            version=VERSION, languages=list(shared.languages))],
         supports_handled_streaming=True,
     )])
     if shared.asr is not None:
@@ -150,7 +149,7 @@ def build_info(shared: Shared) -> Info:
             name="edge-assistant-asr", attribution=ATTRIBUTION, installed=True, version=VERSION,
             description="sherpa-onnx streaming transducer",
             models=[AsrModel(name=shared.asr_name, attribution=ATTRIBUTION, installed=True, description=None,
-                             version=VERSION, languages=languages)],
+                             version=VERSION, languages=list(shared.asr_languages))],
             supports_transcript_streaming=True,
         ))
     if shared.voice is not None:
@@ -158,7 +157,7 @@ def build_info(shared: Shared) -> Info:
             name="edge-assistant-tts", attribution=ATTRIBUTION, installed=True, version=VERSION,
             description=f"{shared.voice_name} voice",
             voices=[TtsVoice(name=shared.voice_name, attribution=ATTRIBUTION, installed=True, description=None,
-                             version=VERSION, languages=languages)],
+                             version=VERSION, languages=list(shared.voice_languages))],
             supports_synthesize_streaming=True,
         ))
     if shared.wake is not None:
@@ -166,7 +165,7 @@ def build_info(shared: Shared) -> Info:
             name="edge-assistant-wake", attribution=ATTRIBUTION, installed=True, version=VERSION,
             description="sherpa-onnx keyword spotter; wake words from the keywords file",
             models=[WakeModel(name=label, attribution=ATTRIBUTION, installed=True, description=phrase,
-                              version=VERSION, languages=languages, phrase=phrase)
+                              version=VERSION, languages=list(shared.wake_languages), phrase=phrase)
                     for label, phrase in shared.wake_phrases.items()],
         ))
     return info
