@@ -5,10 +5,12 @@ client and the tools built on it work unchanged. Unknown extra fields are ignore
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import functools
 import json
+import logging
 import threading
 import time
 import uuid
@@ -26,6 +28,8 @@ from assistant.reply.sinks import split_sentences
 from assistant.servers.audio import BadAudio, decode_file, wav_bytes
 from assistant.servers.http import HUB, LIMITS, SHARED, WORK, RequestError, client_of
 from assistant.servers.shared import transcribe
+
+log = logging.getLogger(__name__)
 
 ASR_ALIASES = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe")  # clients that hard-code a name
 TTS_ALIASES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
@@ -276,17 +280,30 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                                                    "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
             await response.prepare(request)
             await response.write(chunk({"role": "assistant", "content": ""}))
-        async with contextlib.aclosing(work.iterate(produce, cancel)) as stream:
-            async for piece in stream:
-                if first_ms is None:
-                    first_ms = (time.perf_counter() - started) * 1000
-                text = scanner.feed(piece)
-                if text:
-                    pieces.append(text)
-                    if response is not None:
-                        await response.write(chunk({"content": text}))
-                if scanner.stopped:
-                    break
+        try:
+            async with contextlib.aclosing(work.iterate(produce, cancel)) as stream:
+                async for piece in stream:
+                    if first_ms is None:
+                        first_ms = (time.perf_counter() - started) * 1000
+                    text = scanner.feed(piece)
+                    if text:
+                        pieces.append(text)
+                        if response is not None:
+                            await response.write(chunk({"content": text}))
+                    if scanner.stopped:
+                        break
+        except (ConnectionError, asyncio.CancelledError):
+            raise  # the client is gone: nothing to tell it
+        except Exception as exc:  # noqa: BLE001 - the model failed mid-reply
+            log.error("chat completion failed: %s: %s", type(exc).__name__, exc)
+            if response is None:
+                raise  # not started: the middleware answers 500 with OpenAI's error body
+            # Headers are sent: report it in the stream, as OpenAI does, and end it properly.
+            body = {"error": {"message": f"generation failed: {type(exc).__name__}: {exc}", "type": "server_error",
+                              "param": None, "code": None}}
+            await response.write(f"data: {_dumps(body)}\n\ndata: [DONE]\n\n".encode())
+            await response.write_eof()
+            return response
         tail = scanner.flush()
         if tail:
             pieces.append(tail)

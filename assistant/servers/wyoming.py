@@ -57,7 +57,7 @@ from assistant.settings import Settings
 
 log = logging.getLogger(__name__)
 
-ATTRIBUTION = Attribution(name="edge-assistant", url="https://github.com/")
+ATTRIBUTION = Attribution(name="edge-assistant", url="")  # no public home page yet
 VERSION = "0.1.0"
 HEADER_LIMIT = 64 * 1024  # bytes of one JSON header line
 FEED_S = 0.2  # audio buffered before a model step: tiny client chunks would cost a pool hop each
