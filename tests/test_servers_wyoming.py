@@ -243,11 +243,26 @@ def test_hostile_clients_get_clear_errors_and_the_server_stays_up(served: Served
     run(served, go())
 
 
-def test_idle_timeout_closes_a_silent_connection(tiny_llm: Path, tmp_path: Path) -> None:
+def test_idle_timeout_and_connection_limit(tiny_llm: Path, tmp_path: Path) -> None:
     from tests.servers_fixture import serve, server_settings
 
-    settings = server_settings(tiny_llm, tmp_path, **{"servers.limits.idle_timeout_s": 0.5,
+    settings = server_settings(tiny_llm, tmp_path, **{"servers.limits.idle_timeout_s": 2.0,
+                                                      "servers.limits.max_connections": 3,
                                                       "servers.http.enabled": False})
     for srv in serve(settings):
         events = srv.call(_raw(srv, b'{"type": "audio-chunk", "payload_length": 1000}\n', close_write=False))
         assert events[0]["data"]["code"] == "timeout"
+
+        async def crowd(srv: Served) -> list[dict[str, Any]]:
+            idle = [await asyncio.open_connection("127.0.0.1", srv.wyoming_port) for _ in range(3)]
+            try:
+                async with asyncio.timeout(60):  # until the server has accepted all three
+                    while len(srv.servers.wyoming.connections) < 3:
+                        await asyncio.sleep(0.01)
+                return await _raw(srv, b"", close_write=False)  # refused before it says anything
+            finally:
+                for _, writer in idle:
+                    writer.close()
+
+        events = srv.call(crowd(srv))
+        assert events and events[0]["type"] == "error" and events[0]["data"]["code"] == "busy"

@@ -47,6 +47,7 @@ class Servers:
     work: ModelWork
     hub: EventHub
     answerer: Answerer
+    wyoming: Any = None  # the WyomingServer, when enabled
     ports: dict[str, int] = field(default_factory=dict)
     _closers: list[Any] = field(default_factory=list)
 
@@ -80,6 +81,7 @@ async def start_servers(
             server = await start_wyoming(settings, shared, work, answerer, hub)
             running._closers.append(server.close)
             running.ports["wyoming"] = server.port
+            running.wyoming = server
     except OSError as exc:
         await running.close()
         raise ConfigError(f"servers: cannot listen ({exc}); pick another servers.*.port or --http/--wyoming "
