@@ -223,11 +223,13 @@ class StopScanner:
         text = self._held + piece
         if not self.stops:
             return text
-        cut = min((i for i in (text.find(s) for s in self.stops) if i >= 0), default=-1)
-        if cut >= 0:
+        # The stop that *ends* first wins (as if the text arrived one character at a time), so the result does
+        # not depend on how the reply was cut into pieces.
+        found = [(i + len(s), i) for s in self.stops if (i := text.find(s)) >= 0]
+        if found:
             self.stopped = True
             self._held = ""
-            return text[:cut]
+            return text[: min(found)[1]]
         keep = 0
         for stop in self.stops:
             for size in range(min(len(stop) - 1, len(text)), 0, -1):
