@@ -18,6 +18,7 @@ from assistant.errors import FAILURE, INTERRUPTED, AssistantError
 # `assistant models list` loads neither model runtime.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("assistant.commands.run", "run the voice assistant (the default)"),
+    "serve": ("assistant.commands.serve", "run the network servers (OpenAI API, Wyoming) without a microphone"),
     "ask": ("assistant.commands.ask", "ask MiniMind one question from the command line"),
     "models": ("assistant.commands.models", "list or fetch model files"),
     "keywords": ("assistant.commands.keywords", "test, tune or record wake words for your voice and room"),

@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from assistant.daemon import Reloaded
@@ -238,3 +239,62 @@ def build_reload(running: Settings, fresh: Settings) -> Reloaded:
     # stay); the timers are not part of the engine and are never rebuilt.
     return Reloaded(settings=fresh, wake=build_wake(fresh, keywords), asr=build_asr(fresh), summary=summary,
                     intents=build_intents(fresh))
+
+
+def build_shared(settings: Settings, keywords: list[Any] | None, pipeline: Pipeline | None) -> Any:
+    """What the network servers share (servers.shared.Shared): the voice loop's loaded models under `run`, or,
+    under `serve` (no microphone, pipeline None), the same models loaded here without an audio output.
+
+    The servers fork per-client streams off these (chat.fork, asr.fork, wake.fork); nothing is loaded twice.
+    A recognizer without fork() (vad-offline) is not served over the network.
+    """
+    from assistant.llm.sampling import sampling_from
+    from assistant.reply.tts import EspeakTts, make_synthesizer
+    from assistant.servers.shared import Shared, languages_of
+
+    started = time.perf_counter()
+    if pipeline is not None:
+        wake, asr, chat = pipeline.wake, pipeline.asr, pipeline.chat
+        voice = pipeline.speech.synthesizer if pipeline.speech is not None else None
+        intents = pipeline.intents
+    else:
+        wake = build_wake(settings, keywords) if keywords else None
+        asr = build_asr(settings)
+        chat = build_chat(settings)
+        voice = make_synthesizer(settings.tts)
+        intents = build_intents(settings)
+    voice_name = settings.tts.engine
+    if voice is None:
+        # tts.engine none means "do not speak replies aloud"; a client asking for speech still gets espeak-ng
+        # when it is installed (the robotic voice every Debian/Raspberry Pi OS has).
+        try:
+            voice, voice_name = EspeakTts(settings.tts), "espeak"
+        except Exception:  # noqa: BLE001 - not installed: no speech served
+            voice, voice_name = None, "none"
+    phrases: dict[str, str] = {}
+    for kw in keywords or []:
+        phrases.setdefault(str(getattr(kw, "label", kw)), str(getattr(kw, "phrase", kw)))
+    shared = Shared(
+        chat=chat,
+        sampling=sampling_from(settings.llm),
+        model_id=settings.llm_model_dir().name,
+        asr=asr if hasattr(asr, "fork") else None,
+        asr_name=settings.asr_model_dir().name if settings.asr.engine == "streaming" else settings.asr.offline.model,
+        wake=wake if wake is not None and hasattr(wake, "fork") else None,
+        wake_phrases=phrases,
+        intents=intents,
+        voice=voice,
+        voice_name=voice_name,
+        asr_languages=(languages_of(settings.asr.offline.model) if settings.asr.engine == "vad-offline"
+                       else languages_of(settings.asr_model_dir().name)),
+        wake_languages=languages_of(settings.wake_model_dir().name),
+        # espeak voice names: en, en-us, cmn (Mandarin), yue...; sherpa voices: from the model's folder name.
+        voice_languages=((("zh",) if settings.tts.voice.startswith(("cmn", "zh", "yue")) else
+                          (settings.tts.voice.split("-")[0],)) if voice_name == "espeak"
+                         else languages_of(Path(settings.tts.model or "").parent.name)),
+    )
+    if pipeline is None:
+        log.info("server models loaded in %.0f ms (llm %s, asr %s, wake %s, voice %s)",
+                 (time.perf_counter() - started) * 1000, shared.model_id, shared.asr_name,
+                 ", ".join(phrases) or "none", voice_name)
+    return shared

@@ -242,6 +242,53 @@ class ServiceSettings:
 
 
 @dataclass(frozen=True)
+class ServerLimits:
+    """What one network client may ask of the shared models (assistant/servers/work.py)."""
+
+    max_body_bytes: int = _bound(1_000_000, ge=1024)  # a JSON request body; larger: 413
+    max_upload_bytes: int = _bound(20_000_000, ge=1024)  # an audio upload or a Wyoming audio stream; larger: 413
+    max_audio_s: float = _bound(120.0, gt=0)  # seconds of audio one request may carry
+    max_text_chars: int = _bound(4000, ge=1)  # text to speak or to answer, per request
+    max_tokens: int = _bound(512, ge=1)  # the largest max_tokens a chat request may ask for
+    workers: int = _bound(1, ge=1)  # model calls for network clients run at once (their own pool)
+    queue: int = _bound(4, ge=0)  # more requests wait behind those; beyond: refused at once (503)
+    per_client: int = _bound(2, ge=1)  # requests of one client address at once; beyond: refused (429)
+    max_connections: int = _bound(200, ge=1)  # open connections per server; beyond: closed at once
+    idle_timeout_s: float = _bound(300.0, gt=0)  # a Wyoming connection silent this long is closed
+    voice_hold_s: float = _bound(30.0, ge=0)  # longest a network job pauses while the voice loop is busy
+
+
+@dataclass(frozen=True)
+class HttpServerSettings:
+    """The OpenAI-compatible API and the status page (aiohttp)."""
+
+    enabled: bool = False  # also --http HOST:PORT
+    host: str = "127.0.0.1"  # any other address needs servers.token or allow_unauthenticated_lan
+    port: int = _bound(8998, ge=0, le=65535)  # MiniMind's own OpenAI server port; 0: any free port (logged)
+
+
+@dataclass(frozen=True)
+class WyomingServerSettings:
+    """Home Assistant's Wyoming protocol: wake, asr, tts and handle on one port (all listed in `info`)."""
+
+    enabled: bool = False  # also --wyoming HOST:PORT
+    host: str = "127.0.0.1"  # any other address needs allow_unauthenticated_lan (Wyoming has no auth)
+    port: int = _bound(10300, ge=0, le=65535)  # Home Assistant's speech-to-text default
+    zeroconf: bool = False  # advertise _wyoming._tcp on the LAN (needs the zeroconf package)
+
+
+@dataclass(frozen=True)
+class ServersSettings:
+    # Bearer token the HTTP API asks of every request (Authorization: Bearer TOKEN). null: read
+    # $CREDENTIALS_DIRECTORY/assistant-token when systemd provides it (LoadCredential=), else none.
+    token: str | None = None
+    allow_unauthenticated_lan: bool = False  # serve a non-loopback address with no token (warned at every start)
+    http: HttpServerSettings = HttpServerSettings()
+    wyoming: WyomingServerSettings = WyomingServerSettings()
+    limits: ServerLimits = ServerLimits()
+
+
+@dataclass(frozen=True)
 class Settings:
     paths: PathsSettings = PathsSettings()
     audio: AudioSettings = AudioSettings()
@@ -252,6 +299,7 @@ class Settings:
     intents: IntentsSettings = IntentsSettings()
     logging: LoggingSettings = LoggingSettings()
     service: ServiceSettings = ServiceSettings()
+    servers: ServersSettings = ServersSettings()
     config_path: Path | None = field(default=None, metadata={"internal": True})  # the file read, if any
 
     def state_dir(self) -> Path:

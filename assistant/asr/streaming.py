@@ -9,6 +9,7 @@ rule3: the utterance reached `rule3_min_utterance_length` s (cap on a run-on).
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass
@@ -70,6 +71,18 @@ class StreamingASR:
         self._stream = None
         self._text = ""
         self.decode_s = 0.0  # time spent decoding, for RTF reports
+
+    def fork(self) -> StreamingASR:
+        """A recognizer with its own stream over this one's loaded model (one per network client).
+
+        sherpa-onnx keeps all decoding state in the stream, and one OnlineRecognizer decodes many streams
+        (its own websocket server does so from a thread pool), so a fork costs a stream, not a model.
+        """
+        twin = copy.copy(self)
+        twin._stream = None
+        twin._text = ""
+        twin.decode_s = 0.0
+        return twin
 
     def start(self) -> None:
         """Begin a new utterance (a fresh stream: no state carries over from the last one)."""

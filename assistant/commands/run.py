@@ -21,10 +21,19 @@ from typing import Any
 
 from assistant.audio.ring import AudioRing
 from assistant.audio.sources import AudioSource, open_source
+from assistant.commands.serve import add_server_arguments, server_overrides
 from assistant.daemon import Daemon, make_executor
 from assistant.errors import OK
-from assistant.pipeline import Pipeline, build_intents, build_pipeline, build_reload, load_keyword_list
+from assistant.pipeline import (
+    Pipeline,
+    build_intents,
+    build_pipeline,
+    build_reload,
+    build_shared,
+    load_keyword_list,
+)
 from assistant.reply.sinks import EventWriter
+from assistant.servers.runner import any_enabled, check_servers
 from assistant.service.notify import Notifier, setup_logging
 from assistant.settings import DEFAULT_CONFIG, Settings, find_config, load_settings
 
@@ -67,6 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--llm-model", type=Path, metavar="DIR", help="exported MiniMind [llm.model_dir]")
     parser.add_argument("--device", metavar="NAME|INDEX", help="microphone by name or index [audio.device]")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="[logging.level]")
+    add_server_arguments(parser)
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
@@ -85,6 +95,7 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         "wake.model_dir": args.kws_model,
         "asr.model_dir": args.asr_model,
         "llm.model_dir": args.llm_model,
+        **server_overrides(args),
     }
 
 
@@ -109,6 +120,8 @@ def _run(args: argparse.Namespace, early_hup: threading.Event) -> int:
     setup_logging(settings.logging.level)
     keywords = load_keyword_list(settings)
     intents = build_intents(settings)  # a bad sentence/response file is a config error (3) before the audio
+    if any_enabled(settings):
+        check_servers(settings)  # an unprotected LAN address fails before the audio opens or models load
     # Opened before the models load (a few seconds): a missing file or microphone fails at once. A
     # microphone only starts streaming when iterated, so nothing queues up meanwhile.
     source = open_source(
@@ -122,7 +135,8 @@ def _run(args: argparse.Namespace, early_hup: threading.Event) -> int:
     try:
         pipeline = build_pipeline(settings, keywords, intents)
         reloader = Reloader(path, overrides)
-        return asyncio.run(_main(settings, pipeline, source, reloader, early_hup=early_hup))
+        shared = build_shared(settings, keywords, pipeline) if any_enabled(settings) else None
+        return asyncio.run(_main(settings, pipeline, source, reloader, early_hup=early_hup, shared=shared))
     finally:
         with contextlib.suppress(Exception):
             source.close()
@@ -188,11 +202,23 @@ async def _main(
     reloader: Reloader,
     *,
     early_hup: threading.Event | None = None,
+    shared: Any = None,
 ) -> int:
     loop = asyncio.get_running_loop()
     executor = make_executor()
     notifier = Notifier()
     live = settings.audio.input in ("mic", "-") or settings.audio.realtime
+    emit: Any = EventWriter(json_lines=settings.logging.json)
+    servers = None
+    if shared is not None:
+        # The servers see the daemon's events (status page, voice gate) through its emit callable only.
+        from assistant.servers.hub import EventHub, fan_out
+        from assistant.servers.runner import start_servers
+        from assistant.servers.work import VoiceGate
+
+        hub = EventHub(VoiceGate(settings.servers.limits.voice_hold_s))
+        emit = fan_out(emit, hub.publish)
+        servers = await start_servers(settings, shared, hub)
     daemon = Daemon(
         settings,
         wake=pipeline.wake,
@@ -200,7 +226,7 @@ async def _main(
         chat=pipeline.chat,
         ring=AudioRing(settings.audio.ring_s),
         speech=pipeline.speech,
-        emit=EventWriter(json_lines=settings.logging.json),
+        emit=emit,
         executor=executor,
         notifier=notifier,
         live=live,
@@ -234,6 +260,8 @@ async def _main(
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
         reloader.close()
+        if servers is not None:
+            await servers.close()
         with contextlib.suppress(Exception):
             source.close()  # a stdin source ends its pending read at once: asyncio.run joins that thread next
         executor.shutdown(wait=True, cancel_futures=True)

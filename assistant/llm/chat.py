@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from assistant.errors import ConfigError
@@ -72,6 +72,22 @@ class Conversation:
     def history(self) -> list[Turn]:
         with self._lock:
             return [h.turn for h in self._history]
+
+    def fork(self, history: Sequence[Turn] = (), *, system_prompt: str | None = None) -> Conversation:
+        """A conversation of its own (a network client's) over the same loaded model and tokenizer.
+
+        Each generation has its own KV sequence and IO binding (llm/runtime.py), so forks may generate while
+        the voice loop does.
+        """
+        twin = Conversation(
+            self.model,
+            self.tokenizer,
+            system_prompt=self.system_prompt if system_prompt is None else system_prompt,
+            max_context_tokens=self.max_context_tokens,
+        )
+        for turn in history:
+            twin._remember(turn)
+        return twin
 
     def clear(self) -> None:
         with self._lock:

@@ -263,6 +263,10 @@ class GatedWakeWord:
         while self._ring and self._ring_samples - len(self._ring[0].samples) >= limit:
             self._ring_samples -= len(self._ring.popleft().samples)
 
+    def fork(self) -> Any:
+        """The spotter behind the gate with its own stream: a network client's audio is not gated."""
+        return self.wake.fork()
+
     def _restart_stream(self) -> None:
         self.wake.reset()
         self._fed = 0

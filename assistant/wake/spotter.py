@@ -14,6 +14,7 @@ latency, measured on real clips (see DETECTION_LATENCY_S). Typical use with an A
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import tempfile
@@ -148,6 +149,14 @@ class WakeWord:
     @property
     def labels(self) -> list[str]:
         return [kw.label for kw in self._by_tag.values()]
+
+    def fork(self) -> WakeWord:
+        """A spotter with its own stream and clock over this one's loaded model (one per network client)."""
+        twin = copy.copy(self)
+        twin._stream = self._spotter.create_stream()
+        twin._t = 0.0
+        twin.decode_s = 0.0
+        return twin
 
     def reset(self, t: float | None = None) -> None:
         """Start a fresh stream (e.g. back to IDLE); `t` = input time of the next chunk, if known."""
