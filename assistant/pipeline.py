@@ -24,7 +24,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Pipeline:
-    """The loaded models (the names of the daemon's constructor arguments)."""
+    """The loaded models, named as the daemon's constructor arguments.
+
+    Built once at start (build_pipeline); a SIGHUP swaps only the wake word and the recognizer (build_reload).
+    """
 
     wake: Any
     asr: Any

@@ -235,7 +235,7 @@ def fetch_model(entry: ModelEntry, options: FetchOptions) -> Path:
         receipt = {
             "name": entry.name,
             "source": source,
-            "files": {p.relative_to(root).as_posix(): _sha256_file(p) for p in _files_under(root)},
+            "files": {p.relative_to(root).as_posix(): sha256_file(p) for p in _files_under(root)},
         }
         (root / RECEIPT_NAME).write_text(json.dumps(receipt, indent=1, sort_keys=True) + "\n")
         target = models_dir / entry.name
@@ -380,7 +380,7 @@ def _verify(
     path: Path, origin: str, *, sha256: str | None, size: int | None, delete_bad: bool = True
 ) -> None:
     actual_size = path.stat().st_size
-    digest = _sha256_file(path)
+    digest = sha256_file(path)
     problem = None
     if size is not None and actual_size != size:
         problem = f"size {actual_size} bytes, expected {size}"
@@ -398,7 +398,8 @@ def _verify(
         log.info("verified %s sha256=%s", origin, digest)
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read a MiB at a time (also used by export/ for model.json)."""
     h = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
