@@ -10,11 +10,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
-from assistant.daemon import Reloaded
+from assistant.audio.ring import AudioRing
+from assistant.daemon import Daemon, Reloaded
 from assistant.errors import ConfigError
+from assistant.events import Event
 from assistant.reply.sinks import Speech
 from assistant.settings import Settings
 from assistant.wake.spotter import KEYWORD_END_ERROR_S
@@ -143,6 +147,23 @@ def build_pipeline(settings: Settings, keywords: list[Any]) -> Pipeline:
         settings.tts.engine,
     )
     return pipeline
+
+
+def build_daemon(settings: Settings, components: Pipeline, *, emit: Callable[[Event], None], executor: Executor,
+                 notifier: Any = None, live: bool = False) -> Daemon:
+    """The daemon over built components, with a ring of audio.ring_s seconds (`run`, the tests and bench/)."""
+    return Daemon(
+        settings,
+        wake=components.wake,
+        asr=components.asr,
+        chat=components.chat,
+        ring=AudioRing(settings.audio.ring_s),
+        speech=components.speech,
+        emit=emit,
+        executor=executor,
+        notifier=notifier,
+        live=live,
+    )
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:

@@ -19,11 +19,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from assistant.audio.ring import AudioRing
 from assistant.audio.sources import AudioSource, open_source
 from assistant.daemon import Daemon, make_executor
 from assistant.errors import OK
-from assistant.pipeline import Pipeline, build_pipeline, build_reload, load_keyword_list
+from assistant.pipeline import Pipeline, build_daemon, build_pipeline, build_reload, load_keyword_list
 from assistant.reply.sinks import EventWriter
 from assistant.service.notify import Notifier, setup_logging
 from assistant.settings import DEFAULT_CONFIG, Settings, find_config, load_settings
@@ -192,16 +191,8 @@ async def _main(
     executor = make_executor()
     notifier = Notifier()
     live = settings.audio.input in ("mic", "-") or settings.audio.realtime
-    daemon = Daemon(
-        settings,
-        wake=pipeline.wake,
-        asr=pipeline.asr,
-        chat=pipeline.chat,
-        ring=AudioRing(settings.audio.ring_s),
-        speech=pipeline.speech,
-        emit=EventWriter(json_lines=settings.logging.json),
-        executor=executor,
-        notifier=notifier,
+    daemon = build_daemon(
+        settings, pipeline, emit=EventWriter(json_lines=settings.logging.json), executor=executor, notifier=notifier,
         live=live,
     )
     main = asyncio.current_task()

@@ -11,6 +11,9 @@ Rules this module keeps:
 
 urllib from the standard library does the HTTP: it handles Range, redirects (GitHub and Hugging Face both
 redirect to a CDN) and HTTPS, and keeps `requests` out of the Pi's runtime dependencies.
+
+Why ~620 lines: download, verify, extract and install are one transaction (staged, then renamed); the
+safety checks of each step are what makes most of the length, and they must be read together.
 """
 
 from __future__ import annotations
