@@ -20,36 +20,20 @@ import sys
 import time
 from pathlib import Path
 
-from bench.llm import PAUSE_S, THREADS
+from bench.llm import PAUSE_S, THREADS, Worker
 
 
-class CheckoutWorker:
-    """`bench/llm.py --worker` of one checkout (its protocol: a ready line, then one JSON line per "run")."""
+class CheckoutWorker(Worker):
+    """`bench/llm.py --worker` of one checkout (bench.llm's worker protocol: ready line, one JSON line per run)."""
 
-    def __init__(self, checkout: Path, model_dir: Path, threads: int) -> None:
+    def __init__(self, checkout: Path, model_dir: Path, threads: int) -> None:  # own spawn: not super().__init__
+        self.name = f"{checkout}@{threads}"
         env = dict(os.environ, PYTHONPATH=str(checkout))
         self.proc = subprocess.Popen(
             [sys.executable, "bench/llm.py", "--worker", str(model_dir), "--threads", str(threads)],
             cwd=checkout, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )
         self._read()
-
-    def _read(self) -> dict:
-        line = self.proc.stdout.readline()
-        if not line:
-            raise SystemExit(f"worker died (exit {self.proc.wait()})")
-        return json.loads(line)
-
-    def run(self) -> dict:
-        self.proc.stdin.write("run\n")
-        self.proc.stdin.flush()
-        return self._read()
-
-    def close(self) -> None:
-        self.proc.stdin.write("quit\n")
-        self.proc.stdin.flush()
-        self._read()
-        self.proc.wait()
 
 
 def compare(a: Path, b: Path, model_dir: Path, runs: int) -> dict:
