@@ -23,6 +23,9 @@ stall the 100 ms audio cadence does not notice, and still cheaper than the hop.
 Pacing: a live source (microphone, stdin, --realtime) keeps flowing while the assistant thinks and speaks;
 that audio only goes into the ring. A file read as fast as possible has no clock of its own, so the reader
 waits for each reply before reading on: otherwise a second question in the same file would fly by unheard.
+
+Why ~490 lines: the state machine is one class whose states share the same fields (ring, timers, the reply
+task); splitting it would spread one transition table over several files.
 """
 
 from __future__ import annotations

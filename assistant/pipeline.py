@@ -10,12 +10,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from assistant.daemon import Reloaded
+from assistant.audio.ring import AudioRing
+from assistant.daemon import Daemon, Reloaded
 from assistant.errors import ConfigError
+from assistant.events import Event
 from assistant.reply.sinks import Speech
 from assistant.settings import Settings
 from assistant.wake.spotter import KEYWORD_END_ERROR_S
@@ -25,7 +29,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Pipeline:
-    """The loaded models (the names of the daemon's constructor arguments)."""
+    """The loaded models, named as the daemon's constructor arguments.
+
+    Built once at start (build_pipeline); a SIGHUP swaps only the wake word and the recognizer (build_reload).
+    """
 
     wake: Any
     asr: Any
@@ -176,6 +183,25 @@ def build_pipeline(settings: Settings, keywords: list[Any], intents: Any = None)
         settings.tts.engine,
     )
     return pipeline
+
+
+def build_daemon(settings: Settings, components: Pipeline, *, emit: Callable[[Event], None], executor: Executor,
+                 notifier: Any = None, live: bool = False) -> Daemon:
+    """The daemon over built components, with a ring of audio.ring_s seconds (`run`, the tests and bench/)."""
+    return Daemon(
+        settings,
+        wake=components.wake,
+        asr=components.asr,
+        chat=components.chat,
+        ring=AudioRing(settings.audio.ring_s),
+        speech=components.speech,
+        emit=emit,
+        executor=executor,
+        notifier=notifier,
+        live=live,
+        intents=getattr(components, "intents", None),
+        timers=getattr(components, "timers", None),
+    )
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:

@@ -11,85 +11,27 @@ Scenes (16 kHz, 100 ms chunks):
 - speech: every shared clip back to back (about a minute), looped to --speech-minutes.
 Each scene also reports the wake labels each configuration fired, which must be identical.
 
-    .venv/bin/python bench/idle.py [--minutes 10] [--noise-dbfs -55] [--realtime]
+    .venv/bin/python -m bench.idle [--minutes 10] [--noise-dbfs -55] [--realtime]
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import sherpa_onnx
-import soundfile as sf
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from assistant.settings import GateSettings  # noqa: E402
-from assistant.wake.gate import GatedWakeWord, make_gate  # noqa: E402
-
-SAMPLE_RATE = 16000
-SHARED = Path(os.environ.get("ASSISTANT_SHARED", REPO.parent / "shared")).resolve()
-ASSETS = SHARED / "assets"
-KWS = {
-    "en": ASSETS / "kws" / "en-gigaspeech-3.3M-mobile",
-    "zh": ASSETS / "kws" / "zh-wenetspeech-3.3M-mobile",
-}
-SILERO = ASSETS / "vad" / "silero_vad.onnx"
+from assistant.audio.chunk import AudioChunk
+from assistant.settings import GateSettings
+from assistant.wake.gate import GatedWakeWord, make_gate
+from speechdata.assets import KEYWORD_CLIPS, KWS, SILERO, clip_keywords_file
+from speechdata.audio import SAMPLE_RATE, chunks, load_clip, pink_noise
 
 log = logging.getLogger("bench.idle")
-
-
-def pink_noise(seconds: float, dbfs: float, seed: int = 0, drift_db: float = 0.0) -> np.ndarray:
-    """1/f noise with RMS `dbfs`; `drift_db` adds a slow (~20 s period) level wander, like a real room."""
-    n = int(seconds * SAMPLE_RATE)
-    rng = np.random.default_rng(seed)
-    spectrum = np.fft.rfft(rng.standard_normal(n))
-    freqs = np.fft.rfftfreq(n, 1.0 / SAMPLE_RATE)
-    freqs[0] = freqs[1]
-    noise = np.fft.irfft(spectrum / np.sqrt(freqs), n)
-    noise *= 10 ** (dbfs / 20) / np.sqrt(np.mean(noise**2))
-    if drift_db:
-        t = np.arange(n) / SAMPLE_RATE
-        noise *= 10 ** (drift_db * np.sin(2 * np.pi * t / 23.0 + rng.uniform(0, 6.28)) / 20)
-    return noise.astype(np.float32)
-
-
-def load_16k(path: Path) -> np.ndarray:
-    """Mono float32 at 16 kHz (band-limited FFT resampling: no scipy on the board)."""
-    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    mono = data.mean(axis=1)
-    if rate == SAMPLE_RATE:
-        return mono.astype(np.float32)
-    n_out = int(round(len(mono) * SAMPLE_RATE / rate))
-    spectrum = np.fft.rfft(mono)
-    kept = np.zeros(n_out // 2 + 1, dtype=complex)
-    m = min(len(spectrum), len(kept))
-    kept[:m] = spectrum[:m]
-    return (np.fft.irfft(kept, n_out) * n_out / len(mono)).astype(np.float32)
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """Same shape as assistant.audio.sources.AudioChunk: float32 16 kHz mono samples starting at `t` seconds."""
-
-    samples: np.ndarray
-    t: float
-
-
-def chunks(audio: np.ndarray, block_s: float = 0.1) -> Iterator[Chunk]:
-    step = int(block_s * SAMPLE_RATE)
-    for i in range(0, len(audio), step):
-        yield Chunk(audio[i : i + step], i / SAMPLE_RATE)
 
 
 class Spotter:
@@ -109,7 +51,7 @@ class Spotter:
         self.stream = self.kws.create_stream()
         self.t_end = 0.0
 
-    def accept(self, chunk: Chunk) -> tuple[str, float] | None:
+    def accept(self, chunk: AudioChunk) -> tuple[str, float] | None:
         self.t_end = chunk.t + len(chunk.samples) / SAMPLE_RATE
         self.stream.accept_waveform(SAMPLE_RATE, chunk.samples)
         found = None
@@ -126,35 +68,7 @@ class Spotter:
 
     def flush(self) -> tuple[str, float] | None:
         # A keyword at the very end is only emitted after ~0.5 s of trailing audio.
-        return self.accept(Chunk(np.zeros(SAMPLE_RATE // 2, dtype=np.float32), self.t_end))
-
-
-def keywords_file(lang: str, directory: Path) -> Path:
-    """The shared pre-tokenized keywords for the shared clips (plus the zh model's own test keywords)."""
-    kws = KWS[lang]
-    text = (kws / "keywords_assets_test.txt").read_text(encoding="utf-8")
-    if lang == "zh":
-        text += "h uān y íng d à j iā @欢迎大家\n"
-        text += (kws / "test_wavs" / "test_keywords.txt").read_text(encoding="utf-8")
-    path = directory / f"keywords-{lang}.txt"
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-# Every shared clip with a keyword the shared models know, and the labels the ungated spotter fires on it.
-KEYWORD_CLIPS: list[tuple[str, Path, list[str]]] = [
-    ("en", ASSETS / "audio/en/whisper-jfk.flac", ["FELLOW_AMERICANS", "COUNTRY", "COUNTRY"]),
-    ("en", ASSETS / "audio/en/picovoice-leopard-test.wav", ["GOSPEL"]),
-    ("en", ASSETS / "audio/en/wenet-librispeech-1995-1837-0001.wav", ["SORROW", "COTTON"]),
-    ("en", ASSETS / "audio/en/lhotse-librispeech-2412-153948-0000.flac", ["COUNTRY"]),
-    ("zh", ASSETS / "audio/zh/funasr-asr_example.wav", ["欢迎大家", "达摩院", "语音识别"]),
-    ("zh", ASSETS / "audio/zh/porcupine-haozhu.wav", ["豪猪"]),
-    ("zh", ASSETS / "audio/zh/wenet-aishell-BAC009S0724W0121.wav", ["广州"]),
-    ("zh", KWS["zh"] / "test_wavs/3.wav", ["文森特卡索", "法国"]),
-    ("zh", KWS["zh"] / "test_wavs/4.wav", ["蒋友伯", "女儿"]),
-    ("zh", KWS["zh"] / "test_wavs/5.wav", ["周望军", "落实"]),
-    ("zh", KWS["zh"] / "test_wavs/6.wav", ["朱丽楠", "见面会"]),
-]
+        return self.accept(AudioChunk(np.zeros(SAMPLE_RATE // 2, dtype=np.float32), self.t_end))
 
 
 def run_spotter(wake: object, audio: np.ndarray) -> list[tuple[str, float]]:
@@ -198,9 +112,9 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     work = Path(tempfile.mkdtemp(prefix="bench-idle-"))
-    spotter = Spotter("en", keywords_file("en", work))
+    spotter = Spotter("en", clip_keywords_file("en", work))
     silence = pink_noise(args.minutes * 60, args.noise_dbfs, seed=7, drift_db=3.0)
-    clips = [load_16k(clip) for lang, clip, _ in KEYWORD_CLIPS if lang == "en"]
+    clips = [load_clip(clip) for lang, clip, _ in KEYWORD_CLIPS if lang == "en"]
     gap = pink_noise(0.3, args.noise_dbfs, seed=8)
     speech = np.concatenate([part for clip in clips for part in (clip, gap)])
     configs = {

@@ -13,8 +13,8 @@ export) and optionally --fp32-dir, it uses those, and torch runs random weights 
 --extra LABEL=DIR (repeatable) times more exported directories in the same interleaved rounds, e.g. another
 quantization or an export made by an older version, as extra rows (and table entries in --json).
 
-    .venv/bin/python bench/llm.py [--runs 5] [--json] [--model-dir DIR [--fp32-dir DIR]] [--keep DIR]
-                                  [--extra LABEL=DIR ...]
+    .venv/bin/python -m bench.llm [--runs 5] [--json] [--model-dir DIR [--fp32-dir DIR]] [--keep DIR]
+                                 [--extra LABEL=DIR ...]
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("ASSISTANT_SHARED", REPO.parent / "shared")).resolve()
-TOKENIZER = SHARED / "assets" / "minimind-tokenizer" / "minimind2" / "tokenizer.json"
+from speechdata.assets import REPO, TOKENIZER_DIR
+
+TOKENIZER = TOKENIZER_DIR / "tokenizer.json"
 PROMPT_TOKENS = 64
 NEW_TOKENS = 128
 THREADS = (1, 2)
@@ -94,7 +94,8 @@ class Worker:
     def __init__(self, name: str, model_dir: Path, threads: int) -> None:
         self.name = name
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--worker", str(model_dir), "--threads", str(threads)],
+            # -m from the repo root: the worker imports this checkout's assistant, whatever is installed
+            [sys.executable, "-m", "bench.llm", "--worker", str(model_dir), "--threads", str(threads)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

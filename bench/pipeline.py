@@ -11,16 +11,20 @@
 - Idle: two daemons fed pink room noise in real time (--realtime) side by side, gated (the default config) and
   ungated, CPU % of one core and RSS over --idle-s seconds after READY.
 
-    .venv/bin/python bench/pipeline.py [--llm DIR] [--idle-s 60] [--json]
+    .venv/bin/python -m bench.pipeline [--llm DIR] [--idle-s 60] [--json]
 
 Without --llm the tiny reference MiniMind is exported and used (it understates LLM time; bench/all.py passes
 the MiniMind2-Small-shaped int8 export that bench/llm.py makes).
+
+Why ~420 lines: four measurements (RTF, end to end, start-up, idle) that share one exported model and one
+report; each is a function of its own.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -36,27 +40,10 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from bench.soak import build_daemon_parts, export_tiny_llm  # noqa: E402
-from tests.audio_mix import (  # noqa: E402
-    AUDIO,
-    JFK,
-    KWS_EN,
-    KWS_ZH,
-    SAMPLE_RATE,
-    UTTERANCE_CLIPS,
-    WAKE_LABEL,
-    Mix,
-    Segment,
-    jfk_question,
-    load_clip,
-    pink_noise,
-    silence,
-    wake_phrase,
-)
+from bench.soak import build_daemon_parts, export_tiny_llm
+from speechdata.assets import AUDIO, JFK, KWS_EN, KWS_ZH, REPO, UTTERANCE_CLIPS, WAKE_LABEL
+from speechdata.audio import SAMPLE_RATE, jfk_question, load_clip, pink_noise, silence, wake_phrase
+from speechdata.mix import Mix, Segment
 
 log = logging.getLogger("bench.pipeline")
 
@@ -193,9 +180,9 @@ def _speech_end(clip: np.ndarray, floor_db: float = -45.0) -> float:
 
 def end_to_end(llm_dir: Path, *, tts: bool) -> dict[str, Any]:
     """The daemon on wake phrase + each English clip; per-utterance latencies, medians over the clips."""
-    from assistant.audio.ring import AudioRing
+    from assistant import pipeline
     from assistant.audio.sources import open_source
-    from assistant.daemon import Daemon, make_executor
+    from assistant.daemon import make_executor
     from assistant.reply.sinks import Speech
     from assistant.reply.tts import EspeakTts, WavFileOutput
     from assistant.settings import TtsSettings
@@ -228,15 +215,13 @@ def end_to_end(llm_dir: Path, *, tts: bool) -> dict[str, Any]:
             events: list[tuple[float, Any]] = []
             first_audio.clear()
             executor = make_executor()
-            parts["wake"].reset()
-            parts["chat"].clear()
-            daemon = Daemon(
+            parts.wake.reset()
+            parts.chat.clear()
+            daemon = pipeline.build_daemon(
                 settings,
-                ring=AudioRing(10.0),
-                executor=executor,
-                speech=speech,
+                dataclasses.replace(parts, speech=speech),
                 emit=lambda e, events=events: events.append((time.perf_counter(), e)),
-                **parts,
+                executor=executor,
             )
             try:
                 asyncio.run(asyncio.wait_for(daemon.run(open_source(str(path))), 300))
@@ -260,11 +245,11 @@ def end_to_end(llm_dir: Path, *, tts: bool) -> dict[str, Any]:
             if first_audio:
                 row["endpoint_to_first_audio_ms"] = (first_audio[0] - final_wall) * 1000
             # Baseline: the LLM alone on the same prompt (fresh conversation), time to its first text.
-            parts["chat"].clear()
+            parts.chat.clear()
             from assistant.llm.sampling import sampling_from
 
             started = time.perf_counter()
-            for _ in parts["chat"].stream(final.text, sampling_from(settings.llm)):
+            for _ in parts.chat.stream(final.text, sampling_from(settings.llm)):
                 row["llm_alone_first_token_ms"] = (time.perf_counter() - started) * 1000
                 break
             rows.append(row)
@@ -426,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         result["startup"] = startup(llm_dir, args.runs)
     if "idle" not in args.skip:
         result["idle"] = idle(llm_dir, args.idle_s)
-    result["command"] = ".venv/bin/python bench/pipeline.py" + (f" --llm {args.llm}" if args.llm else "")
+    result["command"] = ".venv/bin/python -m bench.pipeline" + (f" --llm {args.llm}" if args.llm else "")
     if args.json:
         print(json.dumps(result))
     else:

@@ -41,12 +41,11 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from bench.soak import export_tiny_llm
+from speechdata.assets import JFK, KWS_EN
+from speechdata.audio import SAMPLE_RATE, load_clip, silence
 
-from bench.soak import export_tiny_llm  # noqa: E402
-from tests.audio_mix import JFK, KWS_EN, SAMPLE_RATE, load_clip, silence  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 CYCLE_GAP_S = 4.0  # silence after each JFK clip: the endpoint, the reply and back to idle fit in it
 PER_CLIENT = 8

@@ -12,9 +12,12 @@ hour of audio (after a warm-up of one answered question), open file descriptors 
 and at the end. Targets (issue #6): recall >= 95%, <= 1 false wake/h of non-wake speech, RSS growth
 < 5 MB/h.
 
-    .venv/bin/python bench/soak.py [--minutes 30] [--seed 0] [--json]
+    .venv/bin/python -m bench.soak [--minutes 30] [--seed 0] [--json]
 
 The figures per hour are per hour of audio: leaks come with chunks and utterances, not with wall time.
+
+Why ~400 lines: the plan, the measurements (RSS, fds, threads), the scoring of wakes against the plan and
+the report are one benchmark; test_soak.py runs the same code CI-sized, so it stays one importable module.
 """
 
 from __future__ import annotations
@@ -36,32 +39,20 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from tests.audio_mix import (  # noqa: E402
-    KWS_EN,
+from speechdata.assets import (
     NON_WAKE_CLIPS,
+    REPO,
+    TINY_CHECKPOINT,
+    TOKENIZER_DIR,
     UTTERANCE_CLIPS,
     WAKE_LABEL,
-    Placed,
-    Segment,
-    at_gain,
-    chunks_of,
-    jfk_question,
-    load_clip,
-    pink_noise,
-    placed_of,
-    planted_wake,
-    silence,
+    english_settings,
 )
-from tests.conftest import ASSETS, REFERENCE  # noqa: E402
+from speechdata.audio import at_gain, jfk_question, load_clip, pink_noise, silence
+from speechdata.mix import Placed, Segment, chunks_of, placed_of, planted_wake
 
 log = logging.getLogger("bench.soak")
 
-TINY_CHECKPOINT = REFERENCE / "minimind2" / "minimind2-dense-tiny-random.pth"
-TOKENIZER_DIR = ASSETS / "minimind-tokenizer" / "minimind2"
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "assistant-bench"
 DETECTION_WINDOW_S = 1.5  # a planted wake counts as found if the spotter reports it within this after it ends
 
@@ -265,26 +256,18 @@ def export_tiny_llm(cache: Path = DEFAULT_CACHE) -> Path:
 
 
 def build_daemon_parts(llm_dir: Path, keywords_file: Path, *, max_new_tokens: int = 8,
-                       extra: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
-    """Settings and models as `assistant run` builds them (English KWS as wake word and ASR)."""
+                       extra: dict[str, Any] | None = None) -> tuple[Any, Any]:
+    """Settings and models as `assistant run` builds them (English KWS as wake word and ASR, no voice)."""
     from assistant import pipeline
-    from assistant.settings import load_settings
 
-    settings = load_settings(None, {
-        "wake.keywords_file": keywords_file,
-        "wake.model_dir": KWS_EN,
-        "asr.model_dir": KWS_EN,
-        "llm.model_dir": llm_dir,
-        "llm.max_new_tokens": max_new_tokens,
-        "llm.threads": 1,
-        **(extra or {}),
-    })
+    settings = english_settings(keywords_file, llm_dir, max_new_tokens=max_new_tokens, **(extra or {}))
     keywords = pipeline.load_keyword_list(settings)
-    parts = {
-        "wake": pipeline.build_wake(settings, keywords),
-        "asr": pipeline.build_asr(settings),
-        "chat": pipeline.build_chat(settings),
-    }
+    parts = pipeline.Pipeline(
+        wake=pipeline.build_wake(settings, keywords),
+        asr=pipeline.build_asr(settings),
+        chat=pipeline.build_chat(settings),
+        speech=None,
+    )
     return settings, parts
 
 
@@ -297,9 +280,9 @@ def _start_all_workers(executor: Any, workers: int) -> None:
 
 def run_soak(plan: Plan, llm_dir: Path, *, sample_s: float = 30.0, max_new_tokens: int = 8,
              workdir: Path | None = None, progress: bool = False) -> SoakResult:
+    from assistant import pipeline
     from assistant.audio.chunk import AudioChunk
-    from assistant.audio.ring import AudioRing
-    from assistant.daemon import MODEL_WORKERS, Daemon, make_executor
+    from assistant.daemon import MODEL_WORKERS, make_executor
 
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         keywords_file = Path(tmp) / "keywords.txt"
@@ -342,8 +325,7 @@ def run_soak(plan: Plan, llm_dir: Path, *, sample_s: float = 30.0, max_new_token
 
     executor = make_executor()
     _start_all_workers(executor, MODEL_WORKERS)
-    ring = AudioRing(settings.audio.ring_s)
-    daemon = Daemon(settings, ring=ring, emit=recorder, executor=executor, live=False, **parts)
+    daemon = pipeline.build_daemon(settings, parts, emit=recorder, executor=executor)
     try:
         asyncio.run(daemon.run(source()))
     finally:
@@ -418,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
                       progress=not args.json)
     if args.json:
         body = {"bench": "soak", "plan": asdict(plan), **asdict(result), "speed": result.speed,
-                "command": f".venv/bin/python bench/soak.py --minutes {args.minutes:g} --seed {args.seed}"}
+                "command": f".venv/bin/python -m bench.soak --minutes {args.minutes:g} --seed {args.seed}"}
         print(json.dumps(body))
     else:
         print(report(result))

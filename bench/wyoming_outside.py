@@ -23,12 +23,10 @@ from pathlib import Path
 
 import soundfile as sf
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from bench.soak import export_tiny_llm
+from speechdata.assets import AUDIO, KWS_EN
 
-from bench.soak import export_tiny_llm  # noqa: E402
-from tests.audio_mix import AUDIO, KWS_EN  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 CORPUS = {  # clip -> its official transcript (assets/audio/transcripts.tsv)
     "en/whisper-jfk.flac": "And so, my fellow Americans, ask not what your country can do for you, ask what you "

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from assistant.errors import ModelError
-
-FORMAT = "minimind-onnx"
-VERSION = 1
-MANIFEST = "model.json"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+from assistant.llm.runtime import MANIFEST, read_manifest_json
+from assistant.llm.runtime import MANIFEST_FORMAT as FORMAT
+from assistant.llm.runtime import MANIFEST_VERSION as VERSION
+from assistant.models.fetch import sha256_file
 
 
 def build_manifest(
@@ -77,17 +68,7 @@ def read_manifest(directory: Path) -> dict:
     path = directory / MANIFEST
     if not path.is_file():
         raise ModelError(f"{path} not found: {directory} is not an exported MiniMind directory")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ModelError(f"{path}: not a {FORMAT} manifest")
-    if manifest.get("version") != VERSION:
-        raise ModelError(
-            f"{path}: manifest version {manifest.get('version')!r} is not supported (want {VERSION})"
-        )
-    return manifest
+    return read_manifest_json(path)
 
 
 def verify_files(directory: Path, manifest: dict) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.llm_fixture import AUDIO, KWS_EN, tiny_llm  # noqa: F401
+from speechdata.assets import AUDIO, KWS_EN
 
 JFK = AUDIO / "en" / "whisper-jfk.flac"
 

@@ -11,7 +11,6 @@ from pathlib import Path
 from assistant.errors import MODEL
 from assistant.llm.tokenizer import Tokenizer
 from assistant.settings import DEMO_MODEL, load_settings
-from tests.test_llm import pack, tiny_dirs  # noqa: F401 - shared session fixtures
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,7 +29,7 @@ def ask(*args: str, stdin: str | None = None, cwd: Path = REPO) -> subprocess.Co
     )
 
 
-def test_ask_json_streams_and_ends_with_reply(tiny_dirs, pack):  # noqa: F811
+def test_ask_json_streams_and_ends_with_reply(tiny_dirs, pack):
     result = ask("--json", "--greedy", "--max-new-tokens", "24", "--model-dir", str(tiny_dirs["fp32"]),
                  "中国最高的山是哪座？")  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -48,7 +47,7 @@ def test_ask_json_streams_and_ends_with_reply(tiny_dirs, pack):  # noqa: F811
     assert reply["tokens_per_s"] > 0
 
 
-def test_ask_plain_text_from_stdin(tiny_dirs):  # noqa: F811
+def test_ask_plain_text_from_stdin(tiny_dirs):
     result = ask("--greedy", "--max-new-tokens", "8", "--model-dir", str(tiny_dirs["int8"]), "-",
                  stdin="What is the capital of France?\n")  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -56,7 +55,7 @@ def test_ask_plain_text_from_stdin(tiny_dirs):  # noqa: F811
     assert len(result.stdout.strip()) > 0
 
 
-def test_ask_does_not_load_torch(tiny_dirs):  # noqa: F811
+def test_ask_does_not_load_torch(tiny_dirs):
     code = (
         "import sys; from assistant.cli import main; "
         f"rc = main(['ask', '--greedy', '--max-new-tokens', '2', '--model-dir', {str(tiny_dirs['fp32'])!r}, "
@@ -76,7 +75,7 @@ def test_ask_missing_model_is_clear_error(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_ask_bad_sampling_is_clear_error(tiny_dirs):  # noqa: F811
+def test_ask_bad_sampling_is_clear_error(tiny_dirs):
     result = ask("--top-p", "0", "--model-dir", str(tiny_dirs["fp32"]), "你好")
     assert result.returncode == 3
     assert "top_p" in result.stderr
@@ -97,7 +96,7 @@ def test_default_model_dir_falls_back_to_demo(tmp_path, monkeypatch):
     assert load_settings(None, {"llm.model_dir": "x"}).llm_model_dir() == tmp_path / "x"
 
 
-def test_ask_reads_the_llm_section_of_its_config(tiny_dirs, tmp_path):  # noqa: F811
+def test_ask_reads_the_llm_section_of_its_config(tiny_dirs, tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text(f"llm:\n  model_dir: {tiny_dirs['fp32']}\n  greedy: true\n  max_new_tokens: 5\n",
                       encoding="utf-8")

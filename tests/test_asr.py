@@ -17,7 +17,7 @@ from assistant.errors import ModelError
 from assistant.models.files import find_transducer
 from assistant.wake.keywords import load_tokens, parse_keywords
 from assistant.wake.spotter import WakeWord
-from tests.wer import wer
+from speechdata.wer import wer
 
 EN = "kws/en-gigaspeech-3.3M-mobile"
 ZH = "kws/zh-wenetspeech-3.3M-mobile"

@@ -1,6 +1,6 @@
 """asr.engine switched by config alone: `python -m assistant --config CFG --input FILE --json` on the real JFK clip
 with the streaming engine and with vad-offline (silero VAD + a SenseVoice-shaped model built by
-tests/test_vad_offline.py: random weights, garbage text, the real loading and decoding path); the silero
+tests/support/models.py: random weights, garbage text, the real loading and decoding path); the silero
 paths' defaults under paths.models_dir; a bad VAD model path is a clear MODEL error.
 """
 
@@ -16,23 +16,10 @@ from assistant.asr.vad_offline import VadOfflineASR, find_offline_model
 from assistant.errors import MODEL, ModelError
 from assistant.settings import VadSettings, load_settings
 from assistant.wake.gate import GatedWakeWord, SileroGate
-from bench.idle import SILERO, load_16k
+from speechdata.assets import JFK, KWS_EN, SILERO
+from speechdata.audio import load_clip
 from tests.conftest import require
-from tests.llm_fixture import (
-    AUDIO,
-    KWS_EN,
-    of,
-    run_assistant,
-    tiny_llm,  # noqa: F401 - fixture
-)
-from tests.test_vad_offline import build_sense_voice
-
-JFK = AUDIO / "en" / "whisper-jfk.flac"
-
-
-@pytest.fixture(scope="module")
-def sense_voice_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_sense_voice(tmp_path_factory.mktemp("sensevoice"))
+from tests.support.cli import of, run_assistant
 
 
 def _config(directory: Path, llm_dir: Path, sense_voice: Path, engine: str, vad_model: Path | None) -> Path:
@@ -77,7 +64,7 @@ def _answered_and_idle(events: list[dict[str, Any]]) -> None:
     assert states and states[-1] == "idle", states
 
 
-def test_engine_switch_by_config_only(tmp_path: Path, tiny_llm: Path, sense_voice_dir: Path) -> None:  # noqa: F811
+def test_engine_switch_by_config_only(tmp_path: Path, tiny_llm: Path, sense_voice_dir: Path) -> None:
     silero = require(SILERO)
     streaming_dir = tmp_path / "streaming"
     offline_dir = tmp_path / "offline"
@@ -110,7 +97,7 @@ def test_engine_switch_by_config_only(tmp_path: Path, tiny_llm: Path, sense_voic
     _answered_and_idle(events)
 
 
-def test_bad_vad_model_path_is_a_model_error(tmp_path: Path, tiny_llm: Path, sense_voice_dir: Path) -> None:  # noqa: F811
+def test_bad_vad_model_path_is_a_model_error(tmp_path: Path, tiny_llm: Path, sense_voice_dir: Path) -> None:
     missing = tmp_path / "nowhere" / "silero_vad.onnx"
     code, events, stderr = _run(_config(tmp_path, tiny_llm, sense_voice_dir, "vad-offline", missing))
     assert code == MODEL, stderr
@@ -171,7 +158,7 @@ def _endpoint_and_partials(asr: Any, audio: Any) -> tuple[float | None, list[flo
 
 def test_keyword_tail_dropped_and_partials_double(sense_voice_dir: Path) -> None:
     """On JFK from 0.3 s before the keyword's estimated end (1.9 s), as the daemon feeds it."""
-    audio = load_16k(require(JFK))[int(1.9 * 16000) :]
+    audio = load_clip(require(JFK))[int(1.9 * 16000) :]
     files = find_offline_model(sense_voice_dir)
     vad = VadSettings(model=require(SILERO), min_silence_s=0.5)
     # Without the rule the keyword's last syllable (speech from 0 s to ~0.5 s) is the whole utterance.

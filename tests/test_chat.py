@@ -11,18 +11,17 @@ from assistant.errors import ConfigError
 from assistant.llm.chat import Conversation
 from assistant.llm.sampling import Sampling
 from assistant.llm.tokenizer import Tokenizer, Turn
-from tests.test_llm import eos_model_dir, pack, tiny_dirs, tiny_fp32  # noqa: F401 - shared session fixtures
 
 GREEDY = Sampling(greedy=True, max_new_tokens=24)
 QUESTIONS = ["你好，请介绍一下你自己。", "What is the capital of France?", "中国最高的山是哪座？"]
 
 
 @pytest.fixture(scope="module")
-def tok(tiny_dirs) -> Tokenizer:  # noqa: F811
+def tok(tiny_dirs) -> Tokenizer:
     return Tokenizer.from_dir(tiny_dirs["fp32"])
 
 
-def test_stream_text_is_the_greedy_reply(tiny_fp32, tok, pack):  # noqa: F811
+def test_stream_text_is_the_greedy_reply(tiny_fp32, tok, pack):
     chat = Conversation(tiny_fp32, tok)
     pieces = list(chat.stream(QUESTIONS[2], GREEDY))
     assert "".join(pieces) == tok.decode(pack["chat2_greedy"].tolist())
@@ -35,7 +34,7 @@ def test_stream_text_is_the_greedy_reply(tiny_fp32, tok, pack):  # noqa: F811
     assert chat.history == [Turn(QUESTIONS[2], "".join(pieces))]
 
 
-def test_second_turn_prompt_contains_the_first(tiny_fp32, tok):  # noqa: F811
+def test_second_turn_prompt_contains_the_first(tiny_fp32, tok):
     chat = Conversation(tiny_fp32, tok, system_prompt="你是语音助手。")
     reply = "".join(chat.stream(QUESTIONS[0], Sampling(greedy=True, max_new_tokens=6)))
     ids, kept, dropped = chat.prompt_ids(QUESTIONS[1], GREEDY)
@@ -49,7 +48,7 @@ def test_second_turn_prompt_contains_the_first(tiny_fp32, tok):  # noqa: F811
     )
 
 
-def test_oldest_turns_dropped_first(tiny_fp32, tok):  # noqa: F811
+def test_oldest_turns_dropped_first(tiny_fp32, tok):
     chat = Conversation(tiny_fp32, tok, max_context_tokens=160)
     short = Sampling(greedy=True, max_new_tokens=4)
     for i in range(6):
@@ -66,7 +65,7 @@ def test_oldest_turns_dropped_first(tiny_fp32, tok):  # noqa: F811
     assert len(tok.chat_ids("最后一个问题", history=history[-kept - 1 :])) > 160 - 4
 
 
-def test_reply_reserve_counts_against_history(tiny_fp32, tok):  # noqa: F811
+def test_reply_reserve_counts_against_history(tiny_fp32, tok):
     chat = Conversation(tiny_fp32, tok, max_context_tokens=200)
     for i in range(4):
         list(chat.stream(QUESTIONS[i % 3], Sampling(greedy=True, max_new_tokens=8)))
@@ -75,7 +74,7 @@ def test_reply_reserve_counts_against_history(tiny_fp32, tok):  # noqa: F811
     assert kept_long_reply < kept_small_reply
 
 
-def test_long_question_is_cut_and_system_prompt_kept(tiny_fp32, tok, caplog):  # noqa: F811
+def test_long_question_is_cut_and_system_prompt_kept(tiny_fp32, tok, caplog):
     chat = Conversation(tiny_fp32, tok, max_context_tokens=96)
     list(chat.stream(QUESTIONS[1], Sampling(greedy=True, max_new_tokens=4)))
     question = "我想问一个很长的问题，" * 40 + "最后：山有多高？"
@@ -91,13 +90,13 @@ def test_long_question_is_cut_and_system_prompt_kept(tiny_fp32, tok, caplog):  #
     assert len(list(chat.stream(question, Sampling(greedy=True, max_new_tokens=16)))) > 0
 
 
-def test_system_prompt_too_long_is_config_error(tiny_fp32, tok):  # noqa: F811
+def test_system_prompt_too_long_is_config_error(tiny_fp32, tok):
     chat = Conversation(tiny_fp32, tok, system_prompt="很长的系统提示。" * 50, max_context_tokens=64)
     with pytest.raises(ConfigError, match="system prompt"):
         chat.prompt_ids("你好", Sampling(max_new_tokens=8))
 
 
-def test_cancelled_reply_is_not_kept(tiny_fp32, tok):  # noqa: F811
+def test_cancelled_reply_is_not_kept(tiny_fp32, tok):
     chat = Conversation(tiny_fp32, tok)
     cancel = threading.Event()
     pieces = []
@@ -117,7 +116,7 @@ def test_cancelled_reply_is_not_kept(tiny_fp32, tok):  # noqa: F811
     assert len(chat.history) == 1
 
 
-def test_reply_ending_at_eos_is_kept(eos_model_dir, tok, pack):  # noqa: F811
+def test_reply_ending_at_eos_is_kept(eos_model_dir, tok, pack):
     from assistant.llm.runtime import MiniMindOnnx
 
     chat = Conversation(MiniMindOnnx(eos_model_dir, threads=1), tok)

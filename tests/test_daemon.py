@@ -14,28 +14,25 @@ import pytest
 
 from assistant import pipeline
 from assistant.audio.chunk import AudioChunk
-from assistant.audio.ring import AudioRing
 from assistant.audio.sources import open_source
-from assistant.daemon import Daemon, Reloaded, State, make_executor
-from assistant.events import Error, Event, Final, Reply, StateChange, Wake
+from assistant.daemon import Reloaded, State
+from assistant.events import Error, Final, Reply, StateChange, Wake
 from assistant.llm.chat import Conversation
 from assistant.llm.runtime import MiniMindOnnx
 from assistant.llm.sampling import Sampling
 from assistant.llm.tokenizer import Tokenizer
-from assistant.settings import Settings, load_settings
-from tests.conftest import require
-from tests.llm_fixture import (
-    AUDIO,
-    KWS_EN,
-    load_mono16k,
-    silence,
-    tiny_llm,  # noqa: F401 - fixture
-    write_wav,
+from assistant.settings import load_settings
+from speechdata.assets import JFK, KWS_EN, LEOPARD
+from speechdata.audio import load_clip, silence, write_wav
+from tests.conftest import (
+    DAEMON_TIMEOUT_S,
+    Models,
+    build_daemon,
+    daemon_settings,
+    event_names,
+    require,
+    run_daemon,
 )
-
-JFK = AUDIO / "en" / "whisper-jfk.flac"
-LEOPARD = AUDIO / "en" / "picovoice-leopard-test.wav"
-TIMEOUT_S = 120  # every await of a whole run is bounded
 
 
 class FlakyModel(MiniMindOnnx):
@@ -82,97 +79,13 @@ class CountingWake:
         return self.wake.flush()
 
 
-@pytest.fixture(scope="module")
-def keywords_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("kw") / "keywords.txt"
-    path.write_text("FELLOW AMERICANS\n", encoding="utf-8")
-    return path
-
-
-def _settings(keywords_file: Path, llm_dir: Path, **extra: Any) -> Settings:
-    overrides = {
-        "wake.keywords_file": keywords_file,
-        "wake.model_dir": require(KWS_EN),
-        "asr.model_dir": KWS_EN,
-        "llm.model_dir": llm_dir,
-        "llm.max_new_tokens": 12,
-        "llm.threads": 1,
-        **extra,
-    }
-    return load_settings(None, overrides)
-
-
-@pytest.fixture(scope="module")
-def models(keywords_file: Path, tiny_llm: Path) -> dict[str, Any]:  # noqa: F811
-    settings = _settings(keywords_file, tiny_llm)
-    keywords = pipeline.load_keyword_list(settings)
-    return {
-        "settings": settings,
-        "keywords": keywords,
-        "wake": pipeline.build_wake(settings, keywords),
-        "asr": pipeline.build_asr(settings),
-        "chat": pipeline.build_chat(settings),
-    }
-
-
-@pytest.fixture(scope="module")
-def jfk_twice(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    jfk = load_mono16k(JFK)
-    return write_wav(tmp_path_factory.mktemp("audio") / "jfk-twice.wav", jfk, silence(2.5), jfk, silence(0.5))
-
-
-def _run(
-    settings: Settings,
-    audio: Path,
-    *,
-    wake: Any,
-    asr: Any,
-    chat: Any,
-    live: bool = False,
-    source: AsyncIterator[Any] | None = None,
-) -> tuple[list[Event], Daemon]:
-    events: list[Event] = []
-    executor = make_executor()
-    wake.reset()
-    chat.clear()
-    daemon = Daemon(
-        settings,
-        wake=wake,
-        asr=asr,
-        chat=chat,
-        ring=AudioRing(settings.audio.ring_s),
-        emit=events.append,
-        executor=executor,
-        live=live,
-    )
-
-    async def main() -> None:
-        await asyncio.wait_for(daemon.run(source or open_source(str(audio))), TIMEOUT_S)
-
-    try:
-        asyncio.run(main())
-    finally:
-        executor.shutdown(wait=True)
-    return events, daemon
-
-
-def _names(events: list[Event]) -> list[str]:
-    return [
-        e.name if not isinstance(e, StateChange) else f"state:{e.state}"
-        for e in events
-        if e.name != "partial"
-    ]
-
-
 def test_llm_exception_is_an_error_event_and_the_next_utterance_is_answered(
-    models: dict[str, Any],
-    tiny_llm: Path,  # noqa: F811
-    jfk_twice: Path,
+    models: Models, tiny_llm: Path, jfk_twice: Path
 ) -> None:
     flaky = FlakyModel(tiny_llm, threads=1)
     chat = Conversation(flaky, Tokenizer.from_dir(tiny_llm))
-    events, daemon = _run(models["settings"], jfk_twice, wake=models["wake"], asr=models["asr"], chat=chat)
-    assert _names(events) == [
+    events, daemon = run_daemon(models, jfk_twice, chat=chat)
+    assert event_names(events) == [
         "wake",
         "state:listening",
         "final",
@@ -194,29 +107,26 @@ def test_llm_exception_is_an_error_event_and_the_next_utterance_is_answered(
 
 
 def test_follow_up_within_the_window_keeps_the_history(
-    models: dict[str, Any],
-    keywords_file: Path,
-    tiny_llm: Path,  # noqa: F811
-    jfk_twice: Path,
+    models: Models, keywords_file: Path, tiny_llm: Path, jfk_twice: Path
 ) -> None:
-    chat = models["chat"]
-    settings = _settings(keywords_file, tiny_llm, **{"llm.follow_up_window_s": 60.0})
-    events, _ = _run(settings, jfk_twice, wake=models["wake"], asr=models["asr"], chat=chat)
+    chat = models.chat
+    settings = daemon_settings(keywords_file, tiny_llm, **{"llm.follow_up_window_s": 60.0})
+    events, _ = run_daemon(models, jfk_twice, settings=settings)
     assert len([e for e in events if isinstance(e, Reply)]) == 2
     assert len(chat.history) == 2
-    settings = _settings(keywords_file, tiny_llm, **{"llm.follow_up_window_s": 0.0})
-    events, _ = _run(settings, jfk_twice, wake=models["wake"], asr=models["asr"], chat=chat)
+    settings = daemon_settings(keywords_file, tiny_llm, **{"llm.follow_up_window_s": 0.0})
+    events, _ = run_daemon(models, jfk_twice, settings=settings)
     assert len([e for e in events if isinstance(e, Reply)]) == 2
     assert len(chat.history) == 1  # the second wake came too late: a fresh conversation
 
 
-def test_wake_then_silence_times_out_back_to_idle(models: dict[str, Any], tmp_path: Path) -> None:
+def test_wake_then_silence_times_out_back_to_idle(models: Models, tmp_path: Path) -> None:
     # "And so, my fellow Americans," then nothing: no question follows the wake word.
-    head = load_mono16k(JFK)[: int(2.6 * 16000)]
+    head = load_clip(require(JFK))[: int(2.6 * 16000)]
     clip = write_wav(tmp_path / "wake-then-silence.wav", head, silence(8.0))
-    settings = models["settings"]
+    settings = models.settings
     settings = dataclasses.replace(settings, asr=dataclasses.replace(settings.asr, no_speech_timeout_s=3.0))
-    events, daemon = _run(settings, clip, wake=models["wake"], asr=models["asr"], chat=models["chat"])
+    events, daemon = run_daemon(models, clip, settings=settings)
     assert [e.name for e in events if isinstance(e, Wake)] == ["wake"]
     assert not [e for e in events if isinstance(e, Reply)]
     errors = [e for e in events if isinstance(e, Error)]
@@ -226,47 +136,29 @@ def test_wake_then_silence_times_out_back_to_idle(models: dict[str, Any], tmp_pa
     assert events[-1] == StateChange(t=events[-1].t, state="idle", previous="listening")
 
 
-def test_cancel_mid_reply_stops_the_model_and_reports_it(
-    models: dict[str, Any],
-    keywords_file: Path,
-    tiny_llm: Path,  # noqa: F811
-) -> None:
-    settings = _settings(keywords_file, tiny_llm, **{"llm.max_new_tokens": 400})
-    events: list[Event] = []
-    executor = make_executor()
-    models["wake"].reset()
-    daemon = Daemon(
-        settings,
-        wake=models["wake"],
-        asr=models["asr"],
-        chat=models["chat"],
-        ring=AudioRing(10.0),
-        emit=events.append,
-        executor=executor,
-    )
+def test_cancel_mid_reply_stops_the_model_and_reports_it(models: Models, keywords_file: Path, tiny_llm: Path) -> None:
+    settings = daemon_settings(keywords_file, tiny_llm, **{"llm.max_new_tokens": 400})
+    with build_daemon(models, settings=settings) as (daemon, events):
 
-    async def main() -> None:
-        task = asyncio.create_task(daemon.run(open_source(str(require(JFK)))))
-        for _ in range(int(TIMEOUT_S / 0.01)):
-            if daemon.state is State.THINKING and any(e.name == "first_token" for e in events):
-                break
-            await asyncio.sleep(0.01)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await asyncio.wait_for(task, 30)
+        async def main() -> None:
+            task = asyncio.create_task(daemon.run(open_source(str(require(JFK)))))
+            for _ in range(int(DAEMON_TIMEOUT_S / 0.01)):
+                if daemon.state is State.THINKING and any(e.name == "first_token" for e in events):
+                    break
+                await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(task, 30)
 
-    try:
         asyncio.run(main())
-    finally:
-        executor.shutdown(wait=True)
     errors = [e for e in events if isinstance(e, Error)]
     assert [e.message for e in errors] == ["reply cancelled"]
     assert not [e for e in events if isinstance(e, Reply)]
-    assert models["chat"].last_stats.cancelled
-    assert models["chat"].last_stats.tokens < 400
+    assert models.chat.last_stats.cancelled
+    assert models.chat.last_stats.tokens < 400
 
 
-def test_a_failing_spotter_is_reported_and_the_daemon_keeps_reading(models: dict[str, Any]) -> None:
+def test_a_failing_spotter_is_reported_and_the_daemon_keeps_reading(models: Models) -> None:
     class BrokenOnce(CountingWake):
         def spot(self, chunk: Any) -> Any:
             if self.accepted == 0:
@@ -274,48 +166,29 @@ def test_a_failing_spotter_is_reported_and_the_daemon_keeps_reading(models: dict
                 raise RuntimeError("injected KWS failure")
             return super().spot(chunk)
 
-    wake = BrokenOnce(models["wake"])
-    events, daemon = _run(models["settings"], require(JFK), wake=wake, asr=models["asr"], chat=models["chat"])
+    wake = BrokenOnce(models.wake)
+    events, daemon = run_daemon(models, require(JFK), wake=wake)
     assert [e.stage for e in events if isinstance(e, Error)] == ["wake"]
     assert [e.label for e in events if isinstance(e, Wake)] == ["FELLOW AMERICANS"]
     assert daemon.replies == 1
 
 
-def test_live_input_does_not_feed_the_spotter_while_our_voice_fades(models: dict[str, Any]) -> None:
-    wake = CountingWake(models["wake"])
-    leopard = load_mono16k(LEOPARD)
+def test_live_input_does_not_feed_the_spotter_while_our_voice_fades(models: Models) -> None:
+    wake = CountingWake(models.wake)
+    leopard = load_clip(require(LEOPARD))
 
     async def chunks() -> AsyncIterator[AudioChunk]:
         for i in range(20):
             yield AudioChunk(samples=leopard[i * 1600 : (i + 1) * 1600], t=i * 0.1)
 
-    settings = models["settings"]
-    events: list[Event] = []
-    executor = make_executor()
-    daemon = Daemon(
-        settings,
-        wake=wake,
-        asr=models["asr"],
-        chat=models["chat"],
-        ring=AudioRing(10.0),
-        emit=events.append,
-        executor=executor,
-        live=True,
-    )
-    daemon._mute_until = float("inf")  # as left by the end of a spoken reply  # noqa: SLF001
-
-    async def main() -> None:
-        await asyncio.wait_for(daemon.run(chunks()), TIMEOUT_S)
-
-    try:
-        asyncio.run(main())
-    finally:
-        executor.shutdown(wait=True)
+    with build_daemon(models, wake=wake, live=True) as (daemon, _):
+        daemon._mute_until = float("inf")  # as left by the end of a spoken reply  # noqa: SLF001
+        asyncio.run(asyncio.wait_for(daemon.run(chunks()), DAEMON_TIMEOUT_S))
     assert wake.accepted == 0
 
 
-def test_reload_swaps_keywords_between_chunks(models: dict[str, Any], tmp_path: Path) -> None:
-    settings = models["settings"]
+def test_reload_swaps_keywords_between_chunks(models: Models, tmp_path: Path) -> None:
+    settings = models.settings
     other = tmp_path / "other.txt"
     other.write_text("GOSPEL\n", encoding="utf-8")
     new_settings = load_settings(
@@ -330,29 +203,11 @@ def test_reload_swaps_keywords_between_chunks(models: dict[str, Any], tmp_path: 
     )
     keywords = pipeline.load_keyword_list(new_settings)
     reloaded = Reloaded(
-        settings=new_settings, wake=pipeline.build_wake(new_settings, keywords), asr=models["asr"]
+        settings=new_settings, wake=pipeline.build_wake(new_settings, keywords), asr=models.asr
     )
-    events: list[Event] = []
-    executor = make_executor()
-    models["wake"].reset()
-    daemon = Daemon(
-        settings,
-        wake=models["wake"],
-        asr=models["asr"],
-        chat=models["chat"],
-        ring=AudioRing(10.0),
-        emit=events.append,
-        executor=executor,
-    )
-    daemon.request_reload(reloaded)
-
-    async def main() -> None:
-        await asyncio.wait_for(daemon.run(open_source(str(require(LEOPARD)))), TIMEOUT_S)
-
-    try:
-        asyncio.run(main())
-    finally:
-        executor.shutdown(wait=True)
+    with build_daemon(models) as (daemon, events):
+        daemon.request_reload(reloaded)
+        asyncio.run(asyncio.wait_for(daemon.run(open_source(str(require(LEOPARD)))), DAEMON_TIMEOUT_S))
     assert [e.label for e in events if isinstance(e, Wake)] == ["GOSPEL"]
     assert daemon.settings is new_settings
 

@@ -13,33 +13,16 @@ from pathlib import Path
 import pytest
 
 from assistant.errors import AUDIO, MODEL
+from speechdata.assets import JFK, JFK_TEXT, KWS_EN, LEOPARD
+from speechdata.assets import WAKE_HEAD_S as JFK_HEAD_S  # "And so, my fellow Americans," ends before; "ask" after
+from speechdata.audio import load_clip, silence, write_wav
+from speechdata.wer import is_subsequence, wer, words
 from tests.conftest import REPO, require
-from tests.llm_fixture import (
-    AUDIO as AUDIO_DIR,
-)
-from tests.llm_fixture import (
-    JFK_TEXT,
-    KWS_EN,
-    is_subsequence,
-    load_mono16k,
-    of,
-    parse_events,
-    run_assistant,
-    silence,
-    tiny_llm,  # noqa: F401 - fixture
-    wer,
-    words,
-    write_config,
-    write_wav,
-)
-
-JFK = AUDIO_DIR / "en" / "whisper-jfk.flac"
-LEOPARD = AUDIO_DIR / "en" / "picovoice-leopard-test.wav"
-JFK_HEAD_S = 3.0  # "And so, my fellow Americans," ends before 3.0 s; "ask" starts after it
+from tests.support.cli import of, parse_events, run_assistant, write_config
 
 
 @pytest.fixture()
-def workdir(tmp_path: Path, tiny_llm: Path) -> Path:  # noqa: F811
+def workdir(tmp_path: Path, tiny_llm: Path) -> Path:
     require(KWS_EN)
     (tmp_path / "keywords.txt").write_text("FELLOW AMERICANS\n", encoding="utf-8")
     write_config(
@@ -77,8 +60,8 @@ def test_jfk_wake_transcript_reply_idle(workdir: Path) -> None:
 
 
 def test_words_right_after_the_wake_word_reach_the_transcript(workdir: Path) -> None:
-    head = load_mono16k(JFK)[: int(JFK_HEAD_S * 16000)]
-    clip = write_wav(workdir / "jfk-head-leopard.wav", head, load_mono16k(LEOPARD))
+    head = load_clip(require(JFK))[: int(JFK_HEAD_S * 16000)]
+    clip = write_wav(workdir / "jfk-head-leopard.wav", head, load_clip(require(LEOPARD)))
     code, events, stderr = _run(workdir, clip)
     assert code == 0, stderr
     assert len(of(events, "wake")) == 1
@@ -90,7 +73,7 @@ def test_words_right_after_the_wake_word_reach_the_transcript(workdir: Path) -> 
 
 
 def test_two_utterances_in_one_file_give_two_replies(workdir: Path) -> None:
-    jfk = load_mono16k(JFK)
+    jfk = load_clip(require(JFK))
     clip = write_wav(workdir / "jfk-twice.wav", jfk, silence(2.5), jfk, silence(0.5))
     code, events, stderr = _run(workdir, clip)
     assert code == 0, stderr

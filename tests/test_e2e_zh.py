@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from speechdata.assets import AUDIO, KWS_ZH
 from tests.conftest import require
-from tests.llm_fixture import AUDIO, KWS_ZH, of, run_assistant, tiny_llm, write_config  # noqa: F401
+from tests.support.cli import of, run_assistant, write_config
 
 
 @pytest.mark.parametrize(
@@ -21,7 +22,7 @@ from tests.llm_fixture import AUDIO, KWS_ZH, of, run_assistant, tiny_llm, write_
 )
 def test_chinese_wake_transcript_reply(
     tmp_path: Path,
-    tiny_llm: Path,  # noqa: F811
+    tiny_llm: Path,
     clip: str,
     keyword: str,
     heard_after: str,

@@ -8,6 +8,10 @@ The microphone cannot be opened here (no PortAudio), so the device is replaced a
 device object with sounddevice's API whose stream plays a real clip through the real callback, then
 disappears (no more callbacks, the device no longer listed), then comes back. MicSource's own stall
 detection and backoff are what is tested.
+
+Why one file of ~500 lines: it is the catalogue of faults the daemon must survive, one section per fault
+(microphone, stdin, LLM, TTS, signals, full disk), and the fakes it needs (a sounddevice module, a daemon
+process with a notify socket) serve only these tests. New faults get a new file (tests/test_faults_NAME.py).
 """
 
 from __future__ import annotations
@@ -33,54 +37,22 @@ import pytest
 
 from assistant import cli
 from assistant.audio.mic import MicSource
-from assistant.audio.ring import AudioRing
-from assistant.audio.sources import open_source
-from assistant.daemon import Daemon, State, make_executor
+from assistant.daemon import State
 from assistant.errors import AUDIO, OK, AudioError
-from assistant.events import Error, Event, Reply, Wake
+from assistant.events import Error, Reply, Wake
 from assistant.llm.chat import Conversation
 from assistant.llm.runtime import MiniMindOnnx
 from assistant.llm.sampling import Sampling
 from assistant.llm.tokenizer import Tokenizer
 from assistant.reply.sinks import Speech
 from assistant.reply.tts import EspeakTts, WavFileOutput
-from assistant.settings import Settings, TtsSettings
-from tests.audio_mix import JFK, KWS_EN, WAKE_LABEL, load_clip, pcm16, silence
-from tests.conftest import REPO, require
-from tests.llm_fixture import of, parse_events, tiny_llm, write_wav  # noqa: F401 - fixture
-from tests.test_daemon import _names, _settings, jfk_twice, keywords_file, models  # noqa: F401 - fixtures
+from assistant.settings import TtsSettings
+from speechdata.assets import JFK, KWS_EN, WAKE_LABEL
+from speechdata.audio import load_clip, pcm16, silence, write_wav
+from tests.conftest import REPO, Models, build_daemon, daemon_settings, event_names, require, run_daemon
+from tests.support.cli import of, parse_events
 
 TIMEOUT_S = 90  # bound on every whole run
-
-
-# ------------------------------------------------------------------------------------------------ helpers
-
-
-def _daemon(
-    settings: Settings, models: dict[str, Any], events: list[Event], executor: Any, **kw: Any
-) -> Daemon:
-    parts = {"wake": models["wake"], "asr": models["asr"], "chat": models["chat"], **kw}
-    parts["wake"].reset()
-    parts["chat"].clear()
-    ring = AudioRing(settings.audio.ring_s)
-    return Daemon(settings, ring=ring, emit=events.append, executor=executor, **parts)
-
-
-def _run_file(
-    settings: Settings, models: dict[str, Any], audio: Path, **kw: Any
-) -> tuple[list[Event], Daemon]:
-    events: list[Event] = []
-    executor = make_executor()
-    daemon = _daemon(settings, models, events, executor, **kw)
-
-    async def main() -> None:
-        await asyncio.wait_for(daemon.run(open_source(str(audio))), TIMEOUT_S)
-
-    try:
-        asyncio.run(main())
-    finally:
-        executor.shutdown(wait=True)
-    return events, daemon
 
 
 # ----------------------------------------------------------------------------- the microphone goes away
@@ -138,12 +110,8 @@ class _FakeSoundDevice(types.ModuleType):
 class _FakeStream:
     def __init__(self, owner: _FakeSoundDevice, samples: np.ndarray, unplug: bool, *, blocksize: int,
                  callback: Callable[..., None], finished_callback: Callable[[], None], **_: Any) -> None:
-        self.device = owner
-        self.samples = samples
-        self.unplug = unplug
-        self.blocksize = blocksize
-        self.callback = callback
-        self.finished_callback = finished_callback
+        self.device, self.samples, self.unplug = owner, samples, unplug
+        self.blocksize, self.callback, self.finished_callback = blocksize, callback, finished_callback
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._play, name="fake-portaudio", daemon=True)
 
@@ -167,7 +135,7 @@ class _FakeStream:
 
 
 def test_microphone_unplugged_and_back_keeps_the_daemon_running(
-    models: dict[str, Any], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    models: Models, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     jfk = load_clip(require(JFK))
     device = _FakeSoundDevice(
@@ -176,26 +144,23 @@ def test_microphone_unplugged_and_back_keeps_the_daemon_running(
     monkeypatch.setitem(sys.modules, "sounddevice", device)
     caplog.set_level("INFO", logger="assistant.audio.mic")
     source = MicSource(None, stall_s=0.5)
-    events: list[Event] = []
-    executor = make_executor()
-    daemon = _daemon(models["settings"], models, events, executor, live=True)
+    with build_daemon(models, live=True) as (daemon, events):
 
-    async def main() -> None:
-        task = asyncio.create_task(daemon.run(source))
-        deadline = time.monotonic() + TIMEOUT_S
-        while not any(isinstance(e, Reply) for e in events) and not task.done():
-            if time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.05)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, 30)
+        async def main() -> None:
+            task = asyncio.create_task(daemon.run(source))
+            deadline = time.monotonic() + TIMEOUT_S
+            while not any(isinstance(e, Reply) for e in events) and not task.done():
+                if time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.05)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(task, 30)
 
-    try:
-        asyncio.run(main())
-    finally:
-        executor.shutdown(wait=True)
-        source.close()
+        try:
+            asyncio.run(main())
+        finally:
+            source.close()
     messages = [r.getMessage() for r in caplog.records]
     assert any("microphone failed" in m for m in messages), messages
     assert device.failed_opens >= 1, "the first reopen should have found no device"
@@ -238,7 +203,7 @@ class _FailingStream(io.RawIOBase):
 
 
 def test_stdin_read_error_mid_stream_exits_audio_without_traceback(
-    tiny_llm: Path, keywords_file: Path, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+    tiny_llm: Path, keywords_file: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     jfk = load_clip(require(JFK))
@@ -278,11 +243,11 @@ class _HangingModel(MiniMindOnnx):
 
 
 def test_llm_stalling_past_the_timeout_is_an_error_and_the_next_question_is_answered(
-    models: dict[str, Any], keywords_file: Path, tiny_llm: Path, jfk_twice: Path,  # noqa: F811
+    models: Models, keywords_file: Path, tiny_llm: Path, jfk_twice: Path,
 ) -> None:
-    settings = _settings(keywords_file, tiny_llm, **{"llm.reply_timeout_s": 2.0})
+    settings = daemon_settings(keywords_file, tiny_llm, **{"llm.reply_timeout_s": 2.0})
     chat = Conversation(_HangingModel(tiny_llm, threads=1), Tokenizer.from_dir(tiny_llm))
-    events, daemon = _run_file(settings, models, jfk_twice, chat=chat)
+    events, daemon = run_daemon(models, jfk_twice, settings=settings, chat=chat)
     errors = [e for e in events if isinstance(e, Error)]
     assert [e.stage for e in errors] == ["llm"] and "timed out" in errors[0].message
     assert len([e for e in events if isinstance(e, Reply)]) == 1  # the second question
@@ -293,7 +258,7 @@ def test_llm_stalling_past_the_timeout_is_an_error_and_the_next_question_is_answ
 
 
 def test_tts_failure_is_an_error_the_reply_is_still_given_and_the_next_question_answered(
-    models: dict[str, Any], jfk_twice: Path, tmp_path: Path
+    models: Models, jfk_twice: Path, tmp_path: Path
 ) -> None:
     # The real espeak-ng wrapper, pointed at a synthesizer program that dies (a broken voice install).
     program = tmp_path / "espeak-ng"
@@ -301,14 +266,14 @@ def test_tts_failure_is_an_error_the_reply_is_still_given_and_the_next_question_
     program.chmod(0o755)
     speech = Speech(EspeakTts(TtsSettings(engine="espeak"), program=str(program)),
                     WavFileOutput(tmp_path / "spoken.wav"))
-    events, daemon = _run_file(models["settings"], models, jfk_twice, speech=speech)
+    events, daemon = run_daemon(models, jfk_twice, speech=speech)
     errors = [e for e in events if isinstance(e, Error)]
     assert errors and {e.stage for e in errors} == {"tts"}, errors
     assert "voice data missing" in errors[0].message
     replies = [e for e in events if isinstance(e, Reply)]
     assert len(replies) == 2 and all(r.text for r in replies)  # printed even though it could not be spoken
     assert daemon.state is State.IDLE
-    assert _names(events)[-1] == "state:idle"
+    assert event_names(events)[-1] == "state:idle"
 
 
 # ----------------------------------------------------------------------- the daemon as a process: signals
@@ -420,7 +385,7 @@ def _config(workdir: Path, llm_dir: Path, kws_dir: Path, extra: str = "") -> Pat
 
 
 def test_reload_with_the_models_folder_gone_or_garbage_keeps_the_old_models(
-    tmp_path: Path, tiny_llm: Path  # noqa: F811
+    tmp_path: Path, tiny_llm: Path
 ) -> None:
     kws = _link_model(require(KWS_EN), tmp_path / "kws")
     daemon = _Daemon(tmp_path, _config(tmp_path, tiny_llm, kws))
@@ -451,7 +416,7 @@ def test_reload_with_the_models_folder_gone_or_garbage_keeps_the_old_models(
 
 
 def test_sigterm_mid_reply_cancels_it_says_stopping_and_exits_zero(
-    tmp_path: Path, tiny_llm: Path  # noqa: F811
+    tmp_path: Path, tiny_llm: Path
 ) -> None:
     # A long reply (the tiny model never says eos): SIGTERM lands while it is being written. A file read as
     # fast as possible waits for the reply, so the reply is what is running when the signal comes.
@@ -474,7 +439,7 @@ def test_sigterm_mid_reply_cancels_it_says_stopping_and_exits_zero(
 
 
 def test_sigterm_while_stdin_is_open_and_quiet_exits_promptly(
-    tmp_path: Path, tiny_llm: Path  # noqa: F811
+    tmp_path: Path, tiny_llm: Path
 ) -> None:
     # A stdin read blocked in a thread must not hold the exit until the writer closes the pipe.
     daemon = _Daemon(tmp_path, _config(tmp_path, tiny_llm, require(KWS_EN)))
@@ -511,7 +476,7 @@ def dev_full() -> Iterator[Any]:
         yield full
 
 
-def test_logs_on_a_full_disk_do_not_stop_the_assistant(tmp_path: Path, tiny_llm: Path, dev_full: Any) -> None:  # noqa: F811
+def test_logs_on_a_full_disk_do_not_stop_the_assistant(tmp_path: Path, tiny_llm: Path, dev_full: Any) -> None:
     config = _config(tmp_path, tiny_llm, require(KWS_EN))
     result = _run_jfk(tmp_path, config, stdout=subprocess.PIPE, stderr=dev_full)
     assert result.returncode == OK
@@ -520,7 +485,7 @@ def test_logs_on_a_full_disk_do_not_stop_the_assistant(tmp_path: Path, tiny_llm:
 
 
 def test_json_events_on_a_full_disk_do_not_stop_the_assistant(
-    tmp_path: Path, tiny_llm: Path, dev_full: Any  # noqa: F811
+    tmp_path: Path, tiny_llm: Path, dev_full: Any
 ) -> None:
     config = _config(tmp_path, tiny_llm, require(KWS_EN))
     result = _run_jfk(tmp_path, config, stdout=dev_full, stderr=subprocess.PIPE)
@@ -530,7 +495,7 @@ def test_json_events_on_a_full_disk_do_not_stop_the_assistant(
 
 
 def test_json_events_on_a_full_disk_are_one_warning_not_a_traceback_per_event(
-    tmp_path: Path, tiny_llm: Path, dev_full: Any  # noqa: F811
+    tmp_path: Path, tiny_llm: Path, dev_full: Any
 ) -> None:
     config = _config(tmp_path, tiny_llm, require(KWS_EN))
     result = _run_jfk(tmp_path, config, stdout=dev_full, stderr=subprocess.PIPE)

@@ -4,6 +4,9 @@ The property is the same everywhere: the input is accepted, or rejected with the
 (ConfigError, AudioError, ModelError; the training data's DataError, a ConfigError) -- never another
 exception, never a hang. Each property runs a bounded number of examples so the file takes well under a
 minute.
+
+Why ~380 lines: one property per input a user controls, each with its own generator; kept together so
+the bounded example counts (and CI's derandomize) are set in one place.
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import os
 import string
 import tempfile
 from pathlib import Path
@@ -20,25 +22,17 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from assistant.audio.sources import FileSource, PcmStreamSource
 from assistant.errors import AudioError, ConfigError
 from assistant.settings import Settings, load_settings
 from assistant.wake.keywords import TokenTable, load_tokens, parse_keywords
-from tests.audio_mix import JFK, KWS_EN, KWS_ZH, load_clip, wav_bytes
+from speechdata.assets import JFK, KWS_EN, KWS_ZH
+from speechdata.audio import load_clip, wav_bytes
 from tests.conftest import ASSETS, require
-
-# derandomize under CI: the same examples every run, so a red CI means a change broke something (run locally
-# without CI=true to explore new random inputs).
-FUZZ = settings(
-    max_examples=60,
-    deadline=None,
-    derandomize=os.environ.get("CI", "").lower() in ("1", "true", "yes"),
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
-
+from tests.support.fuzz import FUZZ
 
 # ------------------------------------------------------------------------------------------- keywords files
 

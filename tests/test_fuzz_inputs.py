@@ -33,8 +33,8 @@ from assistant.wake.keywords import (
     parse_keywords,
 )
 from tests.conftest import ASSETS, require
-from tests.test_fuzz import FUZZ
-from tests.test_input_hardening import FLOAT_KEYS, _nested, crafted_wav
+from tests.support.fuzz import FUZZ
+from tests.support.inputs import FLOAT_KEYS, _nested, crafted_wav
 
 # A hang detector, not a speed test: the worst line costs ~25 ms on the shared 2-core machine under load 8
 # (bench/inputs.py), the old exponential expansion took 34 s and then ran out of memory.

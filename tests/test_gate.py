@@ -8,21 +8,10 @@ import pytest
 from assistant.errors import ModelError
 from assistant.settings import GateSettings
 from assistant.wake.gate import EnergyGate, GatedWakeWord, SileroGate, block_dbfs, gated
-from bench.idle import (
-    ASSETS,
-    KEYWORD_CLIPS,
-    SAMPLE_RATE,
-    SILERO,
-    Spotter,
-    chunks,
-    keywords_file,
-    load_16k,
-    pink_noise,
-    run_spotter,
-)
+from bench.idle import Spotter, run_spotter
+from speechdata.assets import ASSETS, JFK, KEYWORD_CLIPS, SILERO, clip_keywords_file
+from speechdata.audio import SAMPLE_RATE, chunks, load_clip, pink_noise
 from tests.conftest import require
-
-JFK = ASSETS / "audio/en/whisper-jfk.flac"
 
 
 def gate_trace(gate, audio: np.ndarray) -> np.ndarray:
@@ -50,7 +39,7 @@ def test_energy_gate_stays_closed_in_room_noise(noise_dbfs: float) -> None:
 
 
 def test_energy_gate_opens_on_speech_and_closes_after_hang() -> None:
-    speech = load_16k(require(JFK))
+    speech = load_clip(require(JFK))
     noise = pink_noise(30.0, -55.0, seed=2)
     audio = np.concatenate([noise[: 10 * SAMPLE_RATE], speech, noise[10 * SAMPLE_RATE : 20 * SAMPLE_RATE]])
     settings = GateSettings()
@@ -96,7 +85,7 @@ def test_energy_gate_rejects_inverted_thresholds() -> None:
 def test_silero_gate_opens_on_speech_not_on_noise() -> None:
     gate = SileroGate(GateSettings(kind="silero"), model=str(require(SILERO)))
     assert not gate_trace(gate, pink_noise(10.0, -45.0, seed=3)).any()
-    speech = load_16k(require(JFK))
+    speech = load_clip(require(JFK))
     trace = gate_trace(gate, np.concatenate([speech, pink_noise(5.0, -45.0, seed=4)]))
     assert trace[:30].any()
     assert not trace[-20:].any()
@@ -119,7 +108,7 @@ def test_disabled_gate_is_the_plain_spotter() -> None:
 def spotters(tmp_path_factory) -> dict[str, Spotter]:
     require(ASSETS / "kws")
     directory = tmp_path_factory.mktemp("kw")
-    return {lang: Spotter(lang, keywords_file(lang, directory)) for lang in ("en", "zh")}
+    return {lang: Spotter(lang, clip_keywords_file(lang, directory)) for lang in ("en", "zh")}
 
 
 @pytest.mark.parametrize(
@@ -132,7 +121,7 @@ def spotters(tmp_path_factory) -> dict[str, Spotter]:
 )
 def test_wake_word_at_onset_after_long_silence(spotters, lang: str, clip: str, label: str) -> None:
     """The first words after 10 s of quiet open the gate and are the wake word: the pre-roll keeps them."""
-    audio = np.concatenate([pink_noise(10.0, -60.0, seed=5), load_16k(require(ASSETS / clip))])
+    audio = np.concatenate([pink_noise(10.0, -60.0, seed=5), load_clip(require(ASSETS / clip))])
     spotter = spotters[lang]
     spotter.reset()
     wake = GatedWakeWord(spotter, EnergyGate(GateSettings()), pre_roll_s=0.8)
@@ -156,7 +145,7 @@ def test_recall_parity_with_ungated_spotter(spotters, reset_on_close: bool) -> N
     for i, (lang, clip, _) in enumerate(KEYWORD_CLIPS):
         before = pink_noise(5.0, -50.0, seed=10 + i)
         after = pink_noise(5.0, -50.0, seed=50 + i)
-        speech = load_16k(require(clip))
+        speech = load_clip(require(clip))
         audio = np.concatenate([before, speech, after])
         spotter = spotters[lang]
         spotter.reset()
@@ -174,7 +163,7 @@ def test_recall_parity_with_ungated_spotter(spotters, reset_on_close: bool) -> N
 def test_admit_then_spot_is_accept_and_closed_gate_skips_the_spotter(spotters) -> None:
     """The daemon decides the gate on its event loop (admit) and hops to the model thread only for spot():
     the split must fire exactly what accept() fires, and a closed gate must never reach the spotter."""
-    audio = np.concatenate([pink_noise(10.0, -60.0, seed=5), load_16k(require(JFK)), pink_noise(3.0, -60.0)])
+    audio = np.concatenate([pink_noise(10.0, -60.0, seed=5), load_clip(require(JFK)), pink_noise(3.0, -60.0)])
     spotter = spotters["en"]
 
     class Split:

@@ -9,13 +9,10 @@ valid UTF-8 or are blank. Real token tables, real files, real subprocesses of `p
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
-import struct
 import subprocess
 import sys
 import tracemalloc
-import typing
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +22,7 @@ from assistant.audio.resample import MAX_RATE, MAX_WEIGHTS, MIN_RATE, Resampler,
 from assistant.audio.sources import MAX_CHANNELS, FileSource, PcmStreamSource, open_source
 from assistant.errors import AUDIO, CONFIG, AudioError, ConfigError
 from assistant.llm.sampling import Sampler, sampling_from
-from assistant.settings import MAX_CONFIG_BYTES, QUOTE_CHARS, Settings, load_settings
+from assistant.settings import MAX_CONFIG_BYTES, QUOTE_CHARS, load_settings
 from assistant.wake.keywords import (
     MAX_BOOST,
     MAX_FILE_BYTES,
@@ -38,6 +35,7 @@ from assistant.wake.keywords import (
     parse_keywords,
 )
 from tests.conftest import ASSETS, REPO, require
+from tests.support.inputs import FLOAT_KEYS, _nested, crafted_wav
 
 KWS_EN = ASSETS / "kws" / "en-gigaspeech-3.3M-mobile"
 KWS_ZH = ASSETS / "kws" / "zh-wenetspeech-3.3M-mobile"
@@ -161,21 +159,6 @@ def test_suffixes_at_their_limits_are_accepted(en) -> None:
 # --------------------------------------------------------------------------------------- item 7: WAV headers
 
 
-def crafted_wav(rate: int, channels: int, frames: int = 1600, *, bits: int = 16, fmt: int = 1,
-                byte_rate: int | None = None, block_align: int | None = None, data_size: int | None = None) -> bytes:
-    """A RIFF/WAVE file written by hand, so every header field can hold what a corrupt or hostile file has."""
-    align = block_align if block_align is not None else (channels * bits // 8) & 0xFFFF
-    rate_bytes = byte_rate if byte_rate is not None else (rate * align) & 0xFFFFFFFF
-    rng = np.random.default_rng(0)
-    data = (rng.standard_normal(frames * max(channels, 1)) * 3000).astype("<i2").tobytes()
-    if bits != 16:  # silence of the size the header implies (at most 64 bytes a frame: a fuzzed align is huge)
-        data = bytes(frames * min(max(1, align), 64))
-    chunk = struct.pack("<HHIIHH", fmt, channels & 0xFFFF, rate & 0xFFFFFFFF, rate_bytes, align, bits & 0xFFFF)
-    size = len(data) if data_size is None else data_size & 0xFFFFFFFF
-    body = b"WAVE" + b"fmt " + struct.pack("<I", len(chunk)) + chunk + b"data" + struct.pack("<I", size) + data
-    return b"RIFF" + struct.pack("<I", len(body) & 0xFFFFFFFF) + body
-
-
 def drain(source) -> int:
     async def read() -> int:
         n = 0
@@ -285,30 +268,6 @@ def _write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "config.yaml"
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def _float_keys(cls: type = Settings, prefix: str = "") -> list[str]:
-    """Every dotted key whose value is read as a float, found from the dataclasses themselves."""
-    keys = []
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        tp = hints[f.name]
-        key = f"{prefix}{f.name}"
-        if dataclasses.is_dataclass(tp):
-            keys += _float_keys(tp, key + ".")
-        elif tp is float or float in typing.get_args(tp):
-            keys.append(key)
-    return keys
-
-
-def _nested(dotted: str, value: str) -> str:
-    parts = dotted.split(".")
-    lines = [f"{'  ' * i}{part}:" for i, part in enumerate(parts[:-1])]
-    lines.append(f"{'  ' * (len(parts) - 1)}{parts[-1]}: {value}")
-    return "\n".join(lines) + "\n"
-
-
-FLOAT_KEYS = _float_keys()
 
 
 def test_the_float_keys_include_the_gate_and_ring() -> None:

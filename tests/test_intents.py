@@ -254,8 +254,8 @@ def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_bad_custom_file_stops_the_start_with_exit_3(tmp_path: Path) -> None:
+    from speechdata.assets import KWS_EN
     from tests.conftest import require
-    from tests.llm_fixture import KWS_EN
 
     folder = _custom(tmp_path, {"s.yaml": GOOD_SENTENCES.replace('"who are you"', '"who are [you"'),
                                 "r.yaml": GOOD_RESPONSES})
@@ -300,8 +300,8 @@ def test_state_dir_from_systemd_then_the_default(tmp_path: Path, monkeypatch: py
 
 def test_a_bad_file_fails_the_reload_so_the_old_intents_stay(tmp_path: Path) -> None:
     from assistant import pipeline
+    from speechdata.assets import KWS_EN
     from tests.conftest import require
-    from tests.llm_fixture import KWS_EN
 
     (tmp_path / "kw.txt").write_text("FELLOW AMERICANS\n", encoding="utf-8")
     keys = {"wake.keywords_file": tmp_path / "kw.txt", "wake.model_dir": require(KWS_EN), "intents.languages": ["en"]}

@@ -16,20 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+from speechdata.assets import AUDIO, KWS_EN, KWS_ZH
+from speechdata.audio import load_clip as load_mono16k
+from speechdata.audio import silence, write_wav
 from tests.conftest import require
-from tests.llm_fixture import (
-    AUDIO,
-    KWS_EN,
-    KWS_ZH,
-    load_mono16k,
-    of,
-    run_assistant,
-    silence,
-    tiny_llm,  # noqa: F401 - fixture
-    write_config,
-    write_wav,
-)
-from tests.test_timers import JFK_HEAD_S, espeak
+from tests.support.cli import of, run_assistant, write_config
+from tests.support.speech import JFK_HEAD_S, espeak
 
 
 def test_english_question_answered_by_intent_through_audio(tmp_path: Path, tiny_llm: Path) -> None:  # noqa: F811

@@ -15,7 +15,8 @@ from assistant.errors import AUDIO, CONFIG
 from assistant.models.files import find_transducer
 from assistant.wake import samples, tuning
 from assistant.wake.keywords import load_tokens, parse_keywords
-from tests.audio_mix import JFK, KWS_EN, SAMPLE_RATE, load_clip, silence, wake_phrase
+from speechdata.assets import JFK, KWS_EN
+from speechdata.audio import SAMPLE_RATE, load_clip, silence, wake_phrase
 from tests.conftest import require
 
 

@@ -1,7 +1,7 @@
 """The onnxruntime MiniMind generator against the conformance pack, through real exports made here.
 
 The exports are built once per session in a temporary folder from the pack's dense-tiny `.pth` (tests may
-use torch; assistant/ never does). test_chat.py and test_ask.py import the fixtures from here.
+use torch; assistant/ never does): the fixtures `tiny_dirs`, `tiny_fp32`, `tiny_int8`, `pack` in conftest.py.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,46 +16,7 @@ import pytest
 from assistant.errors import ConfigError, ModelError
 from assistant.llm.runtime import MiniMindOnnx, load_manifest
 from assistant.llm.sampling import Sampler, Sampling
-
-TINY = "minimind2/minimind2-dense-tiny-random.pth"
-TINY_REF = "minimind2/minimind2-dense-tiny-reference.npz"
-
-
-def export_model_dirs(checkpoint: Path, root: Path, tokenizer: Path) -> dict[str, Path]:
-    """{"fp32": dir, "int8": dir} made with the project's exporter CLI (int8 requantized without torch)."""
-    from export.cli import main as export_main
-
-    dirs = {"fp32": root / "fp32", "int8": root / "int8"}
-    rc = export_main(
-        [str(checkpoint), "--out", str(dirs["fp32"]), "--quant", "fp32", "--tokenizer", str(tokenizer)]
-    )
-    assert rc == 0, "assistant-export failed"
-    rc = export_main(["requantize", str(dirs["fp32"]), "--out", str(dirs["int8"]), "--quant", "int8"])
-    assert rc == 0, "assistant-export requantize failed"
-    return dirs
-
-
-@pytest.fixture(scope="session")
-def tiny_dirs(reference, assets, tmp_path_factory) -> dict[str, Path]:
-    """{"fp32": dir, "int8": dir}: the dense-tiny conformance weights exported both ways."""
-    tokenizer = assets / "minimind-tokenizer" / "minimind2" / "tokenizer.json"
-    return export_model_dirs(reference / TINY, tmp_path_factory.mktemp("mm-tiny"), tokenizer)
-
-
-@pytest.fixture(scope="session")
-def tiny_fp32(tiny_dirs) -> MiniMindOnnx:
-    return MiniMindOnnx(tiny_dirs["fp32"], threads=1)
-
-
-@pytest.fixture(scope="session")
-def tiny_int8(tiny_dirs) -> MiniMindOnnx:
-    return MiniMindOnnx(tiny_dirs["int8"], threads=1)
-
-
-@pytest.fixture(scope="session")
-def pack(reference):
-    return np.load(reference / TINY_REF)
-
+from tests.support.models import TINY
 
 GREEDY = Sampling(greedy=True, max_new_tokens=24)
 
@@ -215,58 +175,6 @@ def test_cancel_from_another_thread(tiny_fp32, pack):
     assert not thread.is_alive()
     # Far fewer than the context allows: the loop noticed the event.
     assert 1 <= len(produced) < 5000
-
-
-def _force_eos_after(model_dir: Path, out: Path, total_tokens: int) -> Path:
-    """Copy of `model_dir` whose graph adds 1000 to the eos logit once the sequence has `total_tokens`."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    shutil.copytree(model_dir, out)
-    graph_model = onnx.load(str(out / "model.onnx"))
-    graph = graph_model.graph
-    vocab = json.loads((out / "model.json").read_text())["architecture"]["vocab_size"]
-    old = next(o for o in graph.output if o.name == "logits")
-    for node in graph.node:
-        node.output[:] = ["logits_raw" if name == "logits" else name for name in node.output]
-    eos_bias = np.zeros(vocab, dtype=np.float32)
-    eos_bias[2] = 1000.0
-    graph.initializer.extend(
-        [
-            helper.make_tensor("eos_bias", TensorProto.FLOAT, [vocab], eos_bias),
-            helper.make_tensor("eos_from", TensorProto.INT64, [1], [total_tokens]),
-        ]
-    )
-    if any(i.name == "total_sequence_length" for i in graph.initializer):
-        # "kv_buffer": "shared": present_key.0 may be a buffer longer than the sequence; the runtime passes the
-        # length as an input.
-        length_nodes = [
-            helper.make_node("Cast", ["total_sequence_length"], ["total64"], to=TensorProto.INT64),
-            helper.make_node("Reshape", ["total64", "shape1"], ["kv_len"]),
-        ]
-        graph.initializer.append(helper.make_tensor("shape1", TensorProto.INT64, [1], [1]))
-    else:
-        length_nodes = [helper.make_node("Shape", ["present_key.0"], ["kv_len"], start=2, end=3)]
-    graph.node.extend(
-        [
-            *length_nodes,
-            helper.make_node("GreaterOrEqual", ["kv_len", "eos_from"], ["eos_on"]),
-            helper.make_node("Cast", ["eos_on"], ["eos_scale"], to=TensorProto.FLOAT),
-            helper.make_node("Mul", ["eos_bias", "eos_scale"], ["eos_add"]),
-            helper.make_node("Add", ["logits_raw", "eos_add"], ["logits"]),
-        ]
-    )
-    graph.output.remove(old)
-    graph.output.insert(0, helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, vocab]))
-    onnx.save(graph_model, str(out / "model.onnx"))
-    return out
-
-
-@pytest.fixture(scope="session")
-def eos_model_dir(tiny_dirs, pack, tmp_path_factory) -> Path:
-    """fp32 tiny model that says eos as its 4th token after the chat1 prompt."""
-    total = len(pack["chat1_ids"]) + 3
-    return _force_eos_after(tiny_dirs["fp32"], tmp_path_factory.mktemp("eos") / "model", total)
 
 
 def test_stops_at_eos_without_yielding_it(eos_model_dir, pack):

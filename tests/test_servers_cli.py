@@ -19,8 +19,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from speechdata.assets import KWS_EN
+from speechdata.audio import load_clip as load_mono16k
+from speechdata.audio import silence
 from tests.conftest import REPO
-from tests.llm_fixture import KWS_EN, load_mono16k, silence, tiny_llm  # noqa: F401
 from tests.servers_fixture import JFK
 
 

@@ -18,8 +18,10 @@ import soundfile as sf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.llm_fixture import JFK_TEXT, load_mono16k, wer
-from tests.servers_fixture import JFK, Served, serve, server_settings, tiny_llm  # noqa: F401
+from speechdata.assets import JFK_TEXT
+from speechdata.audio import load_clip as load_mono16k
+from speechdata.wer import wer
+from tests.servers_fixture import JFK, Served, serve, server_settings  # noqa: F401
 
 JFK_SAID = "and so my fellow americans " + JFK_TEXT
 

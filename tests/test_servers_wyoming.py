@@ -19,8 +19,11 @@ from wyoming.info import Describe, Info
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop
 from wyoming.wake import Detect, Detection, NotDetected
 
-from tests.llm_fixture import JFK_TEXT, load_mono16k, silence, wer
-from tests.servers_fixture import JFK, Served, served, tiny_llm  # noqa: F401
+from speechdata.assets import JFK_TEXT
+from speechdata.audio import load_clip as load_mono16k
+from speechdata.audio import silence
+from speechdata.wer import wer
+from tests.servers_fixture import JFK, Served, served  # noqa: F401
 
 JFK_SAID = "and so my fellow americans " + JFK_TEXT
 

@@ -3,6 +3,9 @@
 The daemon reads 16 kHz s16le PCM on stdin (`--input -`), so each test decides when audio arrives relative to
 a signal; the English KWS model is both wake word and ASR, the tiny int8 MiniMind export answers. Every wait
 has a deadline and nothing asserts on timing.
+
+Why ~470 lines: the subprocess harness (notify socket, output readers, deadlines) serves only these tests, and
+each systemd behaviour (READY, WATCHDOG, STOPPING, reload, exit codes) is one test against it.
 """
 
 from __future__ import annotations
@@ -26,17 +29,11 @@ import numpy as np
 import pytest
 
 from assistant.errors import CONFIG
+from speechdata.assets import JFK, KWS_EN
+from speechdata.audio import load_clip, silence
 from tests.conftest import ASSETS, REPO, require
-from tests.llm_fixture import (
-    AUDIO,
-    KWS_EN,
-    load_mono16k,
-    silence,
-    tiny_llm,  # noqa: F401 - fixture
-    write_config,
-)
+from tests.support.cli import write_config
 
-JFK = AUDIO / "en" / "whisper-jfk.flac"
 WATCHDOG_USEC = 200_000  # pings every 0.1 s: a few arrive within any wait below
 START_TIMEOUT_S = 90.0  # import + model loads on 2 busy shared cores
 STEP_TIMEOUT_S = 60.0
@@ -226,11 +223,11 @@ def notify(tmp_path: Path) -> Iterator[NotifySocket]:
 
 @pytest.fixture(scope="module")
 def jfk() -> np.ndarray:
-    return load_mono16k(require(JFK))
+    return load_clip(require(JFK))
 
 
 @pytest.fixture()
-def workdir(tmp_path: Path, tiny_llm: Path) -> Path:  # noqa: F811
+def workdir(tmp_path: Path, tiny_llm: Path) -> Path:
     require(KWS_EN)
     (tmp_path / "keywords.txt").write_text("FELLOW AMERICANS @FELLOW_AMERICANS\n", encoding="utf-8")
     write_config(tmp_path, _config_body(tiny_llm))
@@ -377,7 +374,7 @@ def test_sighup_while_the_models_load_is_done_once_running(
 
 
 def test_sighup_reloads_config_and_keeps_the_old_one_when_bad(
-    workdir: Path, start: Callable[..., Service], tiny_llm: Path, jfk: np.ndarray  # noqa: F811
+    workdir: Path, start: Callable[..., Service], tiny_llm: Path, jfk: np.ndarray
 ) -> None:
     config = workdir / "config.yaml"
     service = start()
@@ -414,7 +411,7 @@ def test_sighup_reloads_config_and_keeps_the_old_one_when_bad(
 
 
 def test_unit_exec_start_with_models_fetched_from_the_mirror(
-    tmp_path: Path, tiny_llm: Path, notify: NotifySocket  # noqa: F811
+    tmp_path: Path, tiny_llm: Path, notify: NotifySocket
 ) -> None:
     """As a new user: `models fetch kws-en --mirror`, then the unit's own ExecStart line, started by hand."""
     assets = require(ASSETS)

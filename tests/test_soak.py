@@ -13,13 +13,12 @@ from pathlib import Path
 import pytest
 
 from bench.soak import Plan, report, run_soak
-from tests.audio_mix import KWS_EN
+from speechdata.assets import KWS_EN
 from tests.conftest import require
-from tests.llm_fixture import tiny_llm  # noqa: F401 - fixture
 
 
 @pytest.fixture(scope="module")
-def soak(tiny_llm: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: F811
+def soak(tiny_llm: Path, tmp_path_factory: pytest.TempPathFactory):
     require(KWS_EN)
     # Short pauses: many events per minute of audio; 4 minutes take ~15 s here.
     plan = Plan(minutes=4.0, seed=1, gap_s=(1.0, 4.0))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 
 from assistant.commands import install_service
 from assistant.errors import CONFIG, USAGE
+from tests.conftest import needs_tool
 
 REPO = Path(__file__).resolve().parents[1]
 SYSTEM_UNIT = REPO / "systemd" / "assistant.service"
@@ -30,13 +30,7 @@ def _directives(path_or_text: Path | str) -> dict[str, list[str]]:
 
 
 def _systemd_analyze() -> str:
-    tool = shutil.which("systemd-analyze")
-    if tool:
-        return tool
-    message = "systemd-analyze not found: apt-get install -y systemd (needed to verify the units)"
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(message)
-    pytest.skip(message)
+    return needs_tool("systemd-analyze", "apt-get install -y systemd (needed to verify the units)")
 
 
 def _rendered(tmp_path: Path, *, user_mode: bool) -> Path:

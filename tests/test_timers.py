@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import subprocess
 import wave
 from pathlib import Path
 from typing import Any
@@ -24,17 +22,12 @@ from assistant.intents.chime import CHIME_RATE, chime
 from assistant.intents.engine import IntentEngine
 from assistant.intents.timers import STATE_FILE, TimerBook
 from assistant.settings import Settings, load_settings
+from speechdata.assets import AUDIO, KWS_EN
+from speechdata.audio import load_clip as load_mono16k
+from speechdata.audio import silence, write_wav
 from tests.conftest import require
-from tests.llm_fixture import (
-    AUDIO,
-    KWS_EN,
-    load_mono16k,
-    silence,
-    tiny_llm,  # noqa: F401 - fixture
-    write_wav,
-)
+from tests.support.speech import JFK_HEAD_S, espeak
 
-JFK_HEAD_S = 3.0  # "And so, my fellow Americans," (the wake phrase) ends before 3.0 s
 START = 1_800_000_000.0  # the timers' clock at audio t = 0 (epoch seconds)
 TIMEOUT_S = 120
 # espeak-ng phrasing and voice the English KWS model (as ASR) hears as an intent: it hears "IN TEN SECOND
@@ -83,13 +76,6 @@ def test_unreadable_state_file_is_kept_aside(tmp_path: Path) -> None:
 
 
 # -- in the daemon, from speech ---------------------------------------------------------------------------
-
-
-def espeak(path: Path, text: str, voice: str = "en-us", speed: int = 130) -> np.ndarray:
-    if shutil.which("espeak-ng") is None:
-        require(Path("/usr/bin/espeak-ng"))  # fails under CI (.ci/run installs it), skips elsewhere
-    subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-g", "4", "-w", str(path), text], check=True)
-    return load_mono16k(path)
 
 
 @pytest.fixture(scope="module")

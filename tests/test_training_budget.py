@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from tests.test_training_stages import IDENTITY, train_tiny
+from tests.support.training import IDENTITY, train_tiny
 from training.build import lr_at
 
 

@@ -10,7 +10,7 @@ import sys
 import torch
 
 from tests.conftest import REPO, require
-from tests.test_training_stages import IDENTITY, TOKENIZER
+from tests.support.training import IDENTITY, TOKENIZER
 
 
 def _args(out, batch: int, accum: int) -> list[str]:

@@ -11,7 +11,7 @@ import pytest
 from assistant.llm.runtime import MiniMindOnnx
 from assistant.llm.sampling import Sampling
 from tests.conftest import REPO, require
-from tests.test_training_stages import TOKENIZER, identity_records, overfit_eight
+from tests.support.training import TOKENIZER, identity_records, overfit_eight
 from training.data import load_tokenizer, render_chat
 from training.eval import OnnxLM, TorchLM, choice_accuracy, read_choices
 

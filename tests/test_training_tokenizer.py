@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from tests.conftest import require
-from tests.test_training_stages import IDENTITY
+from tests.support.training import IDENTITY
 from training.tokenizer import TokenizerSettings, train_tokenizer
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -13,18 +11,13 @@ from assistant.errors import ConfigError, ModelError
 from assistant.reply.sinks import SentenceSplitter, Speech, split_sentences
 from assistant.reply.tts import EspeakTts, SherpaTts, WavFileOutput, make_synthesizer
 from assistant.settings import TtsSettings
-from tests.conftest import require
-from tests.llm_fixture import AUDIO, KWS_EN, of, run_assistant, tiny_llm, write_config  # noqa: F401
+from speechdata.assets import AUDIO, KWS_EN
+from tests.conftest import needs_tool, require
+from tests.support.cli import of, run_assistant, write_config
 
 
 def _espeak() -> str:
-    found = shutil.which("espeak-ng")
-    if found:
-        return found
-    message = "espeak-ng not installed (Debian: apt-get install -y espeak-ng)"
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(message)
-    pytest.skip(message)
+    return needs_tool("espeak-ng", "Debian: apt-get install -y espeak-ng")
 
 
 @pytest.mark.parametrize(
@@ -83,20 +76,20 @@ def test_sherpa_voice_errors_name_the_key(tmp_path: Path) -> None:
 
 
 @pytest.fixture()
-def workdir(tmp_path: Path, tiny_llm: Path) -> Path:  # noqa: F811
+def workdir(tmp_path: Path, tiny_llm: Path) -> Path:
     require(KWS_EN)
     (tmp_path / "keywords.txt").write_text("FELLOW AMERICANS\n", encoding="utf-8")
     return tmp_path
 
 
-def _config(workdir: Path, tiny_llm: Path, tts: str) -> Path:  # noqa: F811
+def _config(workdir: Path, tiny_llm: Path, tts: str) -> Path:
     return write_config(
         workdir,
         f"wake:\n  keywords_file: keywords.txt\n  model_dir: {KWS_EN}\nllm:\n  model_dir: {tiny_llm}\n{tts}",
     )
 
 
-def test_daemon_speaks_the_reply(workdir: Path, tiny_llm: Path) -> None:  # noqa: F811
+def test_daemon_speaks_the_reply(workdir: Path, tiny_llm: Path) -> None:
     _espeak()
     config = _config(workdir, tiny_llm, "tts:\n  engine: espeak\n  output: speech.wav\n")
     code, events, stderr = run_assistant(
@@ -110,7 +103,7 @@ def test_daemon_speaks_the_reply(workdir: Path, tiny_llm: Path) -> None:  # noqa
     assert len(audio) / rate > 0.3
 
 
-def test_tts_failure_is_logged_and_the_reply_still_printed(workdir: Path, tiny_llm: Path) -> None:  # noqa: F811
+def test_tts_failure_is_logged_and_the_reply_still_printed(workdir: Path, tiny_llm: Path) -> None:
     # Speech that cannot be written: the output path is a folder, so every sentence fails to play.
     _espeak()
     (workdir / "speech.wav").mkdir()

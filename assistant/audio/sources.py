@@ -43,6 +43,23 @@ MAX_READ_SAMPLES = 1 << 20  # samples (frames x channels) one read may hold: 4 M
 # --------------------------------------------------------------------------------------------- file / stdin
 
 
+def _cut(blocker: Blocker, resampler: Resampler, samples: np.ndarray, final: bool) -> list[AudioChunk]:
+    """Resample and cut into blocks; the final call also returns the short last block."""
+    chunks = blocker.push(resampler.process(samples, final=final))
+    if final:
+        chunks += blocker.flush()
+    return chunks
+
+
+async def _pace(chunk: AudioChunk, start: float, loop: asyncio.AbstractEventLoop, realtime: bool, *,
+                breathe: bool) -> None:
+    """In real time, wait until the chunk's end time; else (`breathe`) let the loop run between blocks."""
+    if realtime:
+        await asyncio.sleep(max(0.0, start + chunk.t_end - loop.time()))
+    elif breathe:
+        await asyncio.sleep(0)
+
+
 class FileSource:
     """A WAV/FLAC file, read block by block, as fast as possible or paced in real time."""
 
@@ -98,14 +115,8 @@ class FileSource:
                 samples = to_mono(data)
                 if not np.isfinite(samples).all():  # checked first: nan_to_num costs ~10x more per block
                     samples = np.nan_to_num(samples, nan=0.0, posinf=1.0, neginf=-1.0)
-                chunks = blocker.push(resampler.process(samples, final=final))
-                if final:
-                    chunks += blocker.flush()
-                for chunk in chunks:
-                    if self.realtime:
-                        await asyncio.sleep(max(0.0, start + chunk.t_end - loop.time()))
-                    else:
-                        await asyncio.sleep(0)  # let the loop breathe between blocks
+                for chunk in _cut(blocker, resampler, samples, final):
+                    await _pace(chunk, start, loop, self.realtime, breathe=True)
                     yield chunk
                 if final:
                     return
@@ -150,12 +161,8 @@ class PcmStreamSource:
             usable = len(data) - len(data) % 2
             carry = data[usable:]
             pcm = np.frombuffer(data[:usable], dtype="<i2").astype(np.float32) / 32768.0
-            chunks = blocker.push(resampler.process(pcm, final=final))
-            if final:
-                chunks += blocker.flush()
-            for chunk in chunks:
-                if self.realtime:
-                    await asyncio.sleep(max(0.0, start + chunk.t_end - loop.time()))
+            for chunk in _cut(blocker, resampler, pcm, final):
+                await _pace(chunk, start, loop, self.realtime, breathe=False)
                 yield chunk
             if final:
                 return

@@ -19,13 +19,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from assistant.audio.ring import AudioRing
 from assistant.audio.sources import AudioSource, open_source
 from assistant.commands.serve import add_server_arguments, server_overrides
 from assistant.daemon import Daemon, make_executor
 from assistant.errors import OK
 from assistant.pipeline import (
     Pipeline,
+    build_daemon,
     build_intents,
     build_pipeline,
     build_reload,
@@ -219,19 +219,9 @@ async def _main(
         hub = EventHub(VoiceGate(settings.servers.limits.voice_hold_s))
         emit = fan_out(emit, hub.publish)
         servers = await start_servers(settings, shared, hub)
-    daemon = Daemon(
-        settings,
-        wake=pipeline.wake,
-        asr=pipeline.asr,
-        chat=pipeline.chat,
-        ring=AudioRing(settings.audio.ring_s),
-        speech=pipeline.speech,
-        emit=emit,
-        executor=executor,
-        notifier=notifier,
+    daemon = build_daemon(
+        settings, pipeline, emit=emit, executor=executor, notifier=notifier,
         live=live,
-        intents=pipeline.intents,
-        timers=pipeline.timers,
     )
     main = asyncio.current_task()
     assert main is not None

@@ -18,6 +18,9 @@ array updated in place. How the KV cache moves depends on the graph (model.json 
   when a sequence outgrows it.
 
 A model.json with an "io" key declares a graph I/O this runtime does not know: it is refused.
+
+Why ~400 lines: the manifest contract and the two KV-cache strategies share one session and one IO binding;
+split, the per-step hot path would cross modules for no reader's benefit.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "model.json"
 MANIFEST_FORMAT = "minimind-onnx"
+MANIFEST_VERSION = 1
 REQUIRED_FILES = ("model.onnx", MANIFEST, "tokenizer.json")
 DEMO_DIR_NAME = "minimind-demo"
 KV_SHARED = "shared"  # model.json "kv_buffer": past and present may be one buffer
@@ -84,6 +88,23 @@ def how_to_get(model_dir: Path) -> str:
     )
 
 
+def read_manifest_json(path: Path, *, hint: str = "") -> dict:
+    """model.json as a dict, checked for its format and version (shared with export/, which writes it).
+
+    `hint` (how to get a good one) is added to a read error."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"cannot read {path}: {exc}" + (f"; {hint}" if hint else "")) from exc
+    if not isinstance(raw, dict) or raw.get("format") != MANIFEST_FORMAT:
+        raise ModelError(f"{path} is not a MiniMind ONNX manifest (format must be {MANIFEST_FORMAT!r})")
+    if raw.get("version") != MANIFEST_VERSION:
+        raise ModelError(
+            f"{path}: manifest version {raw.get('version')!r} is not supported (expected {MANIFEST_VERSION})"
+        )
+    return raw
+
+
 def load_manifest(model_dir: Path) -> ModelManifest:
     """Read and check `model_dir/model.json`; every problem is a ModelError naming the file and the fix."""
     model_dir = Path(model_dir)
@@ -92,14 +113,7 @@ def load_manifest(model_dir: Path) -> ModelManifest:
         files = ", ".join(str(model_dir / name) for name in missing)
         raise ModelError(f"model file missing: {files}; {how_to_get(model_dir)}")
     path = model_dir / MANIFEST
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"cannot read {path}: {exc}; {how_to_get(model_dir)}") from exc
-    if not isinstance(raw, dict) or raw.get("format") != MANIFEST_FORMAT:
-        raise ModelError(f"{path} is not a MiniMind ONNX manifest (format must be {MANIFEST_FORMAT!r})")
-    if raw.get("version") != 1:
-        raise ModelError(f"{path}: manifest version {raw.get('version')!r} is not supported (expected 1)")
+    raw = read_manifest_json(path, hint=how_to_get(model_dir))
     if "io" in raw:
         # A graph I/O beyond the base contract needs its own code path.
         raise ModelError(

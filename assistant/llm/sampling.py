@@ -5,6 +5,7 @@ The defaults are MiniMind's official chat settings (temperature 0.85, top_p 0.85
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -115,12 +116,5 @@ class Sampler:
 
 def sampling_from(llm: LlmSettings) -> Sampling:
     """The sampling settings of config.yaml's `llm:` section."""
-    return Sampling(
-        temperature=llm.temperature,
-        top_p=llm.top_p,
-        top_k=llm.top_k,
-        repetition_penalty=llm.repetition_penalty,
-        max_new_tokens=llm.max_new_tokens,
-        seed=llm.seed,
-        greedy=llm.greedy,
-    )
+    # Every Sampling field has a key of the same name in `llm:`; a new field gets its key there too.
+    return Sampling(**{f.name: getattr(llm, f.name) for f in dataclasses.fields(Sampling)})

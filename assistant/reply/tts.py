@@ -54,6 +54,16 @@ def _optional(path: Path | None, key: str) -> str:
     return _require_file(path, key) if path is not None else ""
 
 
+def _text_files(s: TtsSettings) -> dict[str, str]:
+    """The tokens, lexicon and data folders every sherpa-onnx voice config takes (checked in this order)."""
+    return {
+        "tokens": _require_file(s.tokens, "tokens"),
+        "lexicon": _optional(s.lexicon, "lexicon"),
+        "data_dir": _optional(s.data_dir, "data_dir"),
+        "dict_dir": _optional(s.dict_dir, "dict_dir"),
+    }
+
+
 class SherpaTts:
     """A sherpa-onnx OfflineTts voice (vits/piper, matcha or kokoro)."""
 
@@ -64,31 +74,19 @@ class SherpaTts:
 
         s = settings
         model_config = sherpa_onnx.OfflineTtsModelConfig(num_threads=s.num_threads, provider="cpu")
+        # Each model type names its main file(s) differently; the text side is the same for all three.
         if s.model_type == "vits":
             model_config.vits = sherpa_onnx.OfflineTtsVitsModelConfig(
-                model=_require_file(s.model, "model"),
-                tokens=_require_file(s.tokens, "tokens"),
-                lexicon=_optional(s.lexicon, "lexicon"),
-                data_dir=_optional(s.data_dir, "data_dir"),
-                dict_dir=_optional(s.dict_dir, "dict_dir"),
+                model=_require_file(s.model, "model"), **_text_files(s)
             )
         elif s.model_type == "matcha":
             model_config.matcha = sherpa_onnx.OfflineTtsMatchaModelConfig(
-                acoustic_model=_require_file(s.model, "model"),
-                vocoder=_require_file(s.vocoder, "vocoder"),
-                tokens=_require_file(s.tokens, "tokens"),
-                lexicon=_optional(s.lexicon, "lexicon"),
-                data_dir=_optional(s.data_dir, "data_dir"),
-                dict_dir=_optional(s.dict_dir, "dict_dir"),
+                acoustic_model=_require_file(s.model, "model"), vocoder=_require_file(s.vocoder, "vocoder"),
+                **_text_files(s),
             )
         else:
             model_config.kokoro = sherpa_onnx.OfflineTtsKokoroModelConfig(
-                model=_require_file(s.model, "model"),
-                voices=_require_file(s.voices, "voices"),
-                tokens=_require_file(s.tokens, "tokens"),
-                lexicon=_optional(s.lexicon, "lexicon"),
-                data_dir=_optional(s.data_dir, "data_dir"),
-                dict_dir=_optional(s.dict_dir, "dict_dir"),
+                model=_require_file(s.model, "model"), voices=_require_file(s.voices, "voices"), **_text_files(s)
             )
         config = sherpa_onnx.OfflineTtsConfig(model=model_config, max_num_sentences=1)
         if not config.validate():
