@@ -74,7 +74,8 @@ def _parser(command: str) -> argparse.ArgumentParser:
     else:
         p = argparse.ArgumentParser(
             prog="assistant-export",
-            description="export a MiniMind2 checkpoint to ONNX with a KV cache (also: requantize, verify)",
+            description="export a MiniMind2 or minimind-3 checkpoint to ONNX with a KV cache "
+            "(also: requantize, verify)",
         )
         p.add_argument("checkpoint", type=Path, help=".pth state dict or transformers-format directory")
         p.add_argument(
