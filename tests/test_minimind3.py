@@ -314,3 +314,15 @@ def test_training_a_minimind3_model_exports_and_answers(tmp_path: Path, assets: 
     reply = "".join(chat.stream(record["conversations"][0]["content"], Sampling(greedy=True, max_new_tokens=30)))
     assert len(reply) > 5
     assert record["conversations"][1]["content"].startswith(reply)
+
+
+def test_eval_takes_the_generation_tokenizer_and_refuses_the_other(pack_dir: Path, assets: Path, capsys) -> None:
+    from training.eval import main
+
+    mc = assets / "datasets" / "mmlu" / "dev" / "anatomy_dev.csv"
+    checkpoint = str(pack_dir / "minimind3-dense-tiny-random.pth")
+    assert main([checkpoint, "--mc", str(mc)]) == 0  # no tokenizer beside: minimind-3's by default
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])[f"mc:{mc}"] >= 0
+    wrong = assets / "minimind-tokenizer" / "minimind2"
+    assert main([checkpoint, "--tokenizer", str(wrong), "--mc", str(mc)]) == 4
+    assert "is not the tokenizer of" in capsys.readouterr().err

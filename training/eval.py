@@ -25,7 +25,15 @@ import numpy as np
 
 from assistant.errors import ModelError
 from training.cli import command_parser, report_errors, setup_logging
-from training.data import JsonlFile, encode_pretrain, encode_sft, has_think_tokens, load_tokenizer, render_chat
+from training.data import (
+    GENERATION_TOKENIZERS,
+    JsonlFile,
+    encode_pretrain,
+    encode_sft,
+    has_think_tokens,
+    load_tokenizer,
+    render_chat,
+)
 from training.mc import (
     CHINESE,
     LETTERS,
@@ -52,6 +60,7 @@ class TorchLM:
         self.torch = torch
         self.model, self.config = load_model(path)
         self.eos = self.config.eos_token_id
+        self.generation = self.config.generation
         self.params = sum(p.numel() for p in self.model.parameters())
 
     def logits(self, ids: list[int]) -> np.ndarray:
@@ -102,6 +111,7 @@ class OnnxLM:
         self.kv_heads = int(arch["num_key_value_heads"])
         self.head_dim = int(arch.get("head_dim") or arch["hidden_size"] // arch["num_attention_heads"])
         self.eos = int(manifest.get("eos_token_id", 2))
+        self.generation = str(manifest.get("generation", "minimind2"))
         opts = ort.SessionOptions()
         opts.log_severity_level = 3  # the fused graph's optional input warns once per session otherwise
         if threads:
@@ -263,9 +273,15 @@ def main(argv: list[str] | None = None) -> int:
 def evaluate(args: argparse.Namespace) -> None:
     """Score args.model on every --ppl and --mc file; print one JSON line of results."""
     model_dir = Path(args.model) if Path(args.model).is_dir() else Path(args.model).parent
-    tok_path = args.tokenizer or (str(model_dir) if (model_dir / "tokenizer.json").is_file() else "")
-    tokenizer = load_tokenizer(tok_path)
     lm = open_model(args.model, threads=args.threads)
+    beside = str(model_dir) if (model_dir / "tokenizer.json").is_file() else ""
+    tok_path = args.tokenizer or beside or str(GENERATION_TOKENIZERS[lm.generation])
+    tokenizer = load_tokenizer(tok_path)
+    if has_think_tokens(tokenizer) != (lm.generation == "minimind3"):
+        raise ModelError(
+            f"tokenizer {tok_path} is not the tokenizer of {args.model} (a {lm.generation} model; the "
+            "<think>/</think> special tokens tell the two generations' tokenizers apart)"
+        )
     results: dict[str, object] = {}
     for path in args.ppl:
         ppl, n = perplexity(lm, path, tokenizer, max_length=args.max_length, limit=args.limit)
