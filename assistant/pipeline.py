@@ -116,6 +116,7 @@ def build_chat(settings: Settings) -> Any:
         tokenizer,
         system_prompt=llm.system_prompt or DEFAULT_SYSTEM_PROMPT,
         max_context_tokens=llm.max_context_tokens,
+        open_thinking=llm.open_thinking,
     )
 
 

@@ -201,6 +201,7 @@ class LlmSettings:
     seed: int | None = _bound(None, ge=0, lt=2**32)  # sampling seed; None = random per reply (numpy: >= 0)
     greedy: bool = False  # argmax decoding (reproducible replies)
     max_context_tokens: int = _bound(512, ge=16)  # prompt + history budget; oldest turns are dropped first
+    open_thinking: bool = False  # minimind-3: let the model reason in <think> first (never spoken or sent)
     follow_up_window_s: float = _bound(8.0, ge=0)  # s after a reply in which a new wake keeps the history
     reply_timeout_s: float = _bound(60.0, gt=0)  # s a reply may take in all; then it is cancelled (error)
 

@@ -10,11 +10,15 @@ Without --model-dir it exports MiniMind2-Small-shaped random weights (seeded; sp
 values) with the project's exporter: fp32, then int8 requantized from it. With --model-dir (an int8 or other
 export) and optionally --fp32-dir, it uses those, and torch runs random weights of the same shape.
 
+--shape minimind3 times the real minimind-3 shape instead (64M dense: hidden 768, 8 layers, 8/4 heads, q/k
+norms; ../shared/reference/minimind3/minimind3-state-dict.tsv), random weights too, exported with the minimind-3
+tokenizer; its targets are int8 >= 250 tokens/s at 2 threads and TTFT <= 40 ms.
+
 --extra LABEL=DIR (repeatable) times more exported directories in the same interleaved rounds, e.g. another
 quantization or an export made by an older version, as extra rows (and table entries in --json).
 
     .venv/bin/python -m bench.llm [--runs 5] [--json] [--model-dir DIR [--fp32-dir DIR]] [--keep DIR]
-                                 [--extra LABEL=DIR ...]
+                                 [--extra LABEL=DIR ...] [--shape minimind2-small|minimind3]
 """
 
 from __future__ import annotations
@@ -35,6 +39,11 @@ import numpy as np
 from speechdata.assets import REPO, TOKENIZER_DIR
 
 TOKENIZER = TOKENIZER_DIR / "tokenizer.json"
+# --shape: label, tokenizer, targets (int8 tokens/s at 2 threads, TTFT ms, RSS MB or None).
+SHAPES = {
+    "minimind2-small": ("MiniMind2-Small", TOKENIZER, (500, 20, 150)),
+    "minimind3": ("minimind-3 (64M)", TOKENIZER_DIR.parent / "minimind-3" / "tokenizer.json", (250, 40, None)),
+}  # fmt: skip
 PROMPT_TOKENS = 64
 NEW_TOKENS = 128
 THREADS = (1, 2)
@@ -158,24 +167,25 @@ class TorchEngine:
         return _figures(started, first, last, count)
 
 
-def small_model(seed: int):
+def small_model(seed: int, shape: str = "minimind2-small"):
     import torch
 
-    from training.model import MiniMindConfig, MiniMindForCausalLM
+    from training.model import MiniMindConfig, MiniMindForCausalLM, minimind3_config
 
     torch.manual_seed(seed)
-    return MiniMindForCausalLM(MiniMindConfig()).eval()
+    config = minimind3_config() if shape == "minimind3" else MiniMindConfig()
+    return MiniMindForCausalLM(config).eval()
 
 
-def export_dirs(model, root: Path) -> tuple[Path, Path]:
+def export_dirs(model, root: Path, tokenizer: Path = TOKENIZER) -> tuple[Path, Path]:
     """fp32 and int8 exports of `model` made with assistant-export (CLI entry point, in-process)."""
     from export.cli import main as export_main
     from training.weights import save_pth
 
-    checkpoint = root / "minimind2-small-random.pth"
+    checkpoint = root / f"{model.config.generation}-random.pth"
     save_pth(model, checkpoint)
     fp32, int8 = root / "fp32", root / "int8"
-    args = [str(checkpoint), "--out", str(fp32), "--quant", "fp32", "--tokenizer", str(TOKENIZER)]
+    args = [str(checkpoint), "--out", str(fp32), "--quant", "fp32", "--tokenizer", str(tokenizer)]
     if export_main(args) != 0:
         raise SystemExit("fp32 export failed")
     # Random weights: the int8 parity gate is about real models, not speed; do not let it refuse.
@@ -190,9 +200,9 @@ def export_dirs(model, root: Path) -> tuple[Path, Path]:
 def measure(args: argparse.Namespace, root: Path) -> dict:
     import torch
 
-    model = small_model(args.seed)
+    model = small_model(args.seed, args.shape)
     if args.model_dir is None:
-        int8_dir, fp32_dir = export_dirs(model, root)
+        int8_dir, fp32_dir = export_dirs(model, root, SHAPES[args.shape][1])
     else:
         int8_dir, fp32_dir = args.model_dir, args.fp32_dir
     engines: dict[str, object] = {}
@@ -264,7 +274,8 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 def print_table(report: dict, args: argparse.Namespace) -> None:
     t = report["table"]
     load = os.getloadavg()[0]
-    print(f"MiniMind2-Small shape, {PROMPT_TOKENS}-token prompt + {NEW_TOKENS} new tokens, greedy, batch 1, "
+    name, _, (rate_target, ttft_target, rss_target) = SHAPES[args.shape]
+    print(f"{name} shape, {PROMPT_TOKENS}-token prompt + {NEW_TOKENS} new tokens, greedy, batch 1, "
           f"median of {args.runs} interleaved runs; 1-min load average at the end {load:.1f}")  # fmt: skip
     print()
     print("| engine | threads | TTFT ms | tokens/s | tok/s vs torch | tok/s vs fp32 | peak RSS MB |")
@@ -284,9 +295,11 @@ def print_table(report: dict, args: argparse.Namespace) -> None:
                   f"{row['tokens_per_s'] / torch_rate:.2f}x | {vs_fp32} | {rss} |")  # fmt: skip
     s = summary(report)
     print()
+    rss_note = f" (target <= {rss_target})" if rss_target else ""
+    rate_note = f"6x, >= {rate_target}" if args.shape == "minimind2-small" else f"{rate_target}"
     print(f"at 2 threads: int8 {s['int8_tokens_per_s']:.0f} tok/s = {s['int8_over_torch']:.2f}x torch "
-          f"(target >= 6x, >= 500 tok/s); TTFT {s['int8_ttft_ms']:.1f} ms (target <= 20); "
-          f"RSS {s['rss_mb']:.0f} MB (target <= 150)")  # fmt: skip
+          f"(target >= {rate_note} tok/s); TTFT {s['int8_ttft_ms']:.1f} ms (target <= {ttft_target}); "
+          f"RSS {s['rss_mb']:.0f} MB{rss_note}")  # fmt: skip
     short = [name for name, row in t.items() if row["tokens"] < NEW_TOKENS]
     if short:
         print(f"note: stopped at eos before {NEW_TOKENS} tokens: {', '.join(short)}")
@@ -306,6 +319,9 @@ def main() -> int:
     parser.add_argument("--fp32-dir", type=Path, help="with --model-dir: an fp32 export of the same weights")
     parser.add_argument("--keep", type=Path, help="export into this folder and keep it")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    parser.add_argument(
+        "--shape", choices=tuple(SHAPES), default="minimind2-small", help="model shape of the random weights"
+    )
     parser.add_argument(
         "--extra",
         type=_labelled_dir,

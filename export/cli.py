@@ -74,7 +74,8 @@ def _parser(command: str) -> argparse.ArgumentParser:
     else:
         p = argparse.ArgumentParser(
             prog="assistant-export",
-            description="export a MiniMind2 checkpoint to ONNX with a KV cache (also: requantize, verify)",
+            description="export a MiniMind2 or minimind-3 checkpoint to ONNX with a KV cache "
+            "(also: requantize, verify)",
         )
         p.add_argument("checkpoint", type=Path, help=".pth state dict or transformers-format directory")
         p.add_argument(
@@ -132,7 +133,7 @@ def run_export(args: argparse.Namespace) -> None:
 
         config = read_config(args.config)
     model, config = load_model(args.checkpoint, config=config)
-    check_tokenizer(tokenizer_files[0], config.vocab_size, config.eos_token_id)
+    check_tokenizer(tokenizer_files[0], config.vocab_size, config.eos_token_id, config.generation, args.checkpoint)
     if args.lora:
         merge_lora(model, args.lora)
     tol = parity.Tolerances(fp32_max_abs=args.max_abs_diff, min_top1=args.min_top1)
@@ -166,9 +167,10 @@ def run_export(args: argparse.Namespace) -> None:
             eos_token_id=config.eos_token_id,
             kv_buffer=KV_BUFFER if graph == "fused" else None,
             weights=weights,
+            generation=config.generation,
         )
         mf.write_manifest(stage, manifest)
-    log.info("wrote %s (%s)", args.out, args.quant)
+    log.info("wrote %s (%s, %s)", args.out, args.quant, config.label)
 
 
 def run_requantize(args: argparse.Namespace) -> None:
@@ -204,6 +206,7 @@ def run_requantize(args: argparse.Namespace) -> None:
             eos_token_id=manifest["eos_token_id"],
             kv_buffer=manifest.get("kv_buffer"),
             weights=weights,
+            generation=manifest.get("generation", "minimind2"),
         )
         mf.write_manifest(stage, new)
     log.info("wrote %s (%s, requantized from %s)", args.out, args.quant, source)
@@ -245,9 +248,14 @@ def find_tokenizer(given: Path | None, checkpoint: Path) -> list[Path]:
     return files
 
 
-def check_tokenizer(path: Path, vocab_size: int, eos_token_id: int) -> None:
-    """The tokenizer must fit the model: ids within its vocabulary, <|im_end|> where the model expects eos."""
+def check_tokenizer(
+    path: Path, vocab_size: int, eos_token_id: int, generation: str = "minimind2", checkpoint: Path | None = None
+) -> None:
+    """The tokenizer must fit the model: ids within its vocabulary, <|im_end|> where the model expects eos, and
+    the tokenizer of the model's generation (both have 6400 tokens: only the added tokens tell them apart)."""
     from tokenizers import Tokenizer
+
+    from assistant.llm.tokenizer import THINK_CLOSE, THINK_OPEN, tokenizer_generation
 
     try:
         tokenizer = Tokenizer.from_file(str(path))
@@ -260,7 +268,16 @@ def check_tokenizer(path: Path, vocab_size: int, eos_token_id: int) -> None:
         )
     if tokenizer.token_to_id("<|im_end|>") != eos_token_id:
         raise ModelError(
-            f"tokenizer {path}: <|im_end|> is not token {eos_token_id}; not a MiniMind2 tokenizer"
+            f"tokenizer {path}: <|im_end|> is not token {eos_token_id}; not a MiniMind tokenizer"
+        )
+    found = tokenizer_generation(tokenizer.get_vocab(with_added_tokens=True))
+    if found != generation:
+        names = {"minimind2": "MiniMind2", "minimind3": "minimind-3"}
+        has = "has" if found == "minimind3" else "lacks"
+        raise ModelError(
+            f"tokenizer {path} is the {names[found]} tokenizer (it {has} the special tokens {THINK_OPEN} / "
+            f"{THINK_CLOSE}) but {checkpoint or 'the checkpoint'} is a {names[generation]} model: pass its own "
+            f"tokenizer with --tokenizer (../shared/assets/minimind-tokenizer/{names[generation].lower()}/)"
         )
 
 

@@ -1,8 +1,10 @@
-"""A hand-built ONNX graph of dense MiniMind2 using onnxruntime's fused CPU operators (com.microsoft domain).
+"""A hand-built ONNX graph of dense MiniMind2 / minimind-3 using onnxruntime's fused CPU operators (com.microsoft).
 
 Each layer is a handful of nodes instead of dozens: GroupQueryAttention takes the packed q/k/v projection and
 does RoPE, the KV append, GQA and the causal mask in one kernel; SkipSimplifiedLayerNormalization fuses each
-residual add with the next RMSNorm; q/k/v and gate/up are one MatMul each. Built from numpy weights, so no
+residual add with the next RMSNorm; q/k/v and gate/up are one MatMul each. minimind-3's per-head q/k RMSNorm
+splits the q/k/v output and normalises q and k as [1, S, heads, D] with SimplifiedLayerNormalization before
+GroupQueryAttention (which applies RoPE after it, as the official code does). Built from numpy weights, so no
 tracing is involved; the export parity check compares it with the torch model like any other graph. Dense
 only: MoE keeps the traced graph.
 
@@ -30,7 +32,7 @@ TOTAL = "total_sequence_length"
 def build_fused_graph(state: dict[str, np.ndarray], cfg) -> onnx.ModelProto:
     """`state`: fp32 numpy arrays under the official key names; `cfg`: a MiniMindConfig."""
     if cfg.use_moe:
-        raise ValueError("the fused graph is built for dense MiniMind2 only")
+        raise ValueError("the fused graph is built for dense models only")
     hq, hkv, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
     eps = float(cfg.rms_norm_eps)
     b = _Builder()
@@ -65,9 +67,12 @@ def build_fused_graph(state: dict[str, np.ndarray], cfg) -> onnx.ModelProto:
         # writes k/v into the cache after its first total - S positions and attends causally.
         w_qkv = np.concatenate([state[_key(i, f"self_attn.{n}_proj")] for n in "qkv"], axis=0).T
         qkv = b.node("MatMul", [normed, b.const(f"qkv.{i}", w_qkv)])  # [1, S, (Hq + 2 Hkv) D]
+        q_k_v = [qkv, "", ""]
+        if cfg.qk_norm:
+            q_k_v = _qk_norm(b, state, cfg, i, qkv)
         attn, _, _ = b.node(
             "GroupQueryAttention",
-            [qkv, "", "", f"past_key.{i}", f"past_value.{i}", seqlens_k, total, cos, sin],
+            [*q_k_v, f"past_key.{i}", f"past_value.{i}", seqlens_k, total, cos, sin],
             outputs=[None, f"present_key.{i}", f"present_value.{i}"],
             domain=MS,
             num_heads=hq,
@@ -123,11 +128,27 @@ def build_fused_graph(state: dict[str, np.ndarray], cfg) -> onnx.ModelProto:
             outputs.append(present)
     # An initializer named like an input is that input's default (IR >= 4): callers may leave it out.
     b.const(TOTAL, np.array(0, np.int32))
-    graph = helper.make_graph(b.nodes, "minimind2_fused", inputs, outputs, initializer=b.initializers)
+    graph = helper.make_graph(b.nodes, f"{cfg.generation}_fused", inputs, outputs, initializer=b.initializers)
     opsets = [helper.make_opsetid("", 17), helper.make_opsetid(MS, 1)]
     model = helper.make_model(graph, opset_imports=opsets, producer_name="edge-assistant")
     model.ir_version = 8  # readable by onnxruntime builds back to 1.14
     return model
+
+
+def _qk_norm(b: _Builder, state: dict[str, np.ndarray], cfg, i: int, qkv: str) -> list[str]:
+    """minimind-3: split q/k/v, RMSNorm q and k per head over D (RoPE comes after, in the attention kernel)."""
+    hq, hkv, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+    widths = b.const(f"qkv_split.{i}", np.array([hq * d, hkv * d, hkv * d], np.int64))
+    q, k, v = b.node("Split", [qkv, widths], outputs=3, axis=-1)
+    normed = []
+    for name, x, heads in (("q_norm", q, hq), ("k_norm", k, hkv)):
+        per_head = b.node("Reshape", [x, b.const(f"{name}_heads.{i}", np.array([1, -1, heads, d], np.int64))])
+        gamma = b.const(f"{name}.{i}", state[_key(i, f"self_attn.{name}")])
+        y = b.node(
+            "SimplifiedLayerNormalization", [per_head, gamma], axis=-1, epsilon=float(cfg.rms_norm_eps), stash_type=1
+        )
+        normed.append(b.node("Reshape", [y, b.const(f"{name}_flat.{i}", np.array([1, -1, heads * d], np.int64))]))
+    return [normed[0], normed[1], v]
 
 
 def _key(layer: int, name: str) -> str:

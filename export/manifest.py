@@ -24,13 +24,18 @@ def build_manifest(
     eos_token_id: int = 2,
     kv_buffer: str | None = None,
     weights: dict | None = None,
+    generation: str = "minimind2",
 ) -> dict:
     """Manifest for the files now in `directory` (everything but model.json itself).
 
     `kv_buffer` "shared": the graph also takes the optional input total_sequence_length, so past and present
     may share one preallocated buffer (export/fused_graph.py); None leaves the key out. `weights` describes
-    the quantized weight format. There is no "io" key: both graphs keep the base I/O contract.
+    the quantized weight format. There is no "io" key: both graphs keep the base I/O contract. `generation`
+    ("minimind2" or "minimind3") names the model and its chat template ("chat_template"): the runtime refuses a
+    tokenizer of the other generation.
     """
+    from assistant.llm.tokenizer import GENERATIONS
+
     files = {
         p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
         for p in sorted(directory.iterdir())
@@ -44,6 +49,8 @@ def build_manifest(
         "bos_token_id": bos_token_id,
         "eos_token_id": eos_token_id,
         "tokenizer": "tokenizer.json",
+        "generation": generation,
+        "chat_template": GENERATIONS[generation],
         "model": "model.onnx",
         # "fused" graphs use onnxruntime contrib operators (com.microsoft); the I/O contract is the same.
         "graph": graph,

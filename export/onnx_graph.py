@@ -90,6 +90,8 @@ class DecoderForExport(nn.Module):
         q = attn.q_proj(x).reshape(1, -1, hq, d).transpose(1, 2)  # [1, Hq, S, D]
         k = attn.k_proj(x).reshape(1, -1, hkv, d).transpose(1, 2)  # [1, Hkv, S, D]
         v = attn.v_proj(x).reshape(1, -1, hkv, d).transpose(1, 2)
+        if cfg.qk_norm:  # minimind-3: RMSNorm per head over D, before RoPE
+            q, k = attn.q_norm(q), attn.k_norm(k)
         q = q * cos + _rotate_half(q, d) * sin
         k = k * cos + _rotate_half(k, d) * sin
         k = torch.cat([past_k, k], dim=2)  # [1, Hkv, P+S, D]

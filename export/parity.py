@@ -1,9 +1,9 @@
 """Parity of an exported graph: fp32 ONNX vs torch, and quantized vs fp32 ONNX, on a fixed prompt set.
 
-Each prompt is rendered with the MiniMind2 chat template and extended by a greedy continuation of the fp32
-graph, so the checked positions include the model's own confident predictions. Graphs are run through the
-decode path (a prefill of the prompt, then one token per step with the KV cache), teacher-forced on that same
-sequence.
+Each prompt is rendered with the chat template of the tokenizer's generation (MiniMind2 or minimind-3) and
+extended by a greedy continuation of the fp32 graph, so the checked positions include the model's own confident
+predictions. Graphs are run through the decode path (a prefill of the prompt, then one token per step with the
+KV cache), teacher-forced on that same sequence.
 
 Imports no torch at module level: the quantized-vs-fp32 check runs in torch-free requantization.
 """
@@ -43,11 +43,11 @@ class Tolerances:
 def chat_prompts(tokenizer_file: Path) -> list[list[int]]:
     from tokenizers import Tokenizer
 
+    from assistant.llm.tokenizer import render_chat, tokenizer_generation
+
     tokenizer = Tokenizer.from_file(str(tokenizer_file))
-    rendered = (
-        f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n"
-        for q in PROMPTS
-    )
+    generation = tokenizer_generation(tokenizer.get_vocab(with_added_tokens=True))
+    rendered = (render_chat(q, system_prompt=SYSTEM_PROMPT, generation=generation) for q in PROMPTS)
     return [tokenizer.encode(text, add_special_tokens=False).ids for text in rendered]
 
 

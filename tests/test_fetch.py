@@ -367,7 +367,7 @@ def test_real_manifest_covers_every_model_name() -> None:
     manifest = fetch.load_manifest()
     assert set(manifest) == {
         "kws-zh", "kws-en", "kws-zh-en", "asr-zh", "asr-en", "asr-zh-en",
-        "vad-silero", "sensevoice", "tts-zh", "tts-en", "minimind2-small",
+        "vad-silero", "sensevoice", "tts-zh", "tts-en", "minimind2-small", "minimind-3",
     }  # fmt: skip
     for entry in manifest.values():
         urls = [entry.archive.url] if entry.archive else [f.url for f in entry.files]

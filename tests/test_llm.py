@@ -16,18 +16,9 @@ import pytest
 from assistant.errors import ConfigError, ModelError
 from assistant.llm.runtime import MiniMindOnnx, load_manifest
 from assistant.llm.sampling import Sampler, Sampling
-from tests.support.models import TINY
+from tests.support.models import TINY, teacher_forced_logits
 
 GREEDY = Sampling(greedy=True, max_new_tokens=24)
-
-
-def teacher_forced_logits(model: MiniMindOnnx, prompt: list[int], tokens: list[int]) -> np.ndarray:
-    """Logits [len(tokens), vocab] at each step when `tokens` are fed one by one after the prompt."""
-    sequence = model.new_sequence()
-    rows = [sequence.feed(prompt).copy()]
-    for token in tokens[:-1]:
-        rows.append(sequence.feed([token]).copy())
-    return np.stack(rows)
 
 
 @pytest.mark.parametrize("i", range(3))

@@ -11,6 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from assistant.errors import ModelError  # noqa: E402
+from tests.support.conformance import check_against_pack  # noqa: E402
 from training.model import MiniMindConfig, MiniMindForCausalLM  # noqa: E402
 from training.weights import load_model, save_hf_dir, save_pth  # noqa: E402
 
@@ -32,31 +33,6 @@ def load_pack(pack_dir: Path, name: str) -> tuple[MiniMindForCausalLM, MiniMindC
     # moe-tiny has head_dim 32, which shapes alone cannot tell: pass the pack's config.
     config = pack_config(pack_dir, name) if "moe" in name else None
     return load_model(pack_dir / f"{name}-random.pth", config=config)
-
-
-def greedy_with_cache(
-    model: MiniMindForCausalLM, prompt: np.ndarray, steps: int
-) -> tuple[list[int], np.ndarray]:
-    with torch.no_grad():
-        out = model(torch.tensor(prompt)[None], use_cache=True, logits_to_keep=1)
-        tokens, logits = [], []
-        for _ in range(steps):
-            last = out.logits[0, -1]
-            logits.append(last.numpy())
-            tokens.append(int(last.argmax()))
-            out = model(torch.tensor([[tokens[-1]]]), past_key_values=out.past_key_values, use_cache=True)
-    return tokens, np.stack(logits)
-
-
-def check_against_pack(model: MiniMindForCausalLM, ref: np.lib.npyio.NpzFile) -> None:
-    with torch.no_grad():
-        for i in range(4):
-            logits = model(torch.tensor(ref[f"prompt{i}_ids"])[None]).logits[0].numpy()
-            np.testing.assert_allclose(logits, ref[f"prompt{i}_logits"], atol=TOL, rtol=0)
-    for i in range(3):
-        tokens, logits = greedy_with_cache(model, ref[f"chat{i}_ids"], len(ref[f"chat{i}_greedy"]))
-        assert tokens == ref[f"chat{i}_greedy"].tolist()
-        np.testing.assert_allclose(logits, ref[f"chat{i}_decode_logits"], atol=TOL, rtol=0)
 
 
 @pytest.mark.parametrize("name", PACKS)

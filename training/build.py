@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from assistant.errors import ConfigError
-from training.model import MiniMindConfig, MiniMindForCausalLM
+from training.model import GENERATIONS, MiniMindConfig, MiniMindForCausalLM, minimind3_config
 from training.settings import TrainSettings
 from training.weights import load_model
 
@@ -41,7 +41,15 @@ def build_model(settings: TrainSettings) -> tuple[MiniMindForCausalLM, MiniMindC
             )
         model, config = load_model(settings.init_from)
         return model.float(), config
-    config = MiniMindConfig(**{name: getattr(settings, name) for name in ARCH_FIELDS})
+    if settings.generation not in GENERATIONS:
+        raise ConfigError(f"--generation {settings.generation!r}: known generations are {', '.join(GENERATIONS)}")
+    fields = {name: getattr(settings, name) for name in ARCH_FIELDS}
+    if settings.generation == "minimind3":
+        # minimind-3's MoE is fixed by its code: top-1, no shared expert (the flags are MiniMind2's).
+        fields = {k: v for k, v in fields.items() if k not in ("num_experts_per_tok", "n_shared_experts")}
+        config = minimind3_config(**fields)
+    else:
+        config = MiniMindConfig(**fields)
     torch.manual_seed(settings.seed)
     return MiniMindForCausalLM(config), config
 

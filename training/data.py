@@ -30,6 +30,17 @@ DEFAULT_SYSTEM = "You are a helpful assistant"  # what MiniMind2's chat template
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TOKENIZER = REPO.parent / "shared" / "assets" / "minimind-tokenizer" / "minimind2"
+# The tokenizer of each model generation (training.model.GENERATIONS); minimind-3 has its own.
+GENERATION_TOKENIZERS = {
+    "minimind2": DEFAULT_TOKENIZER,
+    "minimind3": REPO.parent / "shared" / "assets" / "minimind-tokenizer" / "minimind-3",
+}
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+def has_think_tokens(tokenizer: Tokenizer) -> bool:
+    """The minimind-3 tokenizer (its chat template wraps every assistant turn in a thinking block)."""
+    return tokenizer.token_to_id(THINK_OPEN) is not None and tokenizer.token_to_id(THINK_CLOSE) is not None
 
 
 class DataError(ConfigError):
@@ -127,11 +138,14 @@ def sample_indices(n: int, start: int, count: int, *, seed: int) -> list[int]:
 
 
 def render_chat(
-    messages: Sequence[dict[str, Any]], *, add_generation_prompt: bool = False
+    messages: Sequence[dict[str, Any]], *, add_generation_prompt: bool = False, think: bool = False
 ) -> tuple[str, list[tuple[int, int]]]:
     """ChatML text as MiniMind2's template renders it, plus the character spans the assistant must learn.
 
     Each span covers an assistant turn's content and its closing <|im_end|> (the model must learn to stop).
+    `think` renders minimind-3's template instead: each assistant turn is `<think>\n{reasoning}\n</think>\n\n`
+    + its content (reasoning: what a `...</think>` prefix of the content holds, else empty), the block inside the
+    span; the generation prompt ends with the empty block (open_thinking off).
     """
     msgs = list(messages)
     for msg in msgs:
@@ -157,12 +171,18 @@ def render_chat(
             )
         add(f"<|im_start|>{role}\n")
         start = length
+        if think and role == "assistant":
+            reasoning = ""
+            if THINK_CLOSE in content:  # as the official template: reasoning up to </think>, after <think>
+                reasoning = content.split(THINK_CLOSE)[0].rstrip("\n").split(THINK_OPEN)[-1].lstrip("\n")
+                content = content.split(THINK_CLOSE)[-1].lstrip("\n")
+            content = f"{THINK_OPEN}\n{reasoning.strip(chr(10))}\n{THINK_CLOSE}\n\n{content.lstrip(chr(10))}"
         add(f"{content}<|im_end|>")
         if role == "assistant":
             spans.append((start, length))
         add("\n")
     if add_generation_prompt:
-        add("<|im_start|>assistant\n")
+        add("<|im_start|>assistant\n" + (f"{THINK_OPEN}\n\n{THINK_CLOSE}\n\n" if think else ""))
     return "".join(parts), spans
 
 
@@ -235,7 +255,7 @@ def _conversations(record: dict[str, Any], key: str = "conversations") -> list[d
 
 
 def encode_sft(record: dict[str, Any], tokenizer: Tokenizer, max_length: int) -> Encoded:
-    text, spans = render_chat(_conversations(record))
+    text, spans = render_chat(_conversations(record), think=has_think_tokens(tokenizer))
     if not spans:
         raise ValueError("the conversation has no assistant turn to learn")
     return encode_spans(tokenizer, text, spans, max_length=max_length)
@@ -246,7 +266,7 @@ REASON_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 
 def make_reason_encoder(tag_weight: float) -> Callable[[dict[str, Any], Tokenizer, int], Encoded]:
     def encode_reason(record: dict[str, Any], tokenizer: Tokenizer, max_length: int) -> Encoded:
-        text, spans = render_chat(_conversations(record))
+        text, spans = render_chat(_conversations(record), think=has_think_tokens(tokenizer))
         if not spans:
             raise ValueError("the conversation has no assistant turn to learn")
         tags = tag_spans_in(text, spans, REASON_TAGS)

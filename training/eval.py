@@ -1,33 +1,54 @@
 """Evaluate a model the same way whether it is a torch checkpoint or an exported ONNX directory, so the cost of
 export and quantization shows up as a number.
 
-    python -m training.eval MODEL [--ppl FILE.jsonl] [--mc FILE.csv|FILE.jsonl ...] [--tokenizer DIR]
+    python -m training.eval MODEL [--ppl FILE.jsonl] [--mc FILE|FOLDER ...] [--mc-limit N] [--tokenizer DIR]
 
 MODEL is a .pth / HF dir (torch) or a directory with model.onnx + model.json (onnxruntime, the daemon's format).
 --ppl: perplexity over {"text"} lines (or the assistant turns of {"conversations"} lines).
---mc: C-Eval-style multiple choice (question, A, B, C, D, answer; CSV with a header or jsonl): the prediction
-is the letter among A/B/C/D with the highest next-token probability after the prompt.
+--mc: multiple choice in the C-Eval, CMMLU, MMLU or ARC/OpenBookQA layout (training/mc.py), a file or a folder
+of subject files: the prediction is the letter (A, B, ...) with the highest next-token probability after the
+prompt. A folder is reported per subject, as the mean over subjects and overall with its 95% confidence
+interval and the chance level; a table in the shape of the MiniMind README's goes to stderr, the figures to
+the JSON line on stdout.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import math
-from dataclasses import dataclass
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from assistant.errors import ModelError
 from training.cli import command_parser, report_errors, setup_logging
-from training.data import JsonlFile, encode_pretrain, encode_sft, load_tokenizer, render_chat
+from training.data import (
+    GENERATION_TOKENIZERS,
+    JsonlFile,
+    encode_pretrain,
+    encode_sft,
+    has_think_tokens,
+    load_tokenizer,
+    render_chat,
+)
+from training.mc import (
+    CHINESE,
+    LETTERS,
+    Question,
+    SetSummary,
+    markdown_tables,
+    read_choices,
+    set_name,
+    subject_files,
+    subject_name,
+)
 
 log = logging.getLogger(__name__)
 
-LETTERS = ("A", "B", "C", "D")
+__all__ = ["OnnxLM", "Question", "TorchLM", "choice_accuracy", "read_choices"]
 
 
 class TorchLM:
@@ -39,6 +60,8 @@ class TorchLM:
         self.torch = torch
         self.model, self.config = load_model(path)
         self.eos = self.config.eos_token_id
+        self.generation = self.config.generation
+        self.params = sum(p.numel() for p in self.model.parameters())
 
     def logits(self, ids: list[int]) -> np.ndarray:
         """Next-token logits at every position: [len(ids), V]."""
@@ -88,6 +111,7 @@ class OnnxLM:
         self.kv_heads = int(arch["num_key_value_heads"])
         self.head_dim = int(arch.get("head_dim") or arch["hidden_size"] // arch["num_attention_heads"])
         self.eos = int(manifest.get("eos_token_id", 2))
+        self.generation = str(manifest.get("generation", "minimind2"))
         opts = ort.SessionOptions()
         opts.log_severity_level = 3  # the fused graph's optional input warns once per session otherwise
         if threads:
@@ -173,62 +197,55 @@ def perplexity(
     return (math.exp(nll / count) if count else float("nan")), count
 
 
-@dataclass(frozen=True)
-class Question:
-    question: str
-    choices: tuple[str, str, str, str]
-    answer: str  # A/B/C/D
-
-
-def read_choices(path: str | Path) -> list[Question]:
-    """C-Eval CSV (id,question,A,B,C,D,answer[,explanation]) or jsonl with those keys; answer a letter or 0-3."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"multiple-choice file not found: {path}")
-    if path.suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as fh:
-            rows = list(csv.DictReader(fh))
-    else:
-        file = JsonlFile(path)
-        rows = [file.read(i) for i in range(len(file))]
-    out = []
-    for n, row in enumerate(rows, start=2):
-        try:
-            answer = str(row["answer"]).strip()
-            answer = LETTERS[int(answer)] if answer.isdigit() else answer.upper()
-            if answer not in LETTERS:
-                raise ValueError(f"answer {answer!r}")
-            out.append(Question(row["question"], tuple(str(row[k]) for k in LETTERS), answer))
-        except (KeyError, ValueError, TypeError) as exc:
-            raise ModelError(f"{path}:{n}: not a question/A/B/C/D/answer record ({exc})") from exc
-    return out
-
-
-def mc_prompt(q: Question, *, chat: bool) -> str:
-    body = (
-        q.question
-        + "\n"
-        + "\n".join(f"{k}. {c}" for k, c in zip(LETTERS, q.choices, strict=True))
-        + "\n答案："
-    )
+def mc_prompt(q: Question, *, chat: bool, think: bool = False) -> str:
+    """The question, its lettered choices and 答案： (C-Eval, CMMLU) or Answer: (MMLU, ARC/OpenBookQA);
+    `think`: minimind-3's chat template (the empty thinking block before the answer)."""
+    cue = "答案：" if q.layout in CHINESE else "Answer:"
+    lines = [f"{k}. {c}" for k, c in zip(LETTERS, q.choices, strict=False)]  # LETTERS is the longer
+    body = q.question + "\n" + "\n".join(lines) + "\n" + cue
     if not chat:
         return body
-    text, _ = render_chat([{"role": "user", "content": body}], add_generation_prompt=True)
+    text, _ = render_chat([{"role": "user", "content": body}], add_generation_prompt=True, think=think)
     return text
+
+
+def choice_results(lm: TorchLM | OnnxLM, questions: list[Question], tokenizer, *, chat: bool = True) -> list[bool]:
+    """Whether each question's highest-scoring letter is its answer."""
+    think = has_think_tokens(tokenizer)
+    out = []
+    for q in questions:
+        letters = LETTERS[: len(q.choices)]
+        letter_ids = [tokenizer.token_to_id(k) for k in letters]
+        if None in letter_ids:
+            raise ModelError(f"the tokenizer has no single tokens for {'/'.join(letters)}")
+        ids = tokenizer.encode(mc_prompt(q, chat=chat, think=think), add_special_tokens=False).ids
+        logits = lm.last_logits(ids)
+        out.append(letters[int(np.argmax(logits[letter_ids]))] == q.answer)
+    return out
 
 
 def choice_accuracy(
     lm: TorchLM | OnnxLM, questions: list[Question], tokenizer, *, chat: bool = True
 ) -> float:
-    letter_ids = [tokenizer.token_to_id(k) for k in LETTERS]
-    if None in letter_ids:
-        raise ModelError("the tokenizer has no single tokens for A/B/C/D")
-    right = 0
-    for q in questions:
-        ids = tokenizer.encode(mc_prompt(q, chat=chat), add_special_tokens=False).ids
-        logits = lm.last_logits(ids)
-        right += LETTERS[int(np.argmax(logits[letter_ids]))] == q.answer
-    return right / len(questions) if questions else float("nan")
+    results = choice_results(lm, questions, tokenizer, chat=chat)
+    return sum(results) / len(results) if results else float("nan")
+
+
+def score_set(
+    lm: TorchLM | OnnxLM, path: str | Path, tokenizer, *, chat: bool = True, limit: int = 0
+) -> SetSummary:
+    """A file (one subject) or a folder (a subject per file), `limit` questions per subject (0: all)."""
+    root = Path(path)
+    subjects: dict[str, tuple[int, int]] = {}
+    chances: list[float] = []
+    for file in subject_files(root):
+        questions = read_choices(file)
+        questions = questions[:limit] if limit > 0 else questions
+        results = choice_results(lm, questions, tokenizer, chat=chat)
+        subjects[subject_name(file, root)] = (sum(results), len(results))
+        chances += [1 / len(q.choices) for q in questions]
+        log.info("accuracy %.4f on %d questions of %s", sum(results) / max(len(results), 1), len(results), file)
+    return SetSummary(subjects, sum(chances) / len(chances) if chances else float("nan"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,7 +256,10 @@ def main(argv: list[str] | None = None) -> int:
         "--tokenizer", default="", help="tokenizer dir (default: the model dir's, else MiniMind2's)"
     )
     parser.add_argument("--ppl", action="append", default=[], help="jsonl file for perplexity (repeatable)")
-    parser.add_argument("--mc", action="append", default=[], help="C-Eval-style file (repeatable)")
+    parser.add_argument(
+        "--mc", action="append", default=[], help="multiple-choice file or folder (C-Eval, CMMLU, MMLU, ARC/OBQA)"
+    )
+    parser.add_argument("--mc-limit", type=int, default=0, help="questions per multiple-choice file (0: all)")
     parser.add_argument(
         "--no-chat", action="store_true", help="multiple-choice prompts without the chat template"
     )
@@ -253,19 +273,35 @@ def main(argv: list[str] | None = None) -> int:
 def evaluate(args: argparse.Namespace) -> None:
     """Score args.model on every --ppl and --mc file; print one JSON line of results."""
     model_dir = Path(args.model) if Path(args.model).is_dir() else Path(args.model).parent
-    tok_path = args.tokenizer or (str(model_dir) if (model_dir / "tokenizer.json").is_file() else "")
-    tokenizer = load_tokenizer(tok_path)
     lm = open_model(args.model, threads=args.threads)
-    results: dict[str, float] = {}
+    beside = str(model_dir) if (model_dir / "tokenizer.json").is_file() else ""
+    tok_path = args.tokenizer or beside or str(GENERATION_TOKENIZERS[lm.generation])
+    tokenizer = load_tokenizer(tok_path)
+    if has_think_tokens(tokenizer) != (lm.generation == "minimind3"):
+        raise ModelError(
+            f"tokenizer {tok_path} is not the tokenizer of {args.model} (a {lm.generation} model; the "
+            "<think>/</think> special tokens tell the two generations' tokenizers apart)"
+        )
+    results: dict[str, object] = {}
     for path in args.ppl:
         ppl, n = perplexity(lm, path, tokenizer, max_length=args.max_length, limit=args.limit)
         results[f"ppl:{path}"] = ppl
         log.info("perplexity %.3f over %d tokens of %s", ppl, n, path)
+    sets: dict[str, SetSummary] = {}
     for path in args.mc:
-        questions = read_choices(path)
-        acc = choice_accuracy(lm, questions, tokenizer, chat=not args.no_chat)
-        results[f"mc:{path}"] = acc
-        log.info("accuracy %.4f on %d questions of %s", acc, len(questions), path)
+        summary = score_set(lm, path, tokenizer, chat=not args.no_chat, limit=args.mc_limit)
+        sets[set_name(Path(path))] = summary
+        # A file keeps the plain accuracy of earlier versions; a folder gets the whole summary.
+        results[f"mc:{path}"] = summary.to_dict() if Path(path).is_dir() else summary.overall
+        lo, hi = summary.ci95
+        log.info(
+            "%s: %.4f overall (95%% CI %.4f-%.4f, chance %.4f) on %d questions, %.4f mean over %d subjects",
+            path, summary.overall, lo, hi, summary.chance, summary.questions, summary.mean_over_subjects,
+            len(summary.subjects),
+        )  # fmt: skip
+    if sets:
+        params = getattr(lm, "params", None)
+        print(markdown_tables(args.model, f"{params / 1e6:.2f}M" if params else "-", sets), file=sys.stderr)
     print(json.dumps({"model": args.model, **results}, ensure_ascii=False))
 
 

@@ -23,7 +23,7 @@ import torch
 from assistant.errors import ConfigError
 from training import checkpoint, runtime
 from training.build import build_model, build_optimizer, lr_at
-from training.data import Batch, Dataset, load_tokenizer, sample_indices
+from training.data import GENERATION_TOKENIZERS, Batch, Dataset, has_think_tokens, load_tokenizer, sample_indices
 from training.losses import Context
 from training.outputs import final_name, write_final
 from training.runlog import RunLog
@@ -72,7 +72,10 @@ def train(settings: TrainSettings, stage: Stage) -> TrainResult:
 
 
 def _train(settings: TrainSettings, stage: Stage, rt: Runtime, out_dir: Path) -> TrainResult:
-    tokenizer = load_tokenizer(settings.tokenizer)
+    # The model first: its generation (new, or read from init_from) picks the default tokenizer.
+    model, config = build_model(settings)
+    tokenizer_path = settings.tokenizer or GENERATION_TOKENIZERS[config.generation]
+    tokenizer = load_tokenizer(tokenizer_path)
     dataset = Dataset(
         settings.data,
         stage.encoder(settings),
@@ -80,7 +83,12 @@ def _train(settings: TrainSettings, stage: Stage, rt: Runtime, out_dir: Path) ->
         max_length=settings.max_length,
         on_bad_line=settings.on_bad_line,
     )
-    model, config = build_model(settings)
+    if has_think_tokens(tokenizer) != (config.generation == "minimind3"):
+        raise ConfigError(
+            f"the tokenizer {tokenizer_path} is not the {config.label} "
+            f"tokenizer (its <think>/</think> special tokens tell them apart): give --tokenizer "
+            f"{GENERATION_TOKENIZERS[config.generation]}"
+        )
     if tokenizer.get_vocab_size() > config.vocab_size:
         raise ConfigError(
             f"tokenizer has {tokenizer.get_vocab_size()} tokens but the model only "

@@ -1,7 +1,13 @@
-"""MiniMind2 (dense and MoE) in plain torch, computing what the official MiniMind2 code computes.
+"""MiniMind2 and minimind-3 (dense and MoE) in plain torch, computing what the official code computes.
 
 State-dict names are the HF-Llama ones of the official checkpoints (see
-../shared/reference/minimind2/*-state-dict.tsv), so official `.pth` files load with `strict=True`.
+../shared/reference/minimind2/*-state-dict.tsv and ../shared/reference/minimind3/*-state-dict.tsv), so official
+`.pth` files load with `strict=True`.
+
+Two generations (`MiniMindConfig.generation`): "minimind2" (the default) and "minimind3" (upstream since
+2026-04, jingyaogong/minimind@d65ef2c). minimind-3 adds an RMSNorm on q and k per head before RoPE
+(`self_attn.q_norm` / `k_norm`), lets head_dim differ from hidden / heads, and its MoE is top-1 with no
+shared expert, always renormalises the top-k weights and uses a per-batch load-balancing loss.
 
 Written to be traced: RoPE is real cos/sin (rotate_half layout) precomputed as non-persistent buffers, the KV
 cache is explicit tensors in and out, the causal mask is built from positions (so a past of any length, zero
@@ -41,10 +47,32 @@ _BOOKKEEPING_KEYS = frozenset(
 # Values of bookkeeping keys that would change the math; anything else there is refused.
 _REQUIRED_BOOKKEEPING = {"hidden_act": "silu", "tie_word_embeddings": True}
 
+GENERATIONS = ("minimind2", "minimind3")
+# minimind-3's official config names (model_minimind.py at d65ef2c) -> this dataclass's MiniMind2-era names.
+_MINIMIND3_RENAMES = {"num_experts": "n_routed_experts", "router_aux_loss_coef": "aux_loss_alpha"}
+# Keys only a minimind-3 config.json has: their presence tells the generation.
+MINIMIND3_CONFIG_KEYS = frozenset({"num_experts", "moe_intermediate_size", "router_aux_loss_coef", "head_dim"})
+# minimind-3's defaults where they differ from MiniMind2's (hidden 768, 8 layers, 8/4 heads, eps 1e-6, top-1, no
+# shared expert); intermediate_size None there means the minimind-3 rule ceil(H * pi / 64) * 64.
+MINIMIND3_DEFAULTS = {
+    "hidden_size": 768,
+    "num_hidden_layers": 8,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 4,
+    "rms_norm_eps": 1e-6,
+    "num_experts_per_tok": 1,
+    "n_shared_experts": 0,
+    "aux_loss_alpha": 5e-4,
+    "seq_aux": False,
+}
+
 
 @dataclass(frozen=True)
 class MiniMindConfig:
-    """Architecture of a MiniMind2 model; field names are the official MiniMindConfig's."""
+    """Architecture of a MiniMind2 / minimind-3 model; field names are the official MiniMind2 MiniMindConfig's.
+
+    Defaults are MiniMind2-Small's; `minimind3_config()` gives minimind-3's.
+    """
 
     hidden_size: int = 512  # H: width of the residual stream
     num_hidden_layers: int = 8  # transformer blocks
@@ -66,12 +94,23 @@ class MiniMindConfig:
     aux_loss_alpha: float = 0.01  # MoE load-balancing loss weight (training only)
     seq_aux: bool = True  # MoE: load-balancing loss per sequence (True) or per batch of tokens (False)
     norm_topk_prob: bool = True  # MoE: renormalise the top-k gate weights to sum to 1
+    generation: str = "minimind2"  # "minimind3": q/k RMSNorm, minimind-3 MoE (see the module docstring)
+    head_dim: int | None = None  # D; None -> hidden_size / num_attention_heads (minimind-3 may set it)
 
     def __post_init__(self) -> None:
+        if self.generation not in GENERATIONS:
+            raise ValueError(f"generation {self.generation!r} is unknown (known: {', '.join(GENERATIONS)})")
         if self.intermediate_size is None:
-            ffn = 64 * math.ceil(int(self.hidden_size * 8 / 3) / 64)
+            if self.generation == "minimind3":
+                ffn = math.ceil(self.hidden_size * math.pi / 64) * 64
+            else:
+                ffn = 64 * math.ceil(int(self.hidden_size * 8 / 3) / 64)
             object.__setattr__(self, "intermediate_size", ffn)
-        if self.hidden_size % self.num_attention_heads:
+        if self.head_dim is None:
+            object.__setattr__(self, "head_dim", self.hidden_size // self.num_attention_heads)
+        elif self.generation != "minimind3" and self.head_dim != self.hidden_size // self.num_attention_heads:
+            raise ValueError(f"head_dim {self.head_dim} must be hidden_size / num_attention_heads for MiniMind2")
+        if self.generation != "minimind3" and self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads "
                 f"{self.num_attention_heads}"
@@ -85,8 +124,14 @@ class MiniMindConfig:
             raise ValueError(f"scoring_func {self.scoring_func!r} is not supported (only 'softmax')")
 
     @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
+    def qk_norm(self) -> bool:
+        """RMSNorm on q and k per head before RoPE (minimind-3)."""
+        return self.generation == "minimind3"
+
+    @property
+    def label(self) -> str:
+        """The generation as people write it (logs, errors)."""
+        return "minimind-3" if self.generation == "minimind3" else "MiniMind2"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -97,18 +142,37 @@ class MiniMindConfig:
 
         transformers bookkeeping keys are ignored (a few that would change the math are checked); unknown keys
         raise ValueError naming them, so a config of another model is never loaded as MiniMind2 silently.
+        A minimind-3 config (any of MINIMIND3_CONFIG_KEYS, or "generation": "minimind3") gets minimind-3's
+        defaults and its official key names are mapped onto this dataclass's.
         """
+        d = dict(d)
+        generation = d.get("generation") or (
+            "minimind3" if MINIMIND3_CONFIG_KEYS & set(d) else "minimind2"
+        )
+        if generation == "minimind3":
+            d = {**MINIMIND3_DEFAULTS, **d, "generation": "minimind3"}
+            for official, ours in _MINIMIND3_RENAMES.items():
+                if official in d:
+                    d[ours] = d.pop(official)
+            moe_ffn = d.pop("moe_intermediate_size", None)
+            if d.get("use_moe") and moe_ffn is not None:
+                d["intermediate_size"] = moe_ffn  # a MoE layer has experts only, so one FFN width
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(k for k in d if k not in fields and k not in _BOOKKEEPING_KEYS)
         if unknown:
             raise ValueError(f"unknown MiniMind config keys: {', '.join(unknown)}")
         for key, wanted in _REQUIRED_BOOKKEEPING.items():
             if key in d and d[key] is not None and d[key] != wanted:
-                raise ValueError(f"config {key}={d[key]!r} is not supported (MiniMind2 uses {wanted!r})")
+                raise ValueError(f"config {key}={d[key]!r} is not supported (MiniMind uses {wanted!r})")
         scaling = d.get("rope_scaling") or d.get("rope_parameters")
         if d.get("inference_rope_scaling") or (isinstance(scaling, dict) and scaling.get("type") == "yarn"):
             raise ValueError("YaRN rope scaling (inference_rope_scaling) is not supported")
         return cls(**{k: v for k, v in d.items() if k in fields})
+
+
+def minimind3_config(**overrides) -> MiniMindConfig:
+    """A minimind-3 config: the official defaults (64M dense; use_moe=True gives the 198M-A64M MoE)."""
+    return MiniMindConfig(**{**MINIMIND3_DEFAULTS, **overrides, "generation": "minimind3"})
 
 
 @dataclass(frozen=True)
@@ -169,6 +233,10 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(hidden, self.n_kv_heads * self.head_dim, bias=False)
         self.v_proj = nn.Linear(hidden, self.n_kv_heads * self.head_dim, bias=False)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, hidden, bias=False)
+        if config.qk_norm:
+            self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
+            self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
+        self.qk_norm = config.qk_norm
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
@@ -184,6 +252,8 @@ class Attention(nn.Module):
         q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)  # [B, Hq, T, D]
         k = self.k_proj(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)  # [B, Hkv, T, D]
         v = self.v_proj(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        if self.qk_norm:  # minimind-3: per head, over D, before RoPE
+            q, k = self.q_norm(q), self.k_norm(k)
         q = apply_rope(q, cos, sin)
         k = apply_rope(k, cos, sin)
         if past is not None:
@@ -232,7 +302,8 @@ class MoEGate(nn.Module):
         b, t, h = x.shape
         scores = F.linear(x.reshape(b * t, h), self.weight).softmax(dim=-1)  # [B*T, E]
         topk_weight, topk_idx = torch.topk(scores, k=cfg.num_experts_per_tok, dim=-1, sorted=False)
-        if cfg.num_experts_per_tok > 1 and cfg.norm_topk_prob:
+        # MiniMind2 renormalises only for k > 1; minimind-3 always (top-1 weight then w / (w + 1e-20) = 1).
+        if cfg.norm_topk_prob and (cfg.num_experts_per_tok > 1 or cfg.generation == "minimind3"):
             topk_weight = topk_weight / (topk_weight.sum(dim=-1, keepdim=True) + 1e-20)
         routing = torch.zeros_like(scores).scatter(1, topk_idx, topk_weight)  # [B*T, E]
         aux_loss = scores.new_zeros(())
@@ -244,6 +315,10 @@ class MoEGate(nn.Module):
         # The official MiniMind loss: expert load (fraction of routed slots) times mean gate probability.
         cfg = self.config
         n_exp, k = cfg.n_routed_experts, cfg.num_experts_per_tok
+        if cfg.generation == "minimind3":
+            # minimind-3: per-slot load [k, E] times the mean gate probability, summed, times E.
+            load = F.one_hot(topk_idx, num_classes=n_exp).to(scores.dtype).mean(0)  # [k, E]
+            return (load * scores.mean(0)).sum() * n_exp * cfg.aux_loss_alpha
         if cfg.seq_aux:
             idx = topk_idx.view(b, t * k)
             load = torch.zeros(b, n_exp, device=scores.device, dtype=scores.dtype)

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from training.data import DEFAULT_TOKENIZER
+from training.data import DEFAULT_TOKENIZER, GENERATION_TOKENIZERS
 from training.model import MiniMindConfig
 from training.weights import save_pth
 
@@ -35,7 +35,7 @@ def write_final(
     # The architecture and tokenizer beside the weights: load_model reads config.json (nothing is inferred
     # from shapes) and assistant-export finds the tokenizer there.
     (path.parent / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    _copy_tokenizer(settings.tokenizer, path.parent)
+    _copy_tokenizer(settings.tokenizer or str(GENERATION_TOKENIZERS[config.generation]), path.parent)
     return final
 
 

@@ -64,6 +64,11 @@ class TrainSettings:
         "", "start from these weights (.pth or HF dir); empty: a new model from the arch fields"
     )
     # Architecture of a new model (ignored when init_from is given: the checkpoint describes itself).
+    generation: str = setting(
+        "minimind2",
+        "new model: 'minimind2' or 'minimind3' (q/k RMSNorm, eps 1e-6, FFN ceil(H*pi/64)*64, MoE top-1 without "
+        "shared experts, and the minimind-3 tokenizer when --tokenizer is not given); the size flags still apply",
+    )
     hidden_size: int = setting(512, "new model: hidden size")
     num_hidden_layers: int = setting(8, "new model: transformer layers")
     num_attention_heads: int = setting(8, "new model: query heads")

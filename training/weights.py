@@ -1,4 +1,9 @@
-"""Load and save MiniMind2 weights in the two published forms, strictly.
+"""Load and save MiniMind2 and minimind-3 weights in the two published forms, strictly.
+
+The generation is detected from the keys (every layer has `self_attn.q_norm` / `k_norm`: minimind-3) or from a
+`config.json` (minimind-3's official key names, or "generation"), logged, and cross-checked: a config of one
+generation with the weights of the other, or keys that fit neither, is a ModelError naming the file and those
+keys.
 
 Forms read by `load_model`:
 - a native `.pth` state dict (what the official training scripts save: fp16 or fp32 tensors, HF-Llama names,
@@ -8,8 +13,9 @@ Forms read by `load_model`:
 Without a config the architecture is inferred from tensor shapes. Shapes give hidden size, layers, vocab, FFN
 width, expert counts and the q/k/v widths, but not how those widths split into heads: the inference assumes
 head_dim 64 (what every MiniMind2 release uses), so heads = width / 64. A model with another head size needs
-a `config.json` or an explicit `config=`. `num_experts_per_tok` cannot be seen in shapes either: it defaults
-to the official 2.
+a `config.json` or an explicit `config=`. minimind-3 needs no such guess: its q_norm has head_dim entries.
+`num_experts_per_tok` cannot be seen in shapes either: it defaults to the official 2 (MiniMind2) or 1
+(minimind-3).
 
 Every problem is a ModelError naming the file and the key: a wrong key is never skipped, and a shape
 mismatch is never loaded silently.
@@ -29,7 +35,7 @@ from pathlib import Path
 import torch
 
 from assistant.errors import ModelError
-from training.model import MiniMindConfig, MiniMindForCausalLM
+from training.model import MiniMindConfig, MiniMindForCausalLM, minimind3_config
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +65,24 @@ def load_model(
         dir_config = read_config(beside) if config is None and beside.is_file() else None
     state = _strip_wrappers(state)
     _refuse_legacy(state, weights_file)
+    found = detect_generation(state, source=weights_file)
+    told_by = "the given config" if config else "config.json" if dir_config else "the keys"
     config = config or dir_config or infer_config(state, source=weights_file)
+    if config.generation != found:
+        raise ModelError(
+            f"{weights_file}: the config says {config.label} but the keys are {_label(found)}'s "
+            f"({_generation_evidence(state)}); use the config.json that came with these weights"
+        )
     model = MiniMindForCausalLM(config)
-    _load_strict(model, state, weights_file)
+    _load_strict(model, state, weights_file, config)
     model.to(dtype)
     model.eval()
     n_params = sum(p.numel() for p in model.parameters())
     log.info(
-        "loaded %s: %.2fM parameters, %d layers, hidden %d, moe=%s",
+        "loaded %s: generation %s (from %s), %.2fM parameters, %d layers, hidden %d, moe=%s",
         weights_file,
+        config.label,
+        told_by,
         n_params / 1e6,
         config.num_hidden_layers,
         config.hidden_size,
@@ -101,20 +116,68 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
+def detect_generation(state: dict[str, torch.Tensor], *, source: Path | str = "checkpoint") -> str:
+    """"minimind3" when every layer has q_norm and k_norm, "minimind2" for the other HF-Llama-named MiniMind
+    checkpoints; keys of no known generation are a ModelError naming the file and the keys that did not fit."""
+    layers = sorted({int(m.group(1)) for k in state if (m := _LAYER_KEY.match(k))})
+    if "model.embed_tokens.weight" not in state or not layers:
+        misfits = [k for k in state if not k.startswith(("model.", "lm_head."))] or sorted(state)
+        raise ModelError(
+            f"{source}: not a checkpoint of a known MiniMind generation (MiniMind2 or minimind-3): "
+            f"no model.embed_tokens.weight / model.layers.N.* keys; keys that did not fit: "
+            f"{', '.join(misfits[:5])}" + _more_count(len(misfits) - 5)
+        )
+    normed = [
+        i for i in layers
+        if f"model.layers.{i}.self_attn.q_norm.weight" in state and f"model.layers.{i}.self_attn.k_norm.weight" in state
+    ]  # fmt: skip
+    return "minimind3" if len(normed) == len(layers) else "minimind2"
+
+
+def _label(generation: str) -> str:
+    return "minimind-3" if generation == "minimind3" else "MiniMind2"
+
+
+def _generation_evidence(state: dict[str, torch.Tensor]) -> str:
+    has = "model.layers.0.self_attn.q_norm.weight" in state
+    return "self_attn.q_norm/k_norm present" if has else "no self_attn.q_norm/k_norm"
+
+
 def infer_config(state: dict[str, torch.Tensor], *, source: Path | str = "checkpoint") -> MiniMindConfig:
-    """Architecture from tensor shapes (heads assume head_dim 64; see the module docstring)."""
+    """Architecture from tensor shapes (MiniMind2 heads assume head_dim 64; see the module docstring)."""
+    generation = detect_generation(state, source=source)
 
     def shape(key: str) -> tuple[int, ...]:
         if key not in state:
-            raise ModelError(f"{source}: missing key {key!r}; is this a MiniMind2 checkpoint?")
+            raise ModelError(f"{source}: missing key {key!r}; is this a {_label(generation)} checkpoint?")
         return tuple(state[key].shape)
 
     vocab, hidden = shape("model.embed_tokens.weight")
     layers = 1 + max((int(m.group(1)) for k in state if (m := _LAYER_KEY.match(k))), default=-1)
-    if layers == 0:
-        raise ModelError(f"{source}: no model.layers.N.* keys; is this a MiniMind2 checkpoint?")
     q_out = shape("model.layers.0.self_attn.q_proj.weight")[0]
     kv_out = shape("model.layers.0.self_attn.k_proj.weight")[0]
+    if generation == "minimind3":
+        head_dim = shape("model.layers.0.self_attn.q_norm.weight")[0]
+        fields: dict = {
+            "hidden_size": hidden,
+            "vocab_size": vocab,
+            "num_hidden_layers": layers,
+            "num_attention_heads": q_out // head_dim,
+            "num_key_value_heads": kv_out // head_dim,
+            "head_dim": head_dim,
+        }
+        if "model.layers.0.mlp.gate.weight" in state:
+            fields.update(
+                use_moe=True,
+                n_routed_experts=shape("model.layers.0.mlp.gate.weight")[0],
+                intermediate_size=shape("model.layers.0.mlp.experts.0.gate_proj.weight")[0],
+            )
+        else:
+            fields["intermediate_size"] = shape("model.layers.0.mlp.gate_proj.weight")[0]
+        try:
+            return minimind3_config(**fields)
+        except ValueError as exc:
+            raise ModelError(f"{source}: inferred architecture is inconsistent: {exc}") from exc
     if q_out % ASSUMED_HEAD_DIM or kv_out % ASSUMED_HEAD_DIM:
         raise ModelError(
             f"{source}: q/k widths {q_out}/{kv_out} are not multiples of head_dim {ASSUMED_HEAD_DIM}; "
@@ -221,7 +284,9 @@ def _refuse_legacy(state: dict[str, torch.Tensor], source: Path) -> None:
         )
 
 
-def _load_strict(model: MiniMindForCausalLM, state: dict[str, torch.Tensor], source: Path) -> None:
+def _load_strict(
+    model: MiniMindForCausalLM, state: dict[str, torch.Tensor], source: Path, config: MiniMindConfig
+) -> None:
     expected = model.state_dict()
     state = dict(state)
     embed = state.get("model.embed_tokens.weight")
@@ -229,14 +294,20 @@ def _load_strict(model: MiniMindForCausalLM, state: dict[str, torch.Tensor], sou
         state["lm_head.weight"] = embed  # tied: transformers-format files omit it
     elif embed is not None and not torch.equal(state["lm_head.weight"].float(), embed.float()):
         raise ModelError(
-            f"{source}: lm_head.weight differs from model.embed_tokens.weight; MiniMind2 ties them"
+            f"{source}: lm_head.weight differs from model.embed_tokens.weight; MiniMind ties them"
         )
+    # Keys that do not fit the detected generation are named with it: a checkpoint of another (or a
+    # future) generation says so instead of failing on one key.
+    gen = f" for {config.label} (generation detected from the keys / config)"
     missing = [k for k in expected if k not in state]
     if missing:
-        raise ModelError(f"{source}: missing key {missing[0]!r}" + _more(missing))
+        raise ModelError(f"{source}: missing key {missing[0]!r}" + _more(missing) + gen)
     unexpected = [k for k in state if k not in expected]
     if unexpected:
-        raise ModelError(f"{source}: unexpected key {unexpected[0]!r}" + _more(unexpected))
+        raise ModelError(
+            f"{source}: unexpected key {unexpected[0]!r}" + _more(unexpected) + gen
+            + f"; keys that did not fit: {', '.join(unexpected[:5])}"
+        )
     for key, tensor in state.items():
         if tuple(tensor.shape) != tuple(expected[key].shape):
             raise ModelError(
@@ -250,6 +321,10 @@ def _load_strict(model: MiniMindForCausalLM, state: dict[str, torch.Tensor], sou
 
 def _more(keys: list[str]) -> str:
     return f" (and {len(keys) - 1} more)" if len(keys) > 1 else ""
+
+
+def _more_count(n: int) -> str:
+    return f" (and {n} more)" if n > 0 else ""
 
 
 def _atomic_write(path: Path, write) -> None:

@@ -9,6 +9,9 @@ The question goes through the daemon's intent layer first (pipeline.build_intent
 same answer: an everyday question ("what time is it", "25 加 17 等于多少") is answered from its response template
 without loading the model, as one `{"event": "reply", "text": ..., "intent": "HassGetCurrentTime"}`. Timers and
 alarms run in the voice assistant only: here they are recognised and answered with where to set them.
+
+A minimind-3 model's `<think>` block is never part of the text; `--json --show-thinking` adds it to the reply
+event as "thinking" (`--think` lets the model open one: the template's open_thinking).
 """
 
 from __future__ import annotations
@@ -55,6 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="onnxruntime threads [llm.threads]")
     parser.add_argument("--max-context-tokens", type=int, metavar="N", help="[llm.max_context_tokens]")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument(
+        "--think", action="store_true", default=None, help="minimind-3: open_thinking on [llm.open_thinking]"
+    )
+    parser.add_argument(
+        "--show-thinking", action="store_true", help='with --json: the <think> block as the reply\'s "thinking"'
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log timings to stderr")
 
 
@@ -72,6 +81,7 @@ def overrides_from(args: argparse.Namespace) -> dict[str, object]:
         "llm.system_prompt": args.system,
         "llm.threads": args.threads,
         "llm.max_context_tokens": args.max_context_tokens,
+        "llm.open_thinking": args.think,
     }
 
 
@@ -138,17 +148,18 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         if not pieces:
             _emit({"event": "first_token", "ms": _round(conversation.first_token_ms)})
-        _emit(
-            {
-                "event": "reply",
-                "text": "".join(pieces),
-                "tokens": stats.tokens,
-                "prompt_tokens": stats.prompt_tokens,
-                "ttft_ms": _round(stats.ttft_ms),
-                "tokens_per_s": _round(stats.tokens_per_s),
-                "intent": None,
-            }
-        )
+        reply = {
+            "event": "reply",
+            "text": "".join(pieces),
+            "tokens": stats.tokens,
+            "prompt_tokens": stats.prompt_tokens,
+            "ttft_ms": _round(stats.ttft_ms),
+            "tokens_per_s": _round(stats.tokens_per_s),
+            "intent": None,
+        }
+        if args.show_thinking:
+            reply["thinking"] = conversation.last_thinking
+        _emit(reply)
     else:
         sys.stdout.write("\n")
     return 0

@@ -9,6 +9,10 @@ last tokens (the end of a long utterance is usually where the question is) and t
 
 A cancelled (or abandoned, or failed) reply is not added to the history: the next prompt then never contains a
 half answer that the model would take as its own finished statement.
+
+Thinking (minimind-3): the prompt follows the tokenizer's generation (assistant/llm/tokenizer.py), with
+`open_thinking` off unless asked. Whatever the model writes between `<think>` and `</think>` is never yielded
+as reply text nor kept in the history; it is in `last_thinking` after the reply (assistant/llm/think.py).
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from assistant.errors import ConfigError
+from assistant.errors import ConfigError, ModelError
 from assistant.llm.runtime import MiniMindOnnx
 from assistant.llm.sampling import Sampling
+from assistant.llm.think import ThinkFilter
 from assistant.llm.tokenizer import DEFAULT_SYSTEM_PROMPT, Tokenizer, Turn
 
 log = logging.getLogger(__name__)
@@ -56,9 +61,12 @@ class Conversation:
         *,
         system_prompt: str = DEFAULT_SYSTEM_PROMPT,
         max_context_tokens: int | None = None,
+        open_thinking: bool = False,
     ) -> None:
+        check_generation(model, tokenizer)
         self.model = model
         self.tokenizer = tokenizer
+        self.open_thinking = open_thinking and tokenizer.generation == "minimind3"
         self.system_prompt = system_prompt
         limit = model.max_context_tokens
         self.max_context_tokens = min(limit, max_context_tokens) if max_context_tokens else limit
@@ -67,6 +75,7 @@ class Conversation:
         self._lock = threading.Lock()
         self.first_token_ms: float | None = None  # set as soon as the current reply's first token exists
         self.last_stats: ReplyStats | None = None
+        self.last_thinking = ""  # the last reply's <think> block (never part of its text)
 
     @property
     def history(self) -> list[Turn]:
@@ -98,7 +107,7 @@ class Conversation:
         tok = self.tokenizer
         reserve = min(sampling.max_new_tokens, self.max_context_tokens // 2)
         budget = self.max_context_tokens - reserve
-        tail = tok.message_ids("assistant", [], closed=False)
+        tail = tok.generation_prompt(open_thinking=self.open_thinking)
         framing = len(self._system_ids) + len(tok.message_ids("user", [])) + len(tail)
         room = budget - framing  # tokens left for the question's own text
         if room < 1:
@@ -138,6 +147,8 @@ class Conversation:
         if dropped:
             log.info("dropped the %d oldest turns to fit the context (%d kept)", dropped, kept)
         decoder = self.tokenizer.stream_decoder()
+        think = ThinkFilter(inside=self.open_thinking)
+        self.last_thinking = ""
         pieces: list[str] = []
         count = 0
         first_at = started
@@ -148,11 +159,11 @@ class Conversation:
                     first_at = time.perf_counter()
                     self.first_token_ms = (first_at - started) * 1000
                 count += 1
-                text = decoder.push(token)
+                text = think.push(decoder.push(token))
                 if text:
                     pieces.append(text)
                     yield text
-            rest = decoder.flush()
+            rest = think.push(decoder.flush()) + think.flush()
             if rest:
                 pieces.append(rest)
                 yield rest
@@ -160,6 +171,7 @@ class Conversation:
         finally:
             cancelled = not finished or (cancel is not None and cancel.is_set())
             reply = "".join(pieces)
+            self.last_thinking = think.thinking
             elapsed = time.perf_counter() - first_at
             self.last_stats = ReplyStats(
                 prompt_tokens=len(prompt),
@@ -183,8 +195,18 @@ class Conversation:
 
     def _remember(self, turn: Turn) -> None:
         tok = self.tokenizer
-        ids = tok.message_ids("user", tok.encode(turn.user)) + tok.message_ids(
-            "assistant", tok.encode(turn.assistant)
-        )
+        ids = tok.message_ids("user", tok.encode(turn.user)) + tok.reply_ids(tok.encode(turn.assistant))
         with self._lock:
             self._history.append(_HistoryTurn(turn=turn, ids=tuple(ids)))
+
+
+def check_generation(model: MiniMindOnnx, tokenizer: Tokenizer) -> None:
+    """The tokenizer must be the one of the model's generation (model.json "generation"; MiniMind2 if absent)."""
+    wanted = model.manifest.generation
+    if tokenizer.generation != wanted:
+        names = {"minimind2": "MiniMind2", "minimind3": "minimind-3"}
+        raise ModelError(
+            f"{tokenizer.path} is the {names.get(tokenizer.generation, tokenizer.generation)} tokenizer but "
+            f"{model.manifest.path} describes a {names.get(wanted, wanted)} model (vocabulary {tokenizer.vocab_size}, "
+            "special tokens <think>/</think> differ): re-export the model with its own tokenizer"
+        )

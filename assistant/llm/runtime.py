@@ -76,6 +76,7 @@ class ModelManifest:
     tokenizer: str  # file name beside model.onnx
     kv_buffer: str | None  # None (the graph concatenates) or KV_SHARED
     raw: dict
+    generation: str = "minimind2"  # "minimind3": its tokenizer and chat template (model.json "generation")
 
 
 def how_to_get(model_dir: Path) -> str:
@@ -123,6 +124,9 @@ def load_manifest(model_dir: Path) -> ModelManifest:
     kv_buffer = raw.get("kv_buffer")
     if kv_buffer not in (None, KV_SHARED):
         raise ModelError(f"{path}: kv_buffer {kv_buffer!r} is not supported (known: {KV_SHARED!r}); re-export")
+    generation = raw.get("generation", "minimind2")
+    if generation not in ("minimind2", "minimind3"):
+        raise ModelError(f"{path}: generation {generation!r} is not supported (known: minimind2, minimind3)")
     arch = raw.get("architecture")
     try:
         head_dim = arch.get("head_dim") or arch["hidden_size"] // arch["num_attention_heads"]
@@ -144,6 +148,7 @@ def load_manifest(model_dir: Path) -> ModelManifest:
         tokenizer=str(raw.get("tokenizer", "tokenizer.json")),
         kv_buffer=kv_buffer,
         raw=raw,
+        generation=generation,
     )
 
 

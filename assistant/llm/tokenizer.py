@@ -1,5 +1,13 @@
-"""MiniMind2 tokenizer: `tokenizer.json` through the `tokenizers` library, the ChatML chat template, and
+"""MiniMind tokenizers: `tokenizer.json` through the `tokenizers` library, the ChatML chat template, and
 UTF-8-safe streaming detokenization.
+
+Two generations share ids 0-2 and the vocabulary size (6400) but not the rest: the minimind-3 tokenizer has
+added tokens up to 35, among them `<think>` (25) and `</think>` (26), and its chat template (tokenizer_config.json
+`chat_template`) opens every assistant turn with a thinking block. With `open_thinking` off (the default, as in
+the official template) the generation prompt is `<|im_start|>assistant\n<think>\n\n</think>\n\n`; on, it ends
+with `<think>\n` and the model writes its reasoning first. Past assistant turns are rendered with an empty
+block, `<think>\n\n</think>\n\n{reply}`, as the official template does for a reply without reasoning. The
+template is rendered here by hand (no jinja): only its no-tools branch is used, and it is a few fixed strings.
 
 The template is assembled from token ids rather than by encoding one rendered string: the special tokens are
 placed by id and the text between them is encoded with special-token recognition switched off, so a user
@@ -26,6 +34,15 @@ log = logging.getLogger(__name__)
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant"
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
+EMPTY_THINK = f"{THINK_OPEN}\n\n{THINK_CLOSE}\n\n"  # minimind-3, open_thinking off
+GENERATIONS = {"minimind2": "ChatML (MiniMind2)", "minimind3": "ChatML with thinking switch (minimind-3)"}
+
+
+def tokenizer_generation(vocab: dict[str, int]) -> str:
+    """"minimind3" when the vocabulary has <think> and </think> (the minimind-3 tokenizer), else "minimind2"."""
+    return "minimind3" if THINK_OPEN in vocab and THINK_CLOSE in vocab else "minimind2"
 
 
 @dataclass(frozen=True)
@@ -37,14 +54,22 @@ class Turn:
 
 
 def render_chat(
-    question: str, *, system_prompt: str = DEFAULT_SYSTEM_PROMPT, history: Sequence[Turn] = ()
+    question: str,
+    *,
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+    history: Sequence[Turn] = (),
+    generation: str = "minimind2",
+    open_thinking: bool = False,
 ) -> str:
-    """The MiniMind2 ChatML prompt as text, ending where the assistant's reply begins (for logs and tests)."""
+    """The chat prompt as text, ending where the assistant's reply begins (for logs and tests)."""
+    think = generation == "minimind3"
     parts = [f"{IM_START}system\n{system_prompt}{IM_END}\n"]
     for turn in history:
         parts.append(f"{IM_START}user\n{turn.user}{IM_END}\n")
-        parts.append(f"{IM_START}assistant\n{turn.assistant}{IM_END}\n")
+        parts.append(f"{IM_START}assistant\n{EMPTY_THINK if think else ''}{turn.assistant}{IM_END}\n")
     parts.append(f"{IM_START}user\n{question}{IM_END}\n{IM_START}assistant\n")
+    if think:
+        parts.append(f"{THINK_OPEN}\n" if open_thinking else EMPTY_THINK)
     return "".join(parts)
 
 
@@ -104,6 +129,7 @@ class Tokenizer:
         self.bos_id = self._special_id(IM_START)
         self.eos_id = self._special_id(IM_END)
         self.special_ids = frozenset(t["id"] for t in spec.get("added_tokens", []) if t.get("special"))
+        self.generation = tokenizer_generation(self._tok.get_vocab(with_added_tokens=True))
         decoder = (spec.get("decoder") or {}).get("type")
         if decoder != "ByteLevel":
             raise ModelError(f"{path}: decoder {decoder!r} is not supported (MiniMind2 uses ByteLevel)")
@@ -111,6 +137,13 @@ class Tokenizer:
         # "\n" after <|im_end|> and the role headers never change: encode them once.
         self._newline = self.encode("\n")
         self._headers = {role: self.encode(f"{role}\n") for role in ("system", "user", "assistant")}
+        # minimind-3's thinking block, by id (<think> and </think> are added tokens, not text).
+        if self.generation == "minimind3":
+            think_open, think_close = self._special_id(THINK_OPEN), self._special_id(THINK_CLOSE)
+            self._empty_think = [think_open, *self.encode("\n\n"), think_close, *self.encode("\n\n")]
+            self._open_think = [think_open, *self._newline]
+        else:
+            self._empty_think = self._open_think = []
 
     @classmethod
     def from_dir(cls, model_dir: Path) -> Tokenizer:
@@ -119,7 +152,7 @@ class Tokenizer:
     def _special_id(self, content: str) -> int:
         token_id = self._tok.token_to_id(content)
         if token_id is None:
-            raise ModelError(f"{self.path}: special token {content} missing (not a MiniMind2 tokenizer?)")
+            raise ModelError(f"{self.path}: special token {content} missing (not a MiniMind tokenizer?)")
         return token_id
 
     def _build_token_bytes(self) -> list[bytes]:
@@ -153,14 +186,29 @@ class Tokenizer:
             ids += [self.eos_id, *self._newline]
         return ids
 
+    def reply_ids(self, reply_ids: Sequence[int]) -> list[int]:
+        """A finished assistant message of the history (minimind-3: behind an empty thinking block)."""
+        return self.message_ids("assistant", [*self._empty_think, *reply_ids])
+
+    def generation_prompt(self, *, open_thinking: bool = False) -> list[int]:
+        """The open assistant header the reply is generated after (minimind-3: with its thinking block)."""
+        return self.message_ids(
+            "assistant", self._open_think if open_thinking else self._empty_think, closed=False
+        )
+
     def chat_ids(
-        self, question: str, *, system_prompt: str = DEFAULT_SYSTEM_PROMPT, history: Sequence[Turn] = ()
+        self,
+        question: str,
+        *,
+        system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+        history: Sequence[Turn] = (),
+        open_thinking: bool = False,
     ) -> list[int]:
-        """Token ids of `render_chat(question, system_prompt=..., history=...)`."""
+        """Token ids of `render_chat(question, ..., generation=self.generation, open_thinking=...)`."""
         ids = self.message_ids("system", self.encode(system_prompt))
         for turn in history:
             ids += self.message_ids("user", self.encode(turn.user))
-            ids += self.message_ids("assistant", self.encode(turn.assistant))
+            ids += self.reply_ids(self.encode(turn.assistant))
         ids += self.message_ids("user", self.encode(question))
-        ids += self.message_ids("assistant", [], closed=False)
+        ids += self.generation_prompt(open_thinking=open_thinking)
         return ids

@@ -14,6 +14,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from assistant.llm.runtime import MiniMindOnnx
+
 TINY = "minimind2/minimind2-dense-tiny-random.pth"  # under ../shared/reference
 TINY_REF = "minimind2/minimind2-dense-tiny-reference.npz"
 
@@ -158,3 +160,12 @@ def build_sense_voice(directory: Path, seed: int = 0) -> Path:
     symbols += [chr(ord("a") + i % 26) + ("" if i < 26 else str(i)) for i in range(VOCAB - len(symbols))]
     (directory / "tokens.txt").write_text("".join(f"{s} {i}\n" for i, s in enumerate(symbols)))
     return directory
+
+
+def teacher_forced_logits(model: MiniMindOnnx, prompt: list[int], tokens: list[int]) -> np.ndarray:
+    """Logits [len(tokens), vocab] at each step when `tokens` are fed one by one after the prompt."""
+    sequence = model.new_sequence()
+    rows = [sequence.feed(prompt).copy()]
+    for token in tokens[:-1]:
+        rows.append(sequence.feed([token]).copy())
+    return np.stack(rows)
