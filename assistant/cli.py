@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "ask": ("assistant.commands.ask", "ask MiniMind one question from the command line"),
     "models": ("assistant.commands.models", "list or fetch model files"),
     "install-service": ("assistant.commands.install_service", "write the systemd unit for this install"),
+    "example": ("assistant.commands.example", "print or write a shipped example (config.yaml, wake words)"),
 }
 
 log = logging.getLogger(__name__)
