@@ -36,8 +36,8 @@ step() { echo "check_wheel: $*" >&2; }
 # Build from a copy of the tracked (and new, not ignored) files, so the checkout gets no build/ or egg-info.
 step "building the wheel"
 mkdir "$WORK/src"
-git -C "$REPO" ls-files -z --cached --others --exclude-standard \
-  | (cd "$REPO" && xargs -0 tar -cf - --ignore-failed-read 2>/dev/null) | tar -xf - -C "$WORK/src"
+(cd "$REPO" && git ls-files -z --cached --others --exclude-standard \
+  | tar --null -T - --ignore-failed-read -cf - 2>/dev/null) | tar -xf - -C "$WORK/src"
 "$PYTHON" -m pip wheel -q --no-deps --no-build-isolation -w "$WORK/dist" "$WORK/src" >/dev/null
 WHEEL=$(ls "$WORK"/dist/edge_assistant-*.whl)
 
