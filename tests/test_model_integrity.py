@@ -151,6 +151,13 @@ def test_vocab_size_that_disagrees_with_the_graph_exits_4(model_dir: Path, tmp_p
     path = _edit_manifest(model_dir, _set("architecture", "vocab_size", value=10))
     with pytest.raises(ModelError, match=r"architecture\.vocab_size' is 10 but .* produces 6400 logits"):
         MiniMindOnnx(model_dir, threads=1)
+    _edit_manifest(model_dir, _set("architecture", "vocab_size", value=6400))
+    for key, value in (("num_key_value_heads", 10**6), ("head_dim", 7)):
+        good = json.loads(path.read_text())["architecture"][key]
+        _edit_manifest(model_dir, _set("architecture", key, value=value))
+        with pytest.raises(ModelError, match=rf"architecture\.{key}' is {value} but .*past_key\.0"):
+            MiniMindOnnx(model_dir, threads=1)
+        _edit_manifest(model_dir, _set("architecture", key, value=good))
     for edit in (_set("architecture", "vocab_size", value=-1), _set("eos_token_id", value="two")):
         edit_path = _edit_manifest(model_dir, edit)
         assert edit_path == path

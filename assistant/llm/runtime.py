@@ -496,6 +496,15 @@ class MiniMindOnnx:
                 f"{self.manifest.path}: key 'architecture.vocab_size' is {self.architecture.vocab_size} but "
                 f"{self.model_dir / 'model.onnx'} produces {width} logits; re-export the model"
             )
+        past = next((i for i in self.session.get_inputs() if i.name == "past_key.0"), None)
+        shape = past.shape if past is not None else []
+        for axis, key, value in ((1, "num_key_value_heads", self.architecture.num_key_value_heads),
+                                 (3, "head_dim", self.architecture.head_dim)):
+            if len(shape) == 4 and isinstance(shape[axis], int) and shape[axis] != value:
+                raise ModelError(
+                    f"{self.manifest.path}: key 'architecture.{key}' is {value} but "
+                    f"{self.model_dir / 'model.onnx'} has {shape[axis]} (past_key.0 {shape}); re-export the model"
+                )
         want_out = {"logits", *self.present_names}
         if inputs != want_in or not want_out <= outputs:
             missing = sorted((want_in - inputs) | (want_out - outputs))
