@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "models": ("assistant.commands.models", "list or fetch model files"),
     "keywords": ("assistant.commands.keywords", "test, tune or record wake words for your voice and room"),
     "install-service": ("assistant.commands.install_service", "write the systemd unit for this install"),
+    "example": ("assistant.commands.example", "print or write a shipped example (config.yaml, wake words)"),
 }
 
 log = logging.getLogger(__name__)

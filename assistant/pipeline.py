@@ -109,7 +109,12 @@ def build_chat(settings: Settings) -> Any:
 
     llm = settings.llm
     model_dir = settings.llm_model_dir()
-    model = MiniMindOnnx(model_dir, threads=llm.threads, max_context_tokens=llm.max_context_tokens)
+    model = MiniMindOnnx(
+        model_dir,
+        threads=llm.threads,
+        max_context_tokens=llm.max_context_tokens,
+        verify_sha256=llm.verify_sha256,
+    )
     tokenizer = Tokenizer.from_dir(model_dir)
     return Conversation(
         model,

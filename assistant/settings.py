@@ -192,6 +192,7 @@ class LlmSettings:
     model: str = "minimind"  # exported model folder under models_dir (`models fetch minimind2-small`)
     model_dir: Path | None = None  # explicit exported model folder (model.onnx + model.json + tokenizer)
     threads: int = _bound(2, ge=1)  # onnxruntime intra-op threads
+    verify_sha256: bool = True  # check model.json's sha256 of each file at load (false: experts editing files)
     system_prompt: str | None = None  # None: the chat module's default prompt
     temperature: float = _bound(0.7, ge=0)  # 0 with greedy=false still samples from the argmax only
     top_p: float = _bound(0.85, gt=0, le=1)  # nucleus mass kept, 0..1

@@ -60,17 +60,25 @@ TIMEOUT_S = 90  # bound on every whole run
 
 class _FakeSoundDevice(types.ModuleType):
     """sounddevice's API over scripted 'recordings': each opened stream plays the next one through the
-    callback, in blocks, a little faster than real time. A recording marked `unplug` ends with the device
-    vanishing (no more callbacks, not listed, opening fails) for `gone_s` seconds."""
+    callback. A recording marked `unplug` ends with the device vanishing: PortAudio reports the stream
+    finished, the device is not listed and opening fails, until `absent_opens` attempts have failed.
+
+    Nothing here races the wall clock (the test once failed under a load average of ~5). The device comes back
+    after a number of failed reopen attempts, not after some seconds that a slow reopen loop could overrun; a
+    block is handed over only when the consumer's queue has room (`room`) and the previous one was pushed, so
+    a slow daemon never drops audio; and the unplug is reported through finished_callback plus the stream's
+    last block, so MicSource sees it without its stall timer (set long in the test: it must never fire on a
+    merely slow machine)."""
 
     class PortAudioError(Exception):
         pass
 
-    def __init__(self, recordings: list[tuple[np.ndarray, bool]], *, gone_s: float, pace_s: float) -> None:
+    def __init__(self, recordings: list[tuple[np.ndarray, bool]], *, absent_opens: int = 1,
+                 room: Callable[[], bool] = lambda: True) -> None:
         super().__init__("sounddevice")
         self.recordings = list(recordings)
-        self.gone_s = gone_s
-        self.pace_s = pace_s  # wall seconds per block
+        self.absent_opens = absent_opens
+        self.room = room  # whether the consumer can take another block now
         self.present = True
         self.opened = 0
         self.failed_opens = 0
@@ -84,6 +92,7 @@ class _FakeSoundDevice(types.ModuleType):
             return [self._info()] if self.present else []
         if not self.present:
             self.failed_opens += 1
+            self.present = self.failed_opens >= self.absent_opens  # plugged back in after this attempt
             raise self.PortAudioError("Error querying device -1")
         return self._info()
 
@@ -96,37 +105,58 @@ class _FakeSoundDevice(types.ModuleType):
             raise self.PortAudioError("Invalid device")
         self.opened += 1
         samples, unplug = self.recordings.pop(0) if self.recordings else (silence(60.0), False)
-        stream = _FakeStream(self, samples, unplug, **kwargs)
+        # Opened from MicSource on the event loop's thread: the loop that its callback pushes blocks into.
+        stream = _FakeStream(self, asyncio.get_running_loop(), samples, unplug, **kwargs)
         self.streams.append(stream)
         return stream
 
-    def replug_later(self) -> None:
-        self.present = False
-        timer = threading.Timer(self.gone_s, lambda: setattr(self, "present", True))
-        timer.daemon = True
-        timer.start()
-
 
 class _FakeStream:
-    def __init__(self, owner: _FakeSoundDevice, samples: np.ndarray, unplug: bool, *, blocksize: int,
-                 callback: Callable[..., None], finished_callback: Callable[[], None], **_: Any) -> None:
-        self.device, self.samples, self.unplug = owner, samples, unplug
-        self.blocksize, self.callback, self.finished_callback = blocksize, callback, finished_callback
+    def __init__(self, owner: _FakeSoundDevice, loop: asyncio.AbstractEventLoop, samples: np.ndarray,
+                 unplug: bool, *, blocksize: int, callback: Callable[..., None],
+                 finished_callback: Callable[[], None], **_: Any) -> None:
+        self.device = owner
+        self.loop = loop
+        self.samples = samples
+        self.unplug = unplug
+        self.blocksize = blocksize
+        self.callback = callback
+        self.finished_callback = finished_callback
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._play, name="fake-portaudio", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
+    def _wait(self, condition: Callable[[], bool]) -> bool:
+        """Wait for `condition` (no deadline: the consumer decides the pace); False once the stream is closed."""
+        while not condition():
+            if self._stop.wait(0.005):
+                return False
+        return True
+
+    def _deliver(self, block: np.ndarray) -> bool:
+        if not self._wait(self.device.room):
+            return False
+        self.callback(block.reshape(-1, 1), self.blocksize, None, None)
+        # The callback hands the block to the loop (call_soon_threadsafe): once this marker has run there, the
+        # block is in the queue, so the next room() check counts it.
+        pushed = threading.Event()
+        self.loop.call_soon_threadsafe(pushed.set)
+        return self._wait(pushed.is_set)
+
     def _play(self) -> None:
-        for i in range(0, len(self.samples) - self.blocksize + 1, self.blocksize):
-            if self._stop.wait(self.device.pace_s):
+        blocks = [self.samples[i : i + self.blocksize]
+                  for i in range(0, len(self.samples) - self.blocksize + 1, self.blocksize)]
+        for block in blocks:
+            if not self._deliver(block):
                 return
-            block = self.samples[i : i + self.blocksize].reshape(-1, 1)
-            self.callback(block, self.blocksize, None, None)
         if self.unplug:
-            # A USB mic pulled out: PortAudio stops calling back; the device is gone for a while.
-            self.device.replug_later()
+            # A USB mic pulled out: the device vanishes, PortAudio finishes the stream; one last (silent) buffer
+            # wakes the reader, which then sees the stream failed.
+            self.device.present = False
+            self.finished_callback()
+            self._deliver(np.zeros(self.blocksize, dtype=np.float32))
 
     def close(self, ignore_errors: bool = True) -> None:
         self._stop.set()
@@ -138,24 +168,32 @@ def test_microphone_unplugged_and_back_keeps_the_daemon_running(
     models: Models, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     jfk = load_clip(require(JFK))
+    source: MicSource | None = None
+
+    def room() -> bool:  # a quarter of MicSource's queue: the daemon takes blocks as fast as it can
+        queue = source._queue if source is not None else None
+        return queue is None or queue.qsize() < source.queue_blocks // 4
+
     device = _FakeSoundDevice(
-        [(silence(1.5), True), (np.concatenate([jfk, silence(30.0)]), False)], gone_s=2.5, pace_s=0.03
+        [(silence(1.5), True), (np.concatenate([jfk, silence(30.0)]), False)], absent_opens=1, room=room
     )
     monkeypatch.setitem(sys.modules, "sounddevice", device)
     caplog.set_level("INFO", logger="assistant.audio.mic")
-    source = MicSource(None, stall_s=0.5)
+    source = MicSource(None, stall_s=4 * TIMEOUT_S)  # the unplug is reported, never inferred from a quiet gap
     with build_daemon(models, live=True) as (daemon, events):
 
         async def main() -> None:
             task = asyncio.create_task(daemon.run(source))
-            deadline = time.monotonic() + TIMEOUT_S
+            # A bound on failure only: 41 s of audio, two reopen backoffs and a reply on 2 shared, loaded cores.
+            deadline = time.monotonic() + 4 * TIMEOUT_S
             while not any(isinstance(e, Reply) for e in events) and not task.done():
                 if time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.05)
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(task, 30)
+                # Also a bound on failure only: the 30 s that was here ran out once under a load average of ~20.
+                await asyncio.wait_for(task, 4 * TIMEOUT_S)
 
         try:
             asyncio.run(main())
@@ -176,7 +214,7 @@ def test_microphone_unplugged_and_back_keeps_the_daemon_running(
 
 
 def test_missing_microphone_at_start_is_an_audio_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    device = _FakeSoundDevice([], gone_s=0.0, pace_s=0.01)
+    device = _FakeSoundDevice([], absent_opens=10**9)
     device.present = False
     monkeypatch.setitem(sys.modules, "sounddevice", device)
     with pytest.raises(AudioError, match="input device"):

@@ -15,8 +15,8 @@ from assistant.errors import CONFIG, USAGE
 from tests.conftest import needs_tool
 
 REPO = Path(__file__).resolve().parents[1]
-SYSTEM_UNIT = REPO / "systemd" / "assistant.service"
-USER_UNIT = REPO / "systemd" / "assistant-user.service"
+SYSTEM_UNIT = REPO / "assistant" / "service" / "units" / "assistant.service"
+USER_UNIT = REPO / "assistant" / "service" / "units" / "assistant-user.service"
 
 
 def _directives(path_or_text: Path | str) -> dict[str, list[str]]:

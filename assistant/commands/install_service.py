@@ -1,7 +1,11 @@
-"""`assistant install-service [--user]`: write the systemd unit for this checkout and this virtualenv.
+"""`assistant install-service [--user]`: write the systemd unit for this install and this virtualenv.
 
-The units in systemd/ are the templates: this fills in ExecStart (this venv's `assistant`), WorkingDirectory,
-User/Group and, when the install lives under /home, ProtectHome=read-only so the service can still read it.
+The templates are package data (assistant/service/units/, read by assistant/service/unit.py, which also checks
+and quotes every value): this fills in ExecStart (this venv's `assistant`), WorkingDirectory, User/Group and,
+when the install lives under /home, ProtectHome=read-only so the service can still read it.
+
+WorkingDirectory (where a relative models/ and config.yaml are found): --working-dir, else the checkout this
+package runs from (a `pip install -e .` or a clone), else the current directory (a wheel or pipx install).
 """
 
 from __future__ import annotations
@@ -15,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from assistant.errors import AssistantError, ConfigError
+from assistant.service import unit
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[2]
-TEMPLATES = REPO / "systemd"
+REPO = Path(__file__).resolve().parents[2]  # the checkout, when this package runs from one (else site-packages)
 UNIT_NAME = "assistant.service"
 DEFAULT_SERVICE_USER = "assistant"
 
@@ -38,20 +42,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--user", action="store_true", help="a user service (desktop with PipeWire/PulseAudio)"
     )
-    parser.add_argument("--config", type=Path, metavar="FILE", help="config.yaml (default: the repo's)")
+    parser.add_argument(
+        "--config", type=Path, metavar="FILE", help="config.yaml (default: the working directory's, if any)"
+    )
     parser.add_argument("--keywords", type=Path, metavar="FILE", help="wake words file passed to the daemon")
+    parser.add_argument(
+        "--working-dir",
+        type=Path,
+        metavar="DIR",
+        help="WorkingDirectory of the service (default: this checkout, else the current directory)",
+    )
     parser.add_argument(
         "--service-user",
         default=DEFAULT_SERVICE_USER,
+        type=_user_name,
         metavar="NAME",
         help=f"account the system service runs as, in the audio group (default: {DEFAULT_SERVICE_USER})",
     )
     parser.add_argument("--dry-run", action="store_true", help="print the unit instead of writing it")
 
 
+def _user_name(text: str) -> str:
+    """argparse type: a bad --service-user is a usage error (exit 2) naming the flag, before anything runs."""
+    try:
+        return unit.check_user_name(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--service-user: ")) from exc
+
+
 def run(args: argparse.Namespace) -> int:
     plan = make_plan(
-        user_mode=args.user, config=args.config, keywords=args.keywords, service_user=args.service_user
+        user_mode=args.user,
+        config=args.config,
+        keywords=args.keywords,
+        service_user=args.service_user,
+        working_dir=args.working_dir,
     )
     text = render_unit(plan)
     if args.dry_run:
@@ -91,22 +116,34 @@ def make_plan(
     executable = executable or _this_assistant()
     if not os.access(executable, os.X_OK):
         raise AssistantError(
-            f"{executable} is not an executable: install the project with `pip install -e .`"
+            f"{executable} is not an executable: install the project with `pip install .` into a virtualenv"
         )
-    working_dir = (working_dir or REPO).resolve()
+    working_dir = unit.check_path((working_dir or _default_working_dir()).resolve(), "--working-dir")
     if config is None and (working_dir / "config.yaml").is_file():
         config = working_dir / "config.yaml"
+    # Each value is checked for what a unit file can hold before anything else, naming its flag.
+    config = unit.check_path(config.resolve(), "--config") if config else None
+    keywords = unit.check_path(keywords.resolve(), "--keywords") if keywords else None
     for label, path in (("config file", config), ("keywords file", keywords)):
         if path is not None and not path.is_file():
             raise ConfigError(f"{label} not found: {path}")
+    executable = executable.absolute()
+    unit.exec_path(executable, "the assistant executable")
     return ServicePlan(
         user_mode=user_mode,
-        executable=executable.absolute(),
+        executable=executable,
         working_dir=working_dir,
-        config=config.resolve() if config else None,
-        keywords=keywords.resolve() if keywords else None,
-        service_user=service_user,
+        config=config,
+        keywords=keywords,
+        service_user=unit.check_user_name(service_user),
     )
+
+
+def _default_working_dir() -> Path:
+    """The checkout this package runs from, else the current directory (site-packages is no place to run in)."""
+    if (REPO / "pyproject.toml").is_file() and (REPO / "assistant" / "__init__.py").is_file():
+        return REPO
+    return Path.cwd()
 
 
 def _this_assistant() -> Path:
@@ -129,53 +166,42 @@ def unit_path(user_mode: bool) -> Path:
     return Path("/etc/systemd/system") / UNIT_NAME
 
 
-def template_path(user_mode: bool) -> Path:
-    return TEMPLATES / ("assistant-user.service" if user_mode else "assistant.service")
-
-
 def exec_start(plan: ServicePlan) -> str:
-    argv = [str(plan.executable), "run"]
+    words = [unit.exec_path(plan.executable, "the assistant executable"), "run"]
     if plan.config is not None:
-        argv += ["--config", str(plan.config)]
+        words += ["--config", unit.exec_word(str(unit.check_path(plan.config, "--config")))]
     if plan.keywords is not None:
-        argv += ["--keywords", str(plan.keywords)]
-    return " ".join(_quote(arg) for arg in argv)
+        words += ["--keywords", unit.exec_word(str(unit.check_path(plan.keywords, "--keywords")))]
+    return " ".join(words)
 
 
 def _quote(arg: str) -> str:
-    """Quote one ExecStart word: '%' is a specifier and whitespace splits words in unit files."""
-    arg = arg.replace("%", "%%")
-    if any(c.isspace() for c in arg) or '"' in arg or "\\" in arg:
-        return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return arg
+    """One ExecStart argument as systemd reads it back (kept for callers of the old name)."""
+    return unit.exec_word(arg)
 
 
 def render_unit(plan: ServicePlan, template: str | None = None) -> str:
-    """The template with this install's paths filled in."""
-    text = template if template is not None else template_path(plan.user_mode).read_text()
+    """The template with this install's paths filled in, every value checked and quoted (service/unit.py)."""
+    text = template if template is not None else unit.template_text(plan.user_mode)
     paths = [plan.executable, plan.working_dir, plan.config, plan.keywords]
     under_home = any(p is not None and _under_home(p) for p in paths)
-    replacements = {
+    values = {
         "ExecStart": exec_start(plan),
-        "WorkingDirectory": _quote(str(plan.working_dir)),
+        "WorkingDirectory": unit.path_value(plan.working_dir, "--working-dir"),
     }
     if not plan.user_mode:
-        replacements["User"] = plan.service_user
-        replacements["Group"] = plan.service_user
+        values["User"] = unit.check_user_name(plan.service_user)
+        values["Group"] = values["User"]
         if under_home:
             # ProtectHome=yes would hide the install; the service user must still be able to read it.
-            replacements["ProtectHome"] = "read-only"
-    out = []
-    for line in text.splitlines():
-        key = line.split("=", 1)[0]
-        out.append(f"{key}={replacements[key]}" if "=" in line and key in replacements else line)
+            values["ProtectHome"] = "read-only"
     if under_home and not plan.user_mode:
         log.warning(
             "%s is under /home: the %s account needs read access to it (or install under /opt)",
             plan.working_dir,
             plan.service_user,
         )
-    return "\n".join(out) + "\n"
+    return unit.Filled(values).apply(text)
 
 
 def _under_home(path: Path) -> bool:

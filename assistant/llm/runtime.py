@@ -25,8 +25,10 @@ split, the per-step hot path would cross modules for no reader's benefit.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -67,6 +69,12 @@ class Architecture:
 
 
 @dataclass(frozen=True)
+class FileEntry:
+    sha256: str  # lowercase hex
+    bytes: int
+
+
+@dataclass(frozen=True)
 class ModelManifest:
     path: Path  # model.json
     architecture: Architecture
@@ -75,6 +83,7 @@ class ModelManifest:
     eos_token_id: int
     tokenizer: str  # file name beside model.onnx
     kv_buffer: str | None  # None (the graph concatenates) or KV_SHARED
+    files: dict[str, FileEntry]  # "files": what export wrote, checked at load unless verification is off
     raw: dict
     generation: str = "minimind2"  # "minimind3": its tokenizer and chat template (model.json "generation")
 
@@ -95,19 +104,24 @@ def read_manifest_json(path: Path, *, hint: str = "") -> dict:
     `hint` (how to get a good one) is added to a read error."""
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"cannot read {path}: {exc}" + (f"; {hint}" if hint else "")) from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ModelError(f"cannot read {path}: {_short(exc)}" + (f"; {hint}" if hint else "")) from exc
     if not isinstance(raw, dict) or raw.get("format") != MANIFEST_FORMAT:
         raise ModelError(f"{path} is not a MiniMind ONNX manifest (format must be {MANIFEST_FORMAT!r})")
-    if raw.get("version") != MANIFEST_VERSION:
+    if raw.get("version") != MANIFEST_VERSION or isinstance(raw.get("version"), bool):
         raise ModelError(
-            f"{path}: manifest version {raw.get('version')!r} is not supported (expected {MANIFEST_VERSION})"
+            f"{path}: manifest version {_show(raw.get('version'))} is not supported (expected {MANIFEST_VERSION})"
         )
     return raw
 
 
 def load_manifest(model_dir: Path) -> ModelManifest:
-    """Read and check `model_dir/model.json`; every problem is a ModelError naming the file and the fix."""
+    """Read and check `model_dir/model.json`; every problem is a ModelError naming the file, the key and the fix.
+
+    Every field read here is checked for its type and range: a model.json is user-editable input, and a wrong
+    value (a vocab_size of 10, an eos_token_id of "2") would otherwise surface later as an IndexError or a
+    silent never-ending reply.
+    """
     model_dir = Path(model_dir)
     missing = [name for name in REQUIRED_FILES if not (model_dir / name).is_file()]
     if missing:
@@ -118,38 +132,162 @@ def load_manifest(model_dir: Path) -> ModelManifest:
     if "io" in raw:
         # A graph I/O beyond the base contract needs its own code path.
         raise ModelError(
-            f"{path}: graph I/O variant {raw['io']!r} is not supported by this runtime; "
+            f"{path}: graph I/O variant {_show(raw['io'])} is not supported by this runtime; "
             "update the assistant or re-export the model with this version"
         )
     kv_buffer = raw.get("kv_buffer")
     if kv_buffer not in (None, KV_SHARED):
-        raise ModelError(f"{path}: kv_buffer {kv_buffer!r} is not supported (known: {KV_SHARED!r}); re-export")
+        raise ModelError(f"{path}: kv_buffer {_show(kv_buffer)} is not supported (known: {KV_SHARED!r}); re-export")
     generation = raw.get("generation", "minimind2")
     if generation not in ("minimind2", "minimind3"):
-        raise ModelError(f"{path}: generation {generation!r} is not supported (known: minimind2, minimind3)")
+        raise ModelError(f"{path}: generation {_show(generation)} is not supported (known: minimind2, minimind3)")
+    fields = _Fields(path)
     arch = raw.get("architecture")
-    try:
-        head_dim = arch.get("head_dim") or arch["hidden_size"] // arch["num_attention_heads"]
-        architecture = Architecture(
-            num_hidden_layers=int(arch["num_hidden_layers"]),
-            num_key_value_heads=int(arch["num_key_value_heads"]),
-            head_dim=int(head_dim),
-            vocab_size=int(arch["vocab_size"]),
-            max_position_embeddings=int(arch["max_position_embeddings"]),
-        )
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        raise ModelError(f"{path}: architecture entry missing or invalid ({exc!r})") from exc
+    if not isinstance(arch, dict):
+        raise ModelError(f"{path}: key 'architecture' missing or not an object (got {_show(arch)}); re-export")
+    if arch.get("head_dim") is not None:
+        head_dim = fields.integer(arch, "head_dim", "architecture.", low=1)
+    else:
+        hidden = fields.integer(arch, "hidden_size", "architecture.", low=1)
+        heads = fields.integer(arch, "num_attention_heads", "architecture.", low=1)
+        if hidden % heads:
+            raise ModelError(
+                f"{path}: architecture.hidden_size {hidden} is not a multiple of num_attention_heads {heads}"
+            )
+        head_dim = hidden // heads
+    architecture = Architecture(
+        num_hidden_layers=fields.integer(arch, "num_hidden_layers", "architecture.", low=1, high=1024),
+        num_key_value_heads=fields.integer(arch, "num_key_value_heads", "architecture.", low=1),
+        head_dim=head_dim,
+        # Three specials (<|endoftext|>, <|im_start|>, <|im_end|>) plus at least one ordinary token.
+        vocab_size=fields.integer(arch, "vocab_size", "architecture.", low=MIN_VOCAB, high=MAX_VOCAB),
+        max_position_embeddings=fields.integer(arch, "max_position_embeddings", "architecture.", low=2),
+    )
+    vocab = architecture.vocab_size
     return ModelManifest(
         path=path,
         architecture=architecture,
-        quantization=str(raw.get("quantization", "unknown")),
-        bos_token_id=int(raw.get("bos_token_id", 1)),
-        eos_token_id=int(raw.get("eos_token_id", 2)),
-        tokenizer=str(raw.get("tokenizer", "tokenizer.json")),
+        quantization=fields.text(raw, "quantization", default="unknown"),
+        bos_token_id=fields.integer(raw, "bos_token_id", default=1, low=0, high=vocab - 1),
+        eos_token_id=fields.integer(raw, "eos_token_id", default=2, low=0, high=vocab - 1),
+        tokenizer=fields.file_name(raw, "tokenizer", default="tokenizer.json"),
         kv_buffer=kv_buffer,
+        files=fields.file_table(raw),
         raw=raw,
         generation=generation,
     )
+
+
+MIN_VOCAB = 4
+MAX_VOCAB = 1 << 22  # a logits row of 16 MB: far beyond any model this runtime serves
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _show(value: object, limit: int = 60) -> str:
+    """repr() of a value from the file, cut short: an error line never quotes a whole hostile document."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _short(exc: BaseException) -> str:
+    return _show(str(exc), 200).strip("'\"")
+
+
+@dataclass(frozen=True)
+class _Fields:
+    """Typed reads of model.json values; each error names the file and the dotted key."""
+
+    path: Path
+
+    def _fail(self, key: str, want: str, value: object) -> ModelError:
+        return ModelError(f"{self.path}: key {key!r} must be {want}, got {_show(value)}; re-export the model")
+
+    def integer(
+        self, table: dict, key: str, prefix: str = "", *, default: int | None = None, low: int, high: int | None = None
+    ) -> int:
+        if key not in table and default is not None:
+            return default
+        value = table.get(key)
+        want = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+        # bool is an int subclass, and 2.0 from a hand edit is tolerated only when it is whole.
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+            raise self._fail(prefix + key, want, value if key in table else "nothing (missing)")
+        return value
+
+    def text(self, table: dict, key: str, *, default: str) -> str:
+        value = table.get(key, default)
+        if not isinstance(value, str):
+            raise self._fail(key, "a string", value)
+        return value
+
+    def file_name(self, table: dict, key: str, *, default: str) -> str:
+        value = self.text(table, key, default=default)
+        if not _plain_name(value):
+            raise self._fail(key, "a file name beside model.onnx (no folders)", value)
+        return value
+
+    def file_table(self, raw: dict) -> dict[str, FileEntry]:
+        """"files": {name: {"sha256": hex, "bytes": n}}, as export/manifest.py writes it; absent = {}."""
+        table = raw.get("files", {})
+        if not isinstance(table, dict):
+            raise self._fail("files", "an object of file name -> {sha256, bytes}", table)
+        entries = {}
+        for name, entry in table.items():
+            key = f"files.{name}"
+            if not _plain_name(name):
+                raise self._fail("files", "keyed by file names beside model.onnx (no folders)", name)
+            if not isinstance(entry, dict):
+                raise self._fail(key, "an object {sha256, bytes}", entry)
+            digest = entry.get("sha256")
+            if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+                raise self._fail(key + ".sha256", "64 lowercase hex digits", digest)
+            size = self.integer(entry, "bytes", key + ".", low=0)
+            entries[name] = FileEntry(sha256=digest, bytes=size)
+        return entries
+
+
+def _plain_name(name: object) -> bool:
+    return (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and "/" not in name
+        and "\\" not in name
+        and name.isprintable()
+    )
+
+
+def sha256_file(path: Path) -> tuple[str, bytes]:
+    """(hex sha256, contents) of a file read once."""
+    data = path.read_bytes()
+    return hashlib.sha256(data).hexdigest(), data
+
+
+def verify_file(manifest: ModelManifest, name: str) -> bytes:
+    """The contents of `name` after checking them against model.json's sha256 and size; else ModelError.
+
+    The bytes are returned so that what was checked is what gets loaded (no window in which the file could be
+    swapped between the check and the load).
+    """
+    path = manifest.path.parent / name
+    entry = manifest.files.get(name)
+    if entry is None:
+        raise ModelError(
+            f"{manifest.path} lists no sha256 for {name} (key 'files.{name}'), so it cannot be verified; "
+            f"re-export the model, or set llm.verify_sha256: false to load it unchecked"
+        )
+    try:
+        digest, data = sha256_file(path)
+    except OSError as exc:
+        raise ModelError(f"cannot read {path}: {exc}") from exc
+    if digest != entry.sha256 or len(data) != entry.bytes:
+        raise ModelError(
+            f"{path} does not match {manifest.path}: sha256 {digest} ({len(data)} bytes), expected "
+            f"{entry.sha256} ({entry.bytes} bytes); the file is corrupt or was changed: re-create it "
+            f"({how_to_get(path.parent)})"
+        )
+    return data
 
 
 class KVSequence:
@@ -287,7 +425,14 @@ def _share(array: np.ndarray):
 class MiniMindOnnx:
     """A loaded MiniMind ONNX model directory. Thread-safe for one generation at a time per instance."""
 
-    def __init__(self, model_dir: Path, *, threads: int = 2, max_context_tokens: int | None = None) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        threads: int = 2,
+        max_context_tokens: int | None = None,
+        verify_sha256: bool = True,
+    ) -> None:
         self.model_dir = Path(model_dir)
         self.manifest = load_manifest(self.model_dir)
         self.architecture = self.manifest.architecture
@@ -299,20 +444,36 @@ class MiniMindOnnx:
         self.past_names = [f"past_{kind}.{i}" for i in layers for kind in ("key", "value")]
         self.present_names = [f"present_{kind}.{i}" for i in layers for kind in ("key", "value")]
         started = time.perf_counter()
-        self.session = self._open_session(self.model_dir / "model.onnx", threads)
+        model = self.model_dir / "model.onnx"
+        source: Path | bytes = model
+        verify_ms = 0.0
+        if verify_sha256:
+            # Every file model.json lists (model.onnx, the tokenizer, its config): a flipped byte in the graph
+            # loads fine and answers differently, so the check cannot be left to onnxruntime. ~40 ms for 30 MB
+            # (bench/model_load.py); llm.verify_sha256: false skips it for experts who edit the files.
+            for name in (model.name, self.manifest.tokenizer):
+                if name not in self.manifest.files:
+                    verify_file(self.manifest, name)  # raises: a required file without a recorded hash
+            for name in self.manifest.files:
+                data = verify_file(self.manifest, name)
+                if name == model.name:
+                    source = data  # the checked bytes are what onnxruntime loads
+            verify_ms = (time.perf_counter() - started) * 1000
+        self.session = self._open_session(source, threads, model)
         self._check_io()
         log.info(
-            "loaded %s (%s, %d layers, context %d) with %d threads in %.0f ms",
+            "loaded %s (%s, %d layers, context %d) with %d threads in %.0f ms (sha256 %s)",
             self.model_dir,
             self.manifest.quantization,
             self.architecture.num_hidden_layers,
             self.max_context_tokens,
             threads,
             (time.perf_counter() - started) * 1000,
+            f"checked in {verify_ms:.0f} ms" if verify_sha256 else "not checked: llm.verify_sha256 is false",
         )
 
     @staticmethod
-    def _open_session(path: Path, threads: int) -> ort.InferenceSession:
+    def _open_session(source: Path | bytes, threads: int, path: Path) -> ort.InferenceSession:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         # Batch-1 decode is a chain of small ops: parallelism between ops only adds scheduling cost.
@@ -325,7 +486,8 @@ class MiniMindOnnx:
         options.add_session_config_entry("session.force_spinning_stop", "1")
         options.log_severity_level = 3
         try:
-            return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+            model = source if isinstance(source, bytes) else str(source)
+            return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises several unrelated types for bad files
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(
@@ -346,6 +508,22 @@ class MiniMindOnnx:
                     'says "kv_buffer": "shared"; re-export the model'
                 )
             inputs.discard(TOTAL_INPUT)
+        logits = next((o for o in self.session.get_outputs() if o.name == "logits"), None)
+        width = logits.shape[-1] if logits is not None and logits.shape else None
+        if isinstance(width, int) and width != self.architecture.vocab_size:
+            raise ModelError(
+                f"{self.manifest.path}: key 'architecture.vocab_size' is {self.architecture.vocab_size} but "
+                f"{self.model_dir / 'model.onnx'} produces {width} logits; re-export the model"
+            )
+        past = next((i for i in self.session.get_inputs() if i.name == "past_key.0"), None)
+        shape = past.shape if past is not None else []
+        for axis, key, value in ((1, "num_key_value_heads", self.architecture.num_key_value_heads),
+                                 (3, "head_dim", self.architecture.head_dim)):
+            if len(shape) == 4 and isinstance(shape[axis], int) and shape[axis] != value:
+                raise ModelError(
+                    f"{self.manifest.path}: key 'architecture.{key}' is {value} but "
+                    f"{self.model_dir / 'model.onnx'} has {shape[axis]} (past_key.0 {shape}); re-export the model"
+                )
         want_out = {"logits", *self.present_names}
         if inputs != want_in or not want_out <= outputs:
             missing = sorted((want_in - inputs) | (want_out - outputs))

@@ -82,6 +82,13 @@ def force_eos_after(model_dir: Path, out: Path, total_tokens: int) -> Path:
     graph.output.remove(old)
     graph.output.insert(0, helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, vocab]))
     onnx.save(graph_model, str(out / "model.onnx"))
+    # The graph changed on purpose: record its new sha256, as the exporter would (the runtime verifies it).
+    from export.manifest import sha256_file
+
+    manifest = json.loads((out / "model.json").read_text())
+    model = out / "model.onnx"
+    manifest["files"]["model.onnx"] = {"sha256": sha256_file(model), "bytes": model.stat().st_size}
+    (out / "model.json").write_text(json.dumps(manifest))
     return out
 
 
