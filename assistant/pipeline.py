@@ -21,7 +21,7 @@ from assistant.daemon import Daemon, Reloaded
 from assistant.errors import ConfigError
 from assistant.events import Event
 from assistant.reply.sinks import Speech
-from assistant.settings import Settings
+from assistant.settings import DEMO_MODEL, Settings
 from assistant.wake.spotter import KEYWORD_END_ERROR_S
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,13 @@ def build_chat(settings: Settings) -> Any:
 
     llm = settings.llm
     model_dir = settings.llm_model_dir()
+    if model_dir.name == DEMO_MODEL:
+        log.warning(
+            "answering with the demo model in %s (1.6M parameters, trained in minutes by "
+            "`python -m training.recipes.demo`): for real answers install MiniMind2-Small "
+            "(`assistant models fetch minimind2-small`, then `assistant-export ... --out %s`)",
+            model_dir, settings.paths.models_dir / settings.llm.model,
+        )
     model = MiniMindOnnx(
         model_dir,
         threads=llm.threads,

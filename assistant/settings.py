@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = Path("config.yaml")  # read from the working directory when --config is not given
 DEMO_MODEL = "minimind-demo"  # the project's own small model, used when the configured LLM is not installed
+# The demo model as the recipe made it (python -m training.recipes.demo), shipped in the package so a fresh
+# install answers at once; a copy in <models_dir>/minimind-demo (a newer run of the recipe) comes first.
+BUNDLED_DEMO = Path(__file__).resolve().parent / "data" / DEMO_MODEL
 MAX_CONFIG_BYTES = 1 << 20  # config.yaml is a few KiB; a bigger file is a mistake (or an attack)
 QUOTE_CHARS = 200  # the most of a value or key an error message quotes
 MAX_CONFIG_DEPTH = 32  # nesting levels in config.yaml (it uses 3); deeper is refused before PyYAML recurses
@@ -329,14 +332,17 @@ class Settings:
         return self.asr.model
 
     def llm_model_dir(self) -> Path:
-        """llm.model_dir, else <models_dir>/<llm.model>; when that is not installed but the demo model is,
-        the demo model, so a fresh install answers (the log and `ask -v` name the folder used)."""
+        """llm.model_dir, else <models_dir>/<llm.model>; when that is not installed, the demo model
+        (<models_dir>/minimind-demo, else the one shipped in the package), so a fresh install answers. The log
+        names the folder used, and says how to get the real model when it is the demo."""
         if self.llm.model_dir is not None:
             return self.llm.model_dir
         configured = self.paths.models_dir / self.llm.model
-        demo = self.paths.models_dir / DEMO_MODEL
-        if not configured.exists() and demo.is_dir():
-            return demo
+        if configured.exists():
+            return configured
+        for demo in (self.paths.models_dir / DEMO_MODEL, BUNDLED_DEMO):
+            if (demo / "model.onnx").is_file():
+                return demo
         return configured
 
     def offline_model_dir(self) -> Path:

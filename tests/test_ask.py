@@ -10,7 +10,7 @@ from pathlib import Path
 
 from assistant.errors import MODEL
 from assistant.llm.tokenizer import Tokenizer
-from assistant.settings import DEMO_MODEL, load_settings
+from assistant.settings import BUNDLED_DEMO, DEMO_MODEL, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -83,17 +83,30 @@ def test_ask_bad_sampling_is_clear_error(tiny_dirs):
 
 
 def test_default_model_dir_falls_back_to_demo(tmp_path, monkeypatch):
-    # One rule for run and ask (settings.llm_model_dir): the configured model, else the demo model when only
-    # that one is installed, and an explicit folder always wins.
+    # One rule for run and ask (settings.llm_model_dir): the configured model, else a demo model in the models
+    # folder, else the demo model shipped in the package; an explicit folder always wins.
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("ASSISTANT_MODELS_DIR", raising=False)
     configured, demo = tmp_path / "models" / "minimind", tmp_path / "models" / DEMO_MODEL
-    assert load_settings(None).llm_model_dir() == configured
+    assert load_settings(None).llm_model_dir() == BUNDLED_DEMO
     demo.mkdir(parents=True)
+    (demo / "model.onnx").write_bytes(b"")
     assert load_settings(None).llm_model_dir() == demo
     configured.mkdir(parents=True)
     assert load_settings(None).llm_model_dir() == configured
     assert load_settings(None, {"llm.model_dir": "x"}).llm_model_dir() == tmp_path / "x"
+
+
+def test_a_fresh_install_answers_with_the_shipped_demo_model(tmp_path):
+    # No models folder, no config: the demo model in the package answers, and the log says how to get the real
+    # one. The demo model is the recipe's output, committed with its report and sha256 (checked at load).
+    report = json.loads((BUNDLED_DEMO / "demo_report.json").read_text(encoding="utf-8"))
+    assert report["held_out"] > 0
+    result = ask("--json", "--greedy", "--max-new-tokens", "8", "-v", "Who are you?", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    reply = json.loads(result.stdout.splitlines()[-1])
+    assert reply["event"] == "reply" and reply["intent"] is None and reply["tokens"] >= 1
+    assert "demo model" in result.stderr and "assistant models fetch minimind2-small" in result.stderr
 
 
 def test_ask_reads_the_llm_section_of_its_config(tiny_dirs, tmp_path):

@@ -18,7 +18,6 @@ import pytest
 from assistant.errors import MODEL, ModelError
 from assistant.llm.runtime import MiniMindOnnx, load_manifest
 from tests.conftest import REPO
-from tests.llm_fixture import tiny_llm  # noqa: F401
 
 
 @pytest.fixture

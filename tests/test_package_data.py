@@ -19,7 +19,6 @@ from assistant.commands import install_service
 from assistant.data import EXAMPLES, read_example
 from assistant.service import unit
 from tests.conftest import ASSETS, REPO, require
-from tests.llm_fixture import tiny_llm  # noqa: F401
 
 CHECKOUT_COPIES = {
     "config": REPO / "config.yaml",

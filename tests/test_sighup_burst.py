@@ -20,15 +20,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from speechdata.assets import JFK, KWS_EN
+from speechdata.audio import load_clip as load_mono16k
+from speechdata.audio import silence
 from tests.conftest import require
-from tests.llm_fixture import (
-    KWS_EN,
-    load_mono16k,
-    silence,
-    tiny_llm,  # noqa: F401 - fixture
-    write_config,
-)
-from tests.test_service import JFK, START_TIMEOUT_S, NotifySocket, Service, _config_body, _daemon_argv
+from tests.support.cli import write_config
+from tests.support.service import START_TIMEOUT_S, NotifySocket, Service, _config_body, _daemon_argv
 
 COPIES = 3  # JFK clips, each followed by 3 s of silence for the endpoint and the reply
 HUPS = 12
