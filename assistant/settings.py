@@ -290,6 +290,9 @@ class ServersSettings:
     # $CREDENTIALS_DIRECTORY/assistant-token when systemd provides it (LoadCredential=), else none.
     token: str | None = None
     allow_unauthenticated_lan: bool = False  # serve a non-loopback address with no token (warned at every start)
+    # Client addresses the systemd unit lets in besides this machine (IPAddressAllow=, written by
+    # `assistant install-service`), e.g. ["192.168.1.0/24"] for Home Assistant on the LAN; [] = loopback only.
+    allow_from: tuple[str, ...] = ()
     http: HttpServerSettings = HttpServerSettings()
     wyoming: WyomingServerSettings = WyomingServerSettings()
     limits: ServerLimits = ServerLimits()

@@ -36,6 +36,8 @@ class ServicePlan:
     config: Path | None
     keywords: Path | None
     service_user: str  # system service only
+    # None: no server enabled in the config, the unit keeps PrivateNetwork=yes. Else the IPAddressAllow= list.
+    network_allow: tuple[str, ...] | None = None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -129,6 +131,7 @@ def make_plan(
             raise ConfigError(f"{label} not found: {path}")
     executable = executable.absolute()
     unit.exec_path(executable, "the assistant executable")
+    network_allow = _network_allow(config)
     return ServicePlan(
         user_mode=user_mode,
         executable=executable,
@@ -136,7 +139,36 @@ def make_plan(
         config=config,
         keywords=keywords,
         service_user=unit.check_user_name(service_user),
+        network_allow=network_allow,
     )
+
+
+def _network_allow(config: Path | None) -> tuple[str, ...] | None:
+    """When the config enables a server, the addresses the unit must let in: this machine and servers.allow_from
+    (each checked: an address or network, or one of systemd's names). None when no server is enabled."""
+    import ipaddress
+
+    from assistant.settings import load_settings
+
+    servers = load_settings(config).servers
+    if not (servers.http.enabled or servers.wyoming.enabled):
+        return None
+    allowed = ["localhost"]
+    for entry in servers.allow_from:
+        if entry not in ("localhost", "link-local", "multicast", "any"):
+            try:
+                entry = str(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                raise ConfigError(
+                    f"servers.allow_from: {entry!r} is not an address or network (e.g. 192.168.1.0/24)"
+                ) from None
+        allowed.append(entry)
+    loopback = ("127.0.0.1", "::1", "localhost")
+    lan = [s.host for s in (servers.http, servers.wyoming) if s.enabled and s.host not in loopback]
+    if lan and len(allowed) == 1:
+        log.warning("servers listen on %s but servers.allow_from is empty: the unit lets in this machine only",
+                    ", ".join(lan))
+    return tuple(dict.fromkeys(allowed))
 
 
 def _default_working_dir() -> Path:
@@ -195,6 +227,11 @@ def render_unit(plan: ServicePlan, template: str | None = None) -> str:
         if under_home:
             # ProtectHome=yes would hide the install; the service user must still be able to read it.
             values["ProtectHome"] = "read-only"
+    if plan.network_allow is not None:
+        # A server is enabled: IPv4/IPv6 sockets, and only the listed peers (systemd drops other packets).
+        values["PrivateNetwork"] = "no"
+        values["RestrictAddressFamilies"] = "AF_UNIX AF_INET AF_INET6"
+        values["IPAddressAllow"] = " ".join(plan.network_allow)
     if under_home and not plan.user_mode:
         log.warning(
             "%s is under /home: the %s account needs read access to it (or install under /opt)",
