@@ -156,6 +156,7 @@ class KVSequence:
         self._one = np.zeros((1, 1), dtype=np.int64)
         self._one_value = _share(self._one)
         self._one_bound = False  # whether input_ids is bound to self._one right now
+        self._past: list = []  # the OrtValues bound as past_* (concatenating graphs)
         self._bind_cache()
 
     def _bind_cache(self) -> None:
@@ -206,6 +207,27 @@ class KVSequence:
         # present_* of this step become past_* of the next without leaving onnxruntime's memory.
         for index, name in enumerate(self._model.past_names, start=1):
             binding.bind_ortvalue_input(name, outputs[index])
+        self._past = outputs[1:]
+
+    def truncate(self, length: int) -> None:
+        """Forget every cached position from `length` on (the keys and values before it stay valid).
+
+        The cache is causal: the entry of position i depends only on tokens 0..i, so a prefix of it is exactly
+        what a fresh run over that prefix would compute. Conversation uses this to keep what a new prompt
+        shares with the previous one.
+        """
+        if not 0 <= length <= self.length:
+            raise ValueError(f"cannot truncate a {self.length}-token sequence to {length}")
+        if length == self.length:
+            return
+        if length == 0:
+            self._bind_cache()
+        else:
+            # One copy of the kept positions per layer; the next step binds its outputs as usual.
+            self._kept = [np.ascontiguousarray(value.numpy()[:, :, :length]) for value in self._past]
+            for array, name in zip(self._kept, self._model.past_names, strict=True):
+                self._binding.bind_ortvalue_input(name, _share(array))
+        self.length = length
 
 
 class SharedKVSequence(KVSequence):
@@ -248,6 +270,12 @@ class SharedKVSequence(KVSequence):
         self.capacity = capacity
         if old:
             log.debug("KV buffers grown to %d positions (%.1f MB)", capacity, self._kv_bytes() / 1e6)
+
+    def truncate(self, length: int) -> None:
+        """Forget every cached position from `length` on: the graph reads only total_sequence_length of them."""
+        if not 0 <= length <= self.length:
+            raise ValueError(f"cannot truncate a {self.length}-token sequence to {length}")
+        self.length = length
 
     def _kv_bytes(self) -> int:
         return sum(b.nbytes for b in self._buffers)
@@ -347,10 +375,15 @@ class MiniMindOnnx:
         prompt_ids: Sequence[int],
         sampling: Sampling,
         cancel: threading.Event | None = None,
+        sequence: KVSequence | None = None,
     ) -> Iterator[int]:
         """Yield new token ids until eos (not yielded), max_new_tokens, the context limit or `cancel`.
 
-        Raises ValueError if the prompt alone does not fit the context (callers trim history first).
+        `sequence`, when given, already holds the keys and values of `prompt_ids[:sequence.length]` (the caller
+        checked that prefix): only the rest of the prompt is prefilled, and the sequence keeps growing with the
+        reply (its `length` then counts the tokens fed, the yielded ones included but not the last one when
+        generation stopped at max_new_tokens or the consumer left). Raises ValueError if the prompt alone does
+        not fit the context (callers trim history first).
         """
         if not prompt_ids:
             raise ValueError("empty prompt")
@@ -360,9 +393,13 @@ class MiniMindOnnx:
             )
         sampler = Sampler(sampling, self.architecture.vocab_size, prompt_ids)
         budget = min(sampling.max_new_tokens, self.max_context_tokens - len(prompt_ids))
-        sequence = self.new_sequence(capacity=len(prompt_ids) + budget)
+        if sequence is None:
+            sequence = self.new_sequence(capacity=len(prompt_ids) + budget)
+        cached = sequence.length
+        if not 0 <= cached < len(prompt_ids):
+            raise ValueError(f"a sequence of {cached} cached tokens cannot start a {len(prompt_ids)}-token prompt")
         started = time.perf_counter()
-        logits = sequence.feed(prompt_ids)
+        logits = sequence.feed(prompt_ids[cached:])
         first_ms = (time.perf_counter() - started) * 1000
         produced = 0
         reason = "max_new_tokens" if budget == sampling.max_new_tokens else "context"
@@ -382,9 +419,10 @@ class MiniMindOnnx:
         total_ms = (time.perf_counter() - started) * 1000
         decode_ms = total_ms - first_ms
         log.debug(
-            "generated %d tokens after a %d-token prompt: prefill %.1f ms, %.1f tokens/s, stop: %s",
+            "generated %d tokens after a %d-token prompt (%d cached): prefill %.1f ms, %.1f tokens/s, stop: %s",
             produced,
             len(prompt_ids),
+            cached,
             first_ms,
             (produced - 1) / decode_ms * 1000 if produced > 1 and decode_ms > 0 else 0.0,
             reason,
