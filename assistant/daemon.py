@@ -20,14 +20,23 @@ worker's wake-up, the self-pipe write back and the second epoll wake-up per chun
 core), against ~20 us of numpy for EnergyGate.update. A silero gate costs ~0.5 ms a chunk of onnxruntime: a
 stall the 100 ms audio cadence does not notice, and still cheaper than the hop.
 
-Pacing: a live source (microphone, stdin, --realtime) keeps flowing while the assistant thinks and speaks;
-that audio only goes into the ring. A file read as fast as possible has no clock of its own, so the reader
-waits for each reply before reading on: otherwise a second question in the same file would fly by unheard.
+Pacing: a live source (microphone, stdin, --realtime) keeps flowing while the assistant thinks and speaks.
+A file read as fast as possible has no clock of its own, so the reader waits for each reply before reading
+on: otherwise a second question in the same file would fly by unheard.
+
+Barge-in (live sources only): while THINKING or SPEAKING the spotter keeps listening, for the wake words and
+the stop phrases (wake.stop_phrases, the same model and stream). A stop phrase cancels the reply (the LLM
+thread sees `cancel`, the speech stops within one output slice) and returns to IDLE; a wake word cancels it
+and starts a new LISTENING turn. Both emit `interrupted` with what was cut off; a cancelled reply is never
+kept in the chat history. Our own voice must not trigger it: with no echo reference, a detection while
+SPEAKING whose words are in what we are saying (or just said) is taken for our echo and ignored, and after
+playback the wake word still waits tts.mute_tail_s before listening in IDLE (the hold-off fallback).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import enum
 import logging
@@ -41,7 +50,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from assistant.errors import AudioError
-from assistant.events import Error, Event, Final, FirstToken, Partial, Reply, StateChange, Wake
+from assistant.events import Error, Event, Final, FirstToken, Interrupted, Partial, Reply, StateChange, Wake
 from assistant.llm.sampling import Sampling, sampling_from
 from assistant.reply.sinks import SentenceSplitter, Speech
 from assistant.settings import Settings
@@ -115,6 +124,19 @@ class Reloaded:
     summary: str = ""  # what changed, for the log line when it is applied
 
 
+def _words(text: str) -> list[str]:
+    """Lowercase words (CJK: characters) of a phrase or sentence, for the echo check."""
+    out: list[str] = []
+    for word in "".join(ch if ch.isalnum() else " " for ch in text.lower()).split():
+        out.extend(word if any("\u4e00" <= ch <= "\u9fff" for ch in word) else [word])
+    return out
+
+
+def _contains(words: list[str], phrase: list[str]) -> bool:
+    n = len(phrase)
+    return any(words[i : i + n] == phrase for i in range(len(words) - n + 1))
+
+
 def _first_detection(result: Any) -> Any:
     """WakeWord.flush() may hand back one detection or a list of them."""
     if isinstance(result, list | tuple):
@@ -157,6 +179,11 @@ class Daemon:
         self._last_reply_t: float | None = None  # audio t when the last reply finished (follow-up window)
         self._mute_until = 0.0  # monotonic s: the wake word ignores the mic until our own voice has faded
         self._reply_task: asyncio.Task[None] | None = None
+        self._answering = ""  # the utterance the running reply answers
+        self._reply_text: list[str] = []  # the running reply's text so far
+        self._spoken: collections.deque[str] = collections.deque(maxlen=3)  # recent sentences, for echo checks
+        self._interrupting = False  # the reply task is being cancelled by a barge-in, not by a shutdown
+        self.interruptions = 0
         self._pending: Reloaded | None = None
         self.last_wake_wall: str | None = None
         self._status_detail = ""  # what THINKING is answering, for the STATUS line
@@ -252,6 +279,8 @@ class Daemon:
             await self._spot(chunk)
         elif self.state is State.LISTENING:
             await self._listen(chunk.samples)
+        elif self.live and self._reply_task is not None:
+            await self._spot_during_reply(chunk)
 
     async def _spot(self, chunk: Chunk) -> None:
         if self.live and time.monotonic() < self._mute_until:
@@ -266,7 +295,59 @@ class Daemon:
             self._error("wake", f"{type(exc).__name__}: {exc}")
             await self._reset_wake()
             return
+        if detection is not None and getattr(detection, "kind", "wake") == "stop":
+            log.info("stop phrase %r at %.2f s while idle: nothing to stop", detection.label, detection.t)
+            return
         if detection is not None:
+            await self._on_wake(detection)
+
+    async def _spot_during_reply(self, chunk: Chunk) -> None:
+        """Barge-in: the spotter hears the room while we think or speak; a hit cuts the reply off."""
+        wake = self.wake
+        try:
+            if not wake.admit(chunk):
+                return
+            detection = await self._call(wake.spot, chunk)
+        except Exception as exc:  # noqa: BLE001 - the reply goes on; the spotter restarts clean
+            log.exception("wake word failed during the reply")
+            self._error("wake", f"{type(exc).__name__}: {exc}")
+            await self._reset_wake()
+            return
+        if detection is None or self._reply_task is None or self._reply_task.done():
+            return
+        if self.state is State.SPEAKING and self._is_own_echo(detection):
+            log.info("%s %r at %.2f s is in what we are saying: taken for our own echo, ignored",
+                     getattr(detection, "kind", "wake"), detection.label, detection.t)
+            return
+        await self._interrupt(detection)
+
+    def _is_own_echo(self, detection: Any) -> bool:
+        """No echo canceller: a phrase we are saying ourselves is not the user's (text fallback)."""
+        phrase = _words(getattr(detection, "keyword_text", "") or detection.label)
+        return bool(phrase) and any(_contains(_words(sentence), phrase) for sentence in self._spoken)
+
+    async def _interrupt(self, detection: Any) -> None:
+        kind = getattr(detection, "kind", "wake")
+        state = self.state.value
+        question, reply = self._answering, "".join(self._reply_text).strip()
+        log.info("barge-in: %s %r at %.2f s cuts off the reply (%s, %d characters so far)", kind,
+                 detection.label, detection.t, state, len(reply))
+        self._interrupting = True
+        if self.speech is not None:
+            self.speech.interrupt()
+        task = self._reply_task
+        assert task is not None
+        task.cancel()
+        try:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        finally:
+            self._interrupting = False
+            self._reply_task = None
+        self.interruptions += 1
+        self._emit(Interrupted(t=detection.t, by=kind, label=detection.label, state=state, question=question,
+                               reply=reply))
+        if kind == "wake":
             await self._on_wake(detection)
 
     async def _on_wake(self, detection: Any) -> None:
@@ -324,6 +405,9 @@ class Daemon:
             await self._to_idle()
             return
         log.info("heard %r (%s at %.2f s)", text, reason, self._t)
+        if self.live:
+            await self._reset_wake()  # a fresh stream hears barge-in from here (the spotter skipped LISTENING)
+        self._answering, self._reply_text = text, []
         self._enter(State.THINKING, text)
         self._reply_task = asyncio.create_task(self._reply(text, self._t, time.perf_counter()), name="reply")
 
@@ -384,7 +468,10 @@ class Daemon:
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
         speaker = asyncio.create_task(self._speak(sentences), name="speak") if self.speech else None
         splitter = SentenceSplitter()
-        reply: list[str] = []
+        reply: list[str] = self._reply_text
+        llm_done = False
+        if self.speech is not None:
+            self.speech.resume()
         first_ms: float | None = None
         worker = loop.run_in_executor(self._executor, generate)
         timeout_s = self.settings.llm.reply_timeout_s
@@ -399,6 +486,7 @@ class Daemon:
                 except TimeoutError:
                     raise TimeoutError(f"reply timed out after {timeout_s:g} s") from None
                 if piece is None:
+                    llm_done = True
                     break
                 if isinstance(piece, BaseException):
                     raise piece
@@ -427,9 +515,17 @@ class Daemon:
                 done_ms,
             )
             self._last_reply_t = self._t
+            warm_up = getattr(self.chat, "warm_up", None)
+            if warm_up is not None:
+                # The next follow-up then prefills only its question (llm/chat.py); errors are logged there.
+                await self._call(warm_up)
         except asyncio.CancelledError:
             cancel.set()
-            self._error("llm", "reply cancelled")
+            if not self._interrupting:
+                self._error("llm", "reply cancelled")
+            elif llm_done and getattr(self.chat, "forget_last", None) is not None:
+                # Generated in full but cut off while spoken: what was not heard is not history either.
+                self.chat.forget_last(text)
             raise
         except Exception as exc:  # noqa: BLE001 - one bad reply must not stop the assistant
             cancel.set()
@@ -453,6 +549,7 @@ class Daemon:
             while (sentence := await sentences.get()) is not None:
                 if self.state is State.THINKING:
                     self._enter(State.SPEAKING)
+                self._spoken.append(sentence)
                 try:
                     await self._call(self.speech.speak, sentence)
                 except Exception as exc:  # noqa: BLE001 - TTS trouble: the reply is still printed

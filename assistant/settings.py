@@ -108,6 +108,9 @@ class WakeSettings:
     keywords_threshold: float = _bound(0.25, gt=0, le=1)  # trigger probability threshold, 0..1
     num_threads: int = _bound(1, ge=1)  # onnxruntime threads for the spotter
     gate: GateSettings = GateSettings()  # silence gate in front of the spotter (see assistant/gate.py)
+    # Phrases that stop a reply (live input), as keywords-file lines (plain text, optional :boost #threshold
+    # @label); None = the defaults for the wake model's language (wake/keywords.py, DEFAULT_STOP_PHRASES).
+    stop_phrases: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -329,6 +332,11 @@ def _convert(tp: Any, value: Any, key: str, base: Path, limits: dict[str, float]
         if value not in choices:
             raise _Invalid(key, f"expected one of {', '.join(map(str, choices))}, got {_describe(value)}")
         return value
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise _Invalid(key, f"expected a list, got {_describe(value)}")
+        item = typing.get_args(tp)[0]
+        return tuple(_convert(item, v, f"{key}[{i}]", base, limits) for i, v in enumerate(value))
     if dataclasses.is_dataclass(tp):
         if value is None:  # a section whose keys are all commented out
             return tp()

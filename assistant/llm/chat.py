@@ -93,6 +93,15 @@ class Conversation:
         with self._lock:
             self._history.clear()
 
+    def forget_last(self, user_text: str) -> bool:
+        """Drop the newest turn if it answered `user_text` (a reply cut off while it was being spoken)."""
+        with self._lock:
+            if self._history and self._history[-1].turn.user == user_text:
+                self._history.pop()
+                self._pending = []
+                return True
+        return False
+
     def prompt_ids(self, user_text: str, sampling: Sampling) -> tuple[list[int], int, int]:
         """(prompt token ids, turns kept, turns dropped) for `user_text` after the current history."""
         tok = self.tokenizer
@@ -150,7 +159,7 @@ class Conversation:
         finished = False
         failed = True
         try:
-            for token in self.model.generate(prompt, sampling, cancel, sequence):
+            for token in self.model.generate(prompt, sampling, cancel, sequence=sequence):
                 if count == 0:
                     first_at = time.perf_counter()
                     self.first_token_ms = (first_at - started) * 1000

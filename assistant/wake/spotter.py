@@ -14,6 +14,7 @@ latency, measured on real clips (see DETECTION_LATENCY_S). Typical use with an A
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import tempfile
@@ -42,6 +43,8 @@ KEYWORD_END_ERROR_S = 0.5
 """Seconds the estimate of a keyword's end (t - DETECTION_LATENCY_S) can be early: on JFK it said 2.20 s and the
 VAD heard the keyword's speech go on to 2.39 s. The vad-offline recognizer drops speech that ends this soon."""
 
+STOP_TAG_PREFIX = "stop:"  # the sherpa-onnx tag of a stop phrase is its label behind this
+
 TAIL_PADDING_S = 0.66
 """Silence appended by flush(): a keyword right at the end of the input is reported only after ~0.5 s more."""
 
@@ -56,6 +59,8 @@ class Detection:
     """Input time (s) at which the spotter reported it: the end of the audio fed so far."""
     t_end: float
     """Estimated input time (s) the keyword ended, t - DETECTION_LATENCY_S: hand the ASR audio from here."""
+    kind: str = "wake"
+    """"wake" (a wake word) or "stop" (a stop phrase, wake.stop_phrases)."""
 
 
 class Spotter(Protocol):
@@ -103,26 +108,32 @@ class WakeWord:
     def __init__(self, files: TransducerFiles, keywords: list[Keyword], *, keywords_score: float = 1.0,
                  keywords_threshold: float = 0.25, num_threads: int = 1, provider: str = "cpu",
                  max_active_paths: int = 4, num_trailing_blanks: int = 1,
-                 latency_s: float = DETECTION_LATENCY_S):
+                 latency_s: float = DETECTION_LATENCY_S, stop_keywords: list[Keyword] | None = None):
         _check_files(files)
         self.files = files
         self._options = dict(keywords_score=keywords_score, keywords_threshold=keywords_threshold,
                              num_threads=num_threads, provider=provider, max_active_paths=max_active_paths,
                              num_trailing_blanks=num_trailing_blanks)
         self.latency_s = latency_s
-        self._spotter, self._by_tag = self._build(keywords)
+        self._spotter, self._by_tag = self._build(keywords, stop_keywords or [])
         self._stream = self._spotter.create_stream()
         self._t = 0.0  # input time of the end of the audio fed so far
         self.decode_s = 0.0  # CPU-side time spent in decode, for RTF reports
 
-    def _build(self, keywords: list[Keyword]):
+    def _build(self, keywords: list[Keyword], stop_keywords: list[Keyword]):
         import sherpa_onnx
 
         if not keywords:
             raise ModelError("no keywords to spot")
-        by_tag: dict[str, Keyword] = {}
+        by_tag: dict[str, tuple[Keyword, str]] = {}
         for kw in keywords:
-            by_tag.setdefault(sherpa_tag(kw.label), kw)
+            by_tag.setdefault(sherpa_tag(kw.label), (kw, "wake"))
+        # Stop phrases share the one model and stream; their own tags keep a stop label that equals a wake
+        # label apart.
+        stops = [dataclasses.replace(kw, label=STOP_TAG_PREFIX + kw.label) for kw in stop_keywords]
+        for kw, original in zip(stops, stop_keywords, strict=True):
+            by_tag.setdefault(sherpa_tag(kw.label), (original, "stop"))
+        keywords = keywords + stops
         # sherpa-onnx 2.0.1's Python API takes keywords only as a file
         fd, path = tempfile.mkstemp(prefix="keywords-", suffix=".txt")
         try:
@@ -140,14 +151,18 @@ class WakeWord:
                 raise ModelError(f"cannot load keyword spotter from {where}: {exc}") from None
         finally:
             os.unlink(path)
-        log.info("keyword spotter %s: %d keyword lines, %d labels, loaded in %.0f ms",
-                 self.files.encoder.parent.name, len(keywords), len(by_tag),
+        log.info("keyword spotter %s: %d keyword lines, %d labels (%d stop), loaded in %.0f ms",
+                 self.files.encoder.parent.name, len(keywords), len(by_tag), len({k.label for k in stops}),
                  (time.perf_counter() - started) * 1000)
         return spotter, by_tag
 
     @property
     def labels(self) -> list[str]:
-        return [kw.label for kw in self._by_tag.values()]
+        return [kw.label for kw, kind in self._by_tag.values() if kind == "wake"]
+
+    @property
+    def stop_labels(self) -> list[str]:
+        return [kw.label for kw, kind in self._by_tag.values() if kind == "stop"]
 
     def reset(self, t: float | None = None) -> None:
         """Start a fresh stream (e.g. back to IDLE); `t` = input time of the next chunk, if known."""
@@ -190,11 +205,11 @@ class WakeWord:
             if detection is not None:
                 log.info("keyword %s also fired in the same block; ignored", tag)
                 continue
-            kw = self._by_tag.get(tag)
+            kw, kind = self._by_tag.get(tag, (None, "wake"))
             at = self._t if t is None else t
             detection = Detection(label=kw.label if kw else tag, keyword_text=kw.phrase if kw else tag,
-                                  t=at, t_end=max(0.0, at - self.latency_s))
-            log.info("wake word %r at %.2f s (keyword end ~%.2f s)", detection.label, detection.t,
-                     detection.t_end)
+                                  t=at, t_end=max(0.0, at - self.latency_s), kind=kind)
+            log.info("%s %r at %.2f s (keyword end ~%.2f s)", "stop phrase" if kind == "stop" else "wake word",
+                     detection.label, detection.t, detection.t_end)
         self.decode_s += time.perf_counter() - started
         return detection
