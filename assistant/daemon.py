@@ -334,19 +334,19 @@ class Daemon:
                  detection.label, detection.t, state, len(reply))
         self._interrupting = True
         if self.speech is not None:
-            self.speech.interrupt()
+            self.speech.interrupt()  # first: the sound stops within one output slice
+        self.interruptions += 1
+        self._emit(Interrupted(t=detection.t, by=kind, label=detection.label, state=state, question=question,
+                               reply=reply))
         task = self._reply_task
         assert task is not None
-        task.cancel()
+        task.cancel()  # the reply's own cleanup cancels the LLM thread and returns to IDLE
         try:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         finally:
             self._interrupting = False
             self._reply_task = None
-        self.interruptions += 1
-        self._emit(Interrupted(t=detection.t, by=kind, label=detection.label, state=state, question=question,
-                               reply=reply))
         if kind == "wake":
             await self._on_wake(detection)
 
