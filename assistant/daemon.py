@@ -58,6 +58,7 @@ from assistant.wake.spotter import Spotter
 
 log = logging.getLogger(__name__)
 
+AEC_TAIL_S = 0.5  # the canceller keeps running this long after our output ends (the room's echo tail)
 MODEL_WORKERS = 4  # KWS/ASR, LLM, TTS can overlap (LLM writes while TTS speaks); one spare for a reload
 
 
@@ -184,11 +185,34 @@ class Daemon:
         self._spoken: collections.deque[str] = collections.deque(maxlen=3)  # recent sentences, for echo checks
         self._interrupting = False  # the reply task is being cancelled by a barge-in, not by a shutdown
         self.interruptions = 0
+        # monotonic time - input time, at its smallest so far: a chunk that waited for the loop arrives late,
+        # the earliest arrival is closest to when the audio was recorded (the audio clock of the echo canceller)
+        self._clock_offset = float("inf")
+        self.aec = self._make_aec()
         self._pending: Reloaded | None = None
         self.last_wake_wall: str | None = None
         self._status_detail = ""  # what THINKING is answering, for the STATUS line
         self.replies = 0
         self.errors = 0
+
+    def _make_aec(self) -> Any:
+        """The echo canceller (audio/aec.py) when the input is live, we speak and speexdsp is installed."""
+        output = getattr(self.speech, "output", None)
+        if not self.live or output is None or not self.settings.tts.echo_cancel or not hasattr(output, "listener"):
+            return None
+        from assistant.audio import aec
+
+        if not aec.available():
+            log.info("no echo canceller (pip install speexdsp): the hold-off and the text check guard our voice")
+            return None
+        canceller = aec.EchoCanceller()
+        output.listener = lambda samples, rate: canceller.played(samples, rate, self._input_now())
+        log.info("echo canceller: speex, fed what the speech output plays")
+        return canceller
+
+    def _input_now(self) -> float:
+        """The input time of this moment (any thread): the last chunk's end plus the wall time since."""
+        return time.monotonic() - self._clock_offset if self._clock_offset != float("inf") else 0.0
 
     # -- the one place the state changes -------------------------------------------------------------------
 
@@ -253,6 +277,10 @@ class Daemon:
         try:
             try:
                 async for chunk in source:
+                    end = chunk.t + len(chunk.samples) / self.settings.audio.sample_rate
+                    self._clock_offset = min(self._clock_offset, time.monotonic() - end)
+                    if self.aec is not None and chunk.t < self.aec.active_until + AEC_TAIL_S:
+                        chunk = self.aec.process(chunk)  # our own voice out before anything listens
                     self.ring.push(chunk)
                     self._t = chunk.t + len(chunk.samples) / self.settings.audio.sample_rate
                     self._apply_reload()

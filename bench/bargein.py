@@ -207,6 +207,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     report = offline(args.minutes, args.trials)
+    print(json.dumps(report), file=sys.stderr, flush=True)
     if args.live:
         report["live"] = live(args.live)
     if args.json:

@@ -67,12 +67,16 @@ class EchoLoop:
         self.echo = np.zeros(int(seconds * SAMPLE_RATE), dtype=np.float32)
         self.origin: float | None = None  # monotonic time of input t = 0
         self.played_until = 0.0  # input time at which the last output sample was played
+        self._next = -1_000_000
 
     def played(self, samples: np.ndarray, rate: int, wall: float) -> None:
         if self.origin is None:
             return
         x = resample(samples.astype(np.float32), rate, SAMPLE_RATE) if rate != SAMPLE_RATE else samples
         start = int(round((wall - self.origin) * SAMPLE_RATE))
+        if abs(start - self._next) <= 0.03 * SAMPLE_RATE:
+            start = self._next  # a loudspeaker plays the slices back to back
+        self._next = start + len(x)
         self.played_until = (start + len(x)) / SAMPLE_RATE
         wet = np.convolve(x, self.ir)
         end = min(len(self.echo), start + len(wet))
@@ -92,6 +96,7 @@ class LoopbackOutput(WavFileOutput):
         self.last_write_t: float | None = None  # input time the last written sample ends (audio clock)
 
     def _on_write(self, samples: np.ndarray, sample_rate: int) -> None:
+        super()._on_write(samples, sample_rate)  # the daemon's echo canceller hears it first
         now = time.monotonic()
         self.loop.played(samples, sample_rate, now)
         if self.loop.origin is not None:

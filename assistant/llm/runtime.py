@@ -156,7 +156,6 @@ class KVSequence:
         self._one = np.zeros((1, 1), dtype=np.int64)
         self._one_value = _share(self._one)
         self._one_bound = False  # whether input_ids is bound to self._one right now
-        self._past: list = []  # the OrtValues bound as past_* (concatenating graphs)
         self._bind_cache()
 
     def _bind_cache(self) -> None:
@@ -207,7 +206,6 @@ class KVSequence:
         # present_* of this step become past_* of the next without leaving onnxruntime's memory.
         for index, name in enumerate(self._model.past_names, start=1):
             binding.bind_ortvalue_input(name, outputs[index])
-        self._past = outputs[1:]
 
     def truncate(self, length: int) -> None:
         """Forget every cached position from `length` on (the keys and values before it stay valid).
@@ -223,8 +221,11 @@ class KVSequence:
         if length == 0:
             self._bind_cache()
         else:
-            # One copy of the kept positions per layer; the next step binds its outputs as usual.
-            self._kept = [np.ascontiguousarray(value.numpy()[:, :, :length]) for value in self._past]
+            # The last run's present_* (what is bound as past_* now; a truncate before it only cut positions
+            # this one cuts too): one copy of the kept positions per layer. The next step binds its outputs.
+            outputs = self._binding.get_outputs()
+            past = [outputs[i] for i in range(1, len(self._model.past_names) + 1)]
+            self._kept = [np.ascontiguousarray(value.numpy()[:, :, :length]) for value in past]
             for array, name in zip(self._kept, self._model.past_names, strict=True):
                 self._binding.bind_ortvalue_input(name, _share(array))
         self.length = length

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -151,6 +152,7 @@ class SpeakerOutput:
 
     def __init__(self, device: int | str | None = None) -> None:
         self._device = device
+        self.listener: Callable[[np.ndarray, int], None] | None = None  # told what starts playing (echo ref)
 
     def play(self, samples: np.ndarray, sample_rate: int, stop: threading.Event | None = None) -> None:
         try:
@@ -163,6 +165,8 @@ class SpeakerOutput:
             return
         # Non-blocking play, then wait in short steps so a barge-in stops the sound mid-sentence.
         sounddevice.play(samples, samplerate=sample_rate, device=self._device)
+        if self.listener is not None:
+            self.listener(samples, sample_rate)
         deadline = time.monotonic() + len(samples) / sample_rate + 1.0
         while sounddevice.get_stream().active and time.monotonic() < deadline:
             if stop.wait(STOP_SLICE_S):
@@ -182,9 +186,12 @@ class WavFileOutput:
         self._file: sf.SoundFile | None = None
         self._realtime = realtime
         self.written = 0  # samples written while paced
+        self.listener: Callable[[np.ndarray, int], None] | None = None  # told what starts playing (echo ref)
 
     def _on_write(self, samples: np.ndarray, sample_rate: int) -> None:
-        """Called with each paced slice as it is written (a loopback for the echo benchmark and tests)."""
+        """Called with each paced slice as it is written: the echo canceller's reference (and tests' room)."""
+        if self.listener is not None:
+            self.listener(samples, sample_rate)
 
     def play(self, samples: np.ndarray, sample_rate: int, stop: threading.Event | None = None) -> None:
         if self._file is None:
