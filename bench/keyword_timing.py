@@ -34,8 +34,8 @@ from tests.audio_mix import (  # noqa: E402
     wake_phrase,
 )
 
-PRE_ROLL_S = 0.3  # asr.pre_roll_s default
-KEYWORD_END_S = 2.5
+PRE_ROLL_S = 0.0  # the ASR from t_end itself (the daemon adds asr.pre_roll_s = 0.3 s; --pre-roll)
+KEYWORD_END_S = 2.15
 
 
 def words(text: str) -> list[str]:
@@ -77,7 +77,7 @@ def run(pause: float) -> list[dict]:
         cases.append((f"en/{path.name}", load_clip(path), refs[f"en/{path.name}"]))
     rows = []
     for name, utterance, ref in cases:
-        # "... fellow Americans" ends at ~2.48 s of the JFK clip (its token times): cut there, so --pause is
+        # "... fellow Americans" ends at ~2.15 s of the JFK clip (the energy drops): cut there, so --pause is
         # the real pause between the keyword and the utterance.
         head = wake_phrase()[: int(KEYWORD_END_S * 16000)]
         audio = np.concatenate([silence(0.5), head, silence(pause), utterance, silence(1.5)])

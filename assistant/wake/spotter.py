@@ -51,9 +51,11 @@ KEYWORD_END_ERROR_S = 0.5
 """Seconds the estimate of a keyword's end (t - DETECTION_LATENCY_S) can be early: on JFK it said 2.20 s and the
 VAD heard the keyword's speech go on to 2.39 s. The vad-offline recognizer drops speech that ends this soon."""
 
-TOKEN_TAIL_S = 0.08
-"""Seconds from a token's time stamp (its encoder frame) to the end of its sound: two 40 ms encoder frames.
-Measured with bench/keyword_timing.py on the shared clips (BENCHMARKS.md)."""
+TOKEN_DELAY_S = 0.2
+"""Seconds by which a token's time stamp (the frame the streaming transducer emitted it at) trails the end of
+its sound. JFK: the energy of "... fellow Americans" drops at ~2.15 s, the last token of AMERICANS is stamped
+2.40 s. 0.25 s put the ASR's start where "MR QUILTER" said with no pause came out "MR QUILT HER" (test_asr.py's
+no-pause tests); 0.2 s starts it where the old estimate did on that clip and keeps both right."""
 
 FRAME_S = 0.04  # one encoder output frame (10 ms features, subsampled 4x; sherpa-onnx's Convert assumes it)
 
@@ -72,7 +74,7 @@ class Detection:
     t: float
     """Input time (s) at which the spotter reported it: the end of the audio fed so far."""
     t_end: float
-    """Input time (s) the keyword ended: its last token's time from sherpa-onnx plus TOKEN_TAIL_S, or the
+    """Input time (s) the keyword ended: its last token's time from sherpa-onnx minus TOKEN_DELAY_S, or the
     estimate t - DETECTION_LATENCY_S when there are no token times. Hand the ASR audio from here."""
     timed: bool = False
     """Whether t_end comes from the token times (False: the estimate)."""
@@ -281,7 +283,7 @@ class WakeWord:
             stream_s += chunk
         if stream_s + blanks + FRAME_S > decoded_s - FRAME_S + 1e-6:
             stream_s -= chunk
-        return self._input_time(max(0.0, stream_s) + TOKEN_TAIL_S)
+        return self._input_time(max(0.0, stream_s - TOKEN_DELAY_S))
 
     def _input_time(self, stream_s: float) -> float | None:
         """Map seconds of the current stream to input time across the gaps it was fed over."""
