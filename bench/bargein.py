@@ -153,6 +153,7 @@ def live(runs: int) -> dict:
     voice = rms(EspeakTts(TtsSettings(engine="espeak")).synthesize("This is how the assistant sounds.")[0])
     gain = voice * room.energy_gain() * 10 ** (20 / 20) / rms(sorrow[np.abs(sorrow) > 0.01])
     times: list[float] = []
+    after_detection: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         llm = export_tiny_llm(Path(tmp))
         kw = Path(tmp) / "kw.txt"
@@ -192,10 +193,12 @@ def live(runs: int) -> dict:
                 speech.close()
             if planted and cut and output.last_write_t is not None:
                 times.append((output.last_write_t - (planted[0] + sorrow_end)) * 1000)
+                after_detection.append((output.last_write_t - cut[0].t) * 1000)
             print(f"live run {run}: planted {planted}, cut {[c.t for c in cut]}, last write "
                   f"{output.last_write_t}, stop-to-silence {times[-1] if times else None} ms",
                   file=sys.stderr, flush=True)
     return {"stop_to_silence_ms": times, "median_ms": statistics.median(times) if times else None,
+            "detection_to_silence_ms": after_detection, "sorrow_end_s": sorrow_end,
             "stopped": f"{len(times)}/{runs}"}
 
 
@@ -223,7 +226,9 @@ def main() -> int:
     if "live" in report:
         lv = report["live"]
         print(f"stop-to-silence (live daemon, no AEC, SORROW at +20 dB): median {lv['median_ms']} ms over "
-              f"{lv['stopped']} runs: {[round(t) for t in lv['stop_to_silence_ms']]}")
+              f"{lv['stopped']} runs: {[round(t) for t in lv['stop_to_silence_ms']]}; of which detection -> "
+              f"silence {[round(t) for t in lv['detection_to_silence_ms']]} ms (SORROW ends {lv['sorrow_end_s']:.2f} s "
+              "into its clip)")
     return 0
 
 
