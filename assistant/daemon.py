@@ -20,9 +20,17 @@ worker's wake-up, the self-pipe write back and the second epoll wake-up per chun
 core), against ~20 us of numpy for EnergyGate.update. A silero gate costs ~0.5 ms a chunk of onnxruntime: a
 stall the 100 ms audio cadence does not notice, and still cheaper than the hop.
 
-Pacing: a live source (microphone, stdin, --realtime) keeps flowing while the assistant thinks and speaks;
-that audio only goes into the ring. A file read as fast as possible has no clock of its own, so the reader
-waits for each reply before reading on: otherwise a second question in the same file would fly by unheard.
+Pacing: a live source (microphone, stdin, --realtime) keeps flowing while the assistant thinks and speaks.
+A file read as fast as possible has no clock of its own, so the reader waits for each reply before reading
+on: otherwise a second question in the same file would fly by unheard.
+
+Barge-in (live sources only): while THINKING or SPEAKING the spotter keeps listening, for the wake words and
+the stop phrases (wake.stop_phrases, the same model and stream). A stop phrase cancels the reply (the LLM
+thread sees `cancel`, the speech stops within one output slice) and returns to IDLE; a wake word cancels it
+and starts a new LISTENING turn. Both emit `interrupted` with what was cut off; a cancelled reply is never
+kept in the chat history. Our own voice must not trigger it: with no echo reference, a detection while
+SPEAKING whose words are in what we are saying (or just said) is taken for our echo and ignored, and after
+playback the wake word still waits tts.mute_tail_s before listening in IDLE (the hold-off fallback).
 
 Why ~490 lines: the state machine is one class whose states share the same fields (ring, timers, the reply
 task); splitting it would spread one transition table over several files.
@@ -31,6 +39,7 @@ task); splitting it would spread one transition table over several files.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import enum
 import logging
@@ -49,6 +58,7 @@ from assistant.events import (
     Event,
     Final,
     FirstToken,
+    Interrupted,
     Partial,
     Reply,
     StateChange,
@@ -67,6 +77,7 @@ from assistant.wake.spotter import Spotter
 
 log = logging.getLogger(__name__)
 
+AEC_TAIL_S = 0.5  # the canceller keeps running this long after our output ends (the room's echo tail)
 MODEL_WORKERS = 4  # KWS/ASR, LLM, TTS can overlap (LLM writes while TTS speaks); one spare for a reload
 
 
@@ -140,6 +151,19 @@ def _iso(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch).astimezone().isoformat(timespec="seconds")
 
 
+def _words(text: str) -> list[str]:
+    """Lowercase words (CJK: characters) of a phrase or sentence, for the echo check."""
+    out: list[str] = []
+    for word in "".join(ch if ch.isalnum() else " " for ch in text.lower()).split():
+        out.extend(word if any("\u4e00" <= ch <= "\u9fff" for ch in word) else [word])
+    return out
+
+
+def _contains(words: list[str], phrase: list[str]) -> bool:
+    n = len(phrase)
+    return any(words[i : i + n] == phrase for i in range(len(words) - n + 1))
+
+
 def _first_detection(result: Any) -> Any:
     """WakeWord.flush() may hand back one detection or a list of them."""
     if isinstance(result, list | tuple):
@@ -185,6 +209,15 @@ class Daemon:
         self._last_reply_t: float | None = None  # audio t when the last reply finished (follow-up window)
         self._mute_until = 0.0  # monotonic s: the wake word ignores the mic until our own voice has faded
         self._reply_task: asyncio.Task[None] | None = None
+        self._answering = ""  # the utterance the running reply answers
+        self._reply_text: list[str] = []  # the running reply's text so far
+        self._spoken: collections.deque[str] = collections.deque(maxlen=3)  # recent sentences, for echo checks
+        self._interrupting = False  # the reply task is being cancelled by a barge-in, not by a shutdown
+        self.interruptions = 0
+        # monotonic time - input time, at its smallest so far: a chunk that waited for the loop arrives late,
+        # the earliest arrival is closest to when the audio was recorded (the audio clock of the echo canceller)
+        self._clock_offset = float("inf")
+        self.aec = self._make_aec()
         self._pending: Reloaded | None = None
         self.last_wake_wall: str | None = None
         self._status_detail = ""  # what THINKING is answering, for the STATUS line
@@ -201,6 +234,25 @@ class Daemon:
         self._timer_handle: asyncio.TimerHandle | None = None
         self._announcements: asyncio.Queue[tuple[Timer, bool, str]] | None = None
         self._announcer: asyncio.Task[None] | None = None
+
+    def _make_aec(self) -> Any:
+        """The echo canceller (audio/aec.py) when the input is live, we speak and speexdsp is installed."""
+        output = getattr(self.speech, "output", None)
+        if not self.live or output is None or not self.settings.tts.echo_cancel or not hasattr(output, "listener"):
+            return None
+        from assistant.audio import aec
+
+        if not aec.available():
+            log.info("no echo canceller (pip install speexdsp): the hold-off and the text check guard our voice")
+            return None
+        canceller = aec.EchoCanceller()
+        output.listener = lambda samples, rate: canceller.played(samples, rate, self._input_now())
+        log.info("echo canceller: speex, fed what the speech output plays")
+        return canceller
+
+    def _input_now(self) -> float:
+        """The input time of this moment (any thread): the last chunk's end plus the wall time since."""
+        return time.monotonic() - self._clock_offset if self._clock_offset != float("inf") else 0.0
 
     # -- the one place the state changes -------------------------------------------------------------------
 
@@ -268,6 +320,10 @@ class Daemon:
         try:
             try:
                 async for chunk in source:
+                    end = chunk.t + len(chunk.samples) / self.settings.audio.sample_rate
+                    self._clock_offset = min(self._clock_offset, time.monotonic() - end)
+                    if self.aec is not None and chunk.t < self.aec.active_until + AEC_TAIL_S:
+                        chunk = self.aec.process(chunk)  # our own voice out before anything listens
                     self.ring.push(chunk)
                     self._t = chunk.t + len(chunk.samples) / self.settings.audio.sample_rate
                     self._timers_check()
@@ -297,6 +353,8 @@ class Daemon:
             await self._spot(chunk)
         elif self.state is State.LISTENING:
             await self._listen(chunk.samples)
+        elif self.live and self._reply_task is not None:
+            await self._spot_during_reply(chunk)
 
     async def _spot(self, chunk: Chunk) -> None:
         if self.live and time.monotonic() < self._mute_until:
@@ -311,7 +369,59 @@ class Daemon:
             self._error("wake", f"{type(exc).__name__}: {exc}")
             await self._reset_wake()
             return
+        if detection is not None and getattr(detection, "kind", "wake") == "stop":
+            log.info("stop phrase %r at %.2f s while idle: nothing to stop", detection.label, detection.t)
+            return
         if detection is not None:
+            await self._on_wake(detection)
+
+    async def _spot_during_reply(self, chunk: Chunk) -> None:
+        """Barge-in: the spotter hears the room while we think or speak; a hit cuts the reply off."""
+        wake = self.wake
+        try:
+            if not wake.admit(chunk):
+                return
+            detection = await self._call(wake.spot, chunk)
+        except Exception as exc:  # noqa: BLE001 - the reply goes on; the spotter restarts clean
+            log.exception("wake word failed during the reply")
+            self._error("wake", f"{type(exc).__name__}: {exc}")
+            await self._reset_wake()
+            return
+        if detection is None or self._reply_task is None or self._reply_task.done():
+            return
+        if self.state is State.SPEAKING and self._is_own_echo(detection):
+            log.info("%s %r at %.2f s is in what we are saying: taken for our own echo, ignored",
+                     getattr(detection, "kind", "wake"), detection.label, detection.t)
+            return
+        await self._interrupt(detection)
+
+    def _is_own_echo(self, detection: Any) -> bool:
+        """No echo canceller: a phrase we are saying ourselves is not the user's (text fallback)."""
+        phrase = _words(getattr(detection, "keyword_text", "") or detection.label)
+        return bool(phrase) and any(_contains(_words(sentence), phrase) for sentence in self._spoken)
+
+    async def _interrupt(self, detection: Any) -> None:
+        kind = getattr(detection, "kind", "wake")
+        state = self.state.value
+        question, reply = self._answering, "".join(self._reply_text).strip()
+        log.info("barge-in: %s %r at %.2f s cuts off the reply (%s, %d characters so far)", kind,
+                 detection.label, detection.t, state, len(reply))
+        self._interrupting = True
+        if self.speech is not None:
+            self.speech.interrupt()  # first: the sound stops within one output slice
+        self.interruptions += 1
+        self._emit(Interrupted(t=detection.t, by=kind, label=detection.label, state=state, question=question,
+                               reply=reply))
+        task = self._reply_task
+        assert task is not None
+        task.cancel()  # the reply's own cleanup cancels the LLM thread and returns to IDLE
+        try:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        finally:
+            self._interrupting = False
+            self._reply_task = None
+        if kind == "wake":
             await self._on_wake(detection)
 
     async def _on_wake(self, detection: Any) -> None:
@@ -369,6 +479,9 @@ class Daemon:
             await self._to_idle()
             return
         log.info("heard %r (%s at %.2f s)", text, reason, self._t)
+        if self.live:
+            await self._reset_wake()  # a fresh stream hears barge-in from here (the spotter skipped LISTENING)
+        self._answering, self._reply_text = text, []
         self._enter(State.THINKING, text)
         self._reply_task = asyncio.create_task(self._respond(text, self._t, time.perf_counter()), name="reply")
 
@@ -429,7 +542,10 @@ class Daemon:
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
         speaker = asyncio.create_task(self._speak(sentences), name="speak") if self.speech else None
         splitter = SentenceSplitter()
-        reply: list[str] = []
+        reply: list[str] = self._reply_text
+        llm_done = False
+        if self.speech is not None:
+            self.speech.resume()
         first_ms: float | None = None
         worker = loop.run_in_executor(self._executor, generate)
         timeout_s = self.settings.llm.reply_timeout_s
@@ -444,6 +560,7 @@ class Daemon:
                 except TimeoutError:
                     raise TimeoutError(f"reply timed out after {timeout_s:g} s") from None
                 if piece is None:
+                    llm_done = True
                     break
                 if isinstance(piece, BaseException):
                     raise piece
@@ -472,9 +589,17 @@ class Daemon:
                 done_ms,
             )
             self._last_reply_t = self._t
+            warm_up = getattr(self.chat, "warm_up", None)
+            if warm_up is not None:
+                # The next follow-up then prefills only its question (llm/chat.py); errors are logged there.
+                await self._call(warm_up)
         except asyncio.CancelledError:
             cancel.set()
-            self._error("llm", "reply cancelled")
+            if not self._interrupting:
+                self._error("llm", "reply cancelled")
+            elif llm_done and getattr(self.chat, "forget_last", None) is not None:
+                # Generated in full but cut off while spoken: what was not heard is not history either.
+                self.chat.forget_last(text)
             raise
         except Exception as exc:  # noqa: BLE001 - one bad reply must not stop the assistant
             cancel.set()
@@ -498,6 +623,7 @@ class Daemon:
             while (sentence := await sentences.get()) is not None:
                 if self.state is State.THINKING:
                     self._enter(State.SPEAKING)
+                self._spoken.append(sentence)
                 try:
                     await self._call(self.speech.speak, sentence)
                 except Exception as exc:  # noqa: BLE001 - TTS trouble: the reply is still printed

@@ -104,3 +104,13 @@ class Error(Event):
     name: ClassVar[str] = "error"
     stage: str  # where it failed: wake, asr, llm, tts, audio
     message: str  # what went wrong, for a human
+
+
+@dataclass(frozen=True)
+class Interrupted(Event):
+    name: ClassVar[str] = "interrupted"
+    by: str  # "stop" (a stop phrase: back to idle) or "wake" (a wake word: a new turn starts)
+    label: str  # the stop phrase's or wake word's label
+    state: str  # what was cut off: thinking or speaking
+    question: str  # the utterance that was being answered
+    reply: str  # the reply text generated up to the cut (not kept in the history)

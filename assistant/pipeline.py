@@ -56,15 +56,18 @@ def load_keyword_list(settings: Settings) -> list[Any]:
 def build_wake(settings: Settings, keywords: list[Any]) -> Any:
     from assistant.models.files import find_transducer
     from assistant.wake.gate import gated
+    from assistant.wake.keywords import load_tokens, stop_phrase_keywords
     from assistant.wake.spotter import WakeWord
 
     files = find_transducer(settings.wake_model_dir(), settings.wake.model)
+    stops = stop_phrase_keywords(settings.wake.stop_phrases, load_tokens(files.tokens, files.bpe_model))
     wake = WakeWord(
         files,
         keywords,
         keywords_score=settings.wake.keywords_score,
         keywords_threshold=settings.wake.keywords_threshold,
         num_threads=settings.wake.num_threads,
+        stop_keywords=stops,
     )
     return gated(wake, settings.gate_settings())
 

@@ -134,6 +134,9 @@ class WakeSettings:
     keywords_threshold: float = _bound(0.25, gt=0, le=1)  # trigger probability threshold, 0..1
     num_threads: int = _bound(1, ge=1)  # onnxruntime threads for the spotter
     gate: GateSettings = GateSettings()  # silence gate in front of the spotter (see assistant/gate.py)
+    # Phrases that stop a reply (live input), as keywords-file lines (plain text, optional :boost #threshold
+    # @label); None = the defaults for the wake model's language (wake/keywords.py, DEFAULT_STOP_PHRASES).
+    stop_phrases: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -228,6 +231,9 @@ class TtsSettings:
     speed: float = _bound(1.0, gt=0)  # speaking rate multiplier
     num_threads: int = _bound(1, ge=1)  # onnxruntime threads for sherpa TTS
     mute_tail_s: float = _bound(0.5, ge=0)  # seconds after playback ends before the wake word listens again
+    # live input: cancel our own voice out of the microphone (Speex AEC, needs `speexdsp`). Experimental, off:
+    # in the daemon it removes only 2-4 dB of echo so far (26 dB offline; BENCHMARKS.md, barge-in)
+    echo_cancel: bool = False
 
 
 @dataclass(frozen=True)
@@ -442,6 +448,11 @@ def _convert(tp: Any, value: Any, key: str, base: Path, limits: dict[str, float]
         if value not in choices:
             raise _Invalid(key, f"expected one of {', '.join(map(str, choices))}, got {_describe(value)}")
         return value
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise _Invalid(key, f"expected a list, got {_describe(value)}")
+        item = typing.get_args(tp)[0]
+        return tuple(_convert(item, v, f"{key}[{i}]", base, limits) for i, v in enumerate(value))
     if dataclasses.is_dataclass(tp):
         if value is None:  # a section whose keys are all commented out
             return tp()

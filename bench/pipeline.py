@@ -198,9 +198,9 @@ def end_to_end(llm_dir: Path, *, tts: bool) -> dict[str, Any]:
         first_audio: list[float] = []
 
         class TimedOutput(WavFileOutput):
-            def play(self, samples: np.ndarray, sample_rate: int) -> None:
+            def play(self, samples: np.ndarray, sample_rate: int, stop=None) -> None:
                 first_audio.append(time.perf_counter())
-                super().play(samples, sample_rate)
+                super().play(samples, sample_rate, stop)
 
         speech = None
         if tts:

@@ -41,12 +41,12 @@ class FlakyModel(MiniMindOnnx):
     failures = 1
 
     def generate(
-        self, prompt_ids: Sequence[int], sampling: Sampling, cancel: threading.Event | None = None
+        self, prompt_ids: Sequence[int], sampling: Sampling, cancel: threading.Event | None = None, sequence=None
     ) -> Iterator[int]:
         if self.failures > 0:
             self.failures -= 1
             raise RuntimeError("injected LLM failure")
-        yield from super().generate(prompt_ids, sampling, cancel)
+        yield from super().generate(prompt_ids, sampling, cancel, sequence)
 
 
 class CountingWake:

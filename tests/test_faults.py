@@ -267,7 +267,7 @@ class _HangingModel(MiniMindOnnx):
     hangs = 1
 
     def generate(self, prompt_ids: Sequence[int], sampling: Sampling,
-                 cancel: threading.Event | None = None) -> Iterator[int]:
+                 cancel: threading.Event | None = None, sequence=None) -> Iterator[int]:
         if self.hangs > 0:
             self.hangs -= 1
             yield from list(super().generate(prompt_ids, sampling, cancel))[:1]
@@ -277,7 +277,7 @@ class _HangingModel(MiniMindOnnx):
                     return
                 waited.wait(0.05)
             return
-        yield from super().generate(prompt_ids, sampling, cancel)
+        yield from super().generate(prompt_ids, sampling, cancel, sequence)
 
 
 def test_llm_stalling_past_the_timeout_is_an_error_and_the_next_question_is_answered(

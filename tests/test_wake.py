@@ -58,7 +58,7 @@ def test_english_plain_keyword_fires_on_jfk_with_label(assets, tmp_path):
     assert hit.keyword_text == "fellow americans"
     # "Americans" ends at ~2.15 s of the clip; the report comes a little later, t_end goes back to it
     assert 2.2 <= hit.t <= 3.2
-    assert hit.t_end == pytest.approx(hit.t - 0.6)
+    assert hit.timed and abs(hit.t_end - 2.15) < 0.2 and hit.t_end < hit.t
 
 
 def test_chinese_plain_keywords_fire(assets):

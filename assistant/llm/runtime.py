@@ -364,6 +364,29 @@ class KVSequence:
         for index, name in enumerate(self._model.past_names, start=1):
             binding.bind_ortvalue_input(name, outputs[index])
 
+    def truncate(self, length: int) -> None:
+        """Forget every cached position from `length` on (the keys and values before it stay valid).
+
+        The cache is causal: the entry of position i depends only on tokens 0..i, so a prefix of it is exactly
+        what a fresh run over that prefix would compute. Conversation uses this to keep what a new prompt
+        shares with the previous one.
+        """
+        if not 0 <= length <= self.length:
+            raise ValueError(f"cannot truncate a {self.length}-token sequence to {length}")
+        if length == self.length:
+            return
+        if length == 0:
+            self._bind_cache()
+        else:
+            # The last run's present_* (what is bound as past_* now; a truncate before it only cut positions
+            # this one cuts too): one copy of the kept positions per layer. The next step binds its outputs.
+            outputs = self._binding.get_outputs()
+            past = [outputs[i] for i in range(1, len(self._model.past_names) + 1)]
+            self._kept = [np.ascontiguousarray(value.numpy()[:, :, :length]) for value in past]
+            for array, name in zip(self._kept, self._model.past_names, strict=True):
+                self._binding.bind_ortvalue_input(name, _share(array))
+        self.length = length
+
 
 class SharedKVSequence(KVSequence):
     """A sequence on a "shared" KV graph: past_X.{i} and present_X.{i} bound to one buffer, updated in place.
@@ -405,6 +428,12 @@ class SharedKVSequence(KVSequence):
         self.capacity = capacity
         if old:
             log.debug("KV buffers grown to %d positions (%.1f MB)", capacity, self._kv_bytes() / 1e6)
+
+    def truncate(self, length: int) -> None:
+        """Forget every cached position from `length` on: the graph reads only total_sequence_length of them."""
+        if not 0 <= length <= self.length:
+            raise ValueError(f"cannot truncate a {self.length}-token sequence to {length}")
+        self.length = length
 
     def _kv_bytes(self) -> int:
         return sum(b.nbytes for b in self._buffers)
@@ -544,10 +573,15 @@ class MiniMindOnnx:
         prompt_ids: Sequence[int],
         sampling: Sampling,
         cancel: threading.Event | None = None,
+        sequence: KVSequence | None = None,
     ) -> Iterator[int]:
         """Yield new token ids until eos (not yielded), max_new_tokens, the context limit or `cancel`.
 
-        Raises ValueError if the prompt alone does not fit the context (callers trim history first).
+        `sequence`, when given, already holds the keys and values of `prompt_ids[:sequence.length]` (the caller
+        checked that prefix): only the rest of the prompt is prefilled, and the sequence keeps growing with the
+        reply (its `length` then counts the tokens fed, the yielded ones included but not the last one when
+        generation stopped at max_new_tokens or the consumer left). Raises ValueError if the prompt alone does
+        not fit the context (callers trim history first).
         """
         if not prompt_ids:
             raise ValueError("empty prompt")
@@ -557,9 +591,13 @@ class MiniMindOnnx:
             )
         sampler = Sampler(sampling, self.architecture.vocab_size, prompt_ids)
         budget = min(sampling.max_new_tokens, self.max_context_tokens - len(prompt_ids))
-        sequence = self.new_sequence(capacity=len(prompt_ids) + budget)
+        if sequence is None:
+            sequence = self.new_sequence(capacity=len(prompt_ids) + budget)
+        cached = sequence.length
+        if not 0 <= cached < len(prompt_ids):
+            raise ValueError(f"a sequence of {cached} cached tokens cannot start a {len(prompt_ids)}-token prompt")
         started = time.perf_counter()
-        logits = sequence.feed(prompt_ids)
+        logits = sequence.feed(prompt_ids[cached:])
         first_ms = (time.perf_counter() - started) * 1000
         produced = 0
         reason = "max_new_tokens" if budget == sampling.max_new_tokens else "context"
@@ -579,9 +617,10 @@ class MiniMindOnnx:
         total_ms = (time.perf_counter() - started) * 1000
         decode_ms = total_ms - first_ms
         log.debug(
-            "generated %d tokens after a %d-token prompt: prefill %.1f ms, %.1f tokens/s, stop: %s",
+            "generated %d tokens after a %d-token prompt (%d cached): prefill %.1f ms, %.1f tokens/s, stop: %s",
             produced,
             len(prompt_ids),
+            cached,
             first_ms,
             (produced - 1) / decode_ms * 1000 if produced > 1 and decode_ms > 0 else 0.0,
             reason,

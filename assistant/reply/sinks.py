@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from typing import TextIO
 
@@ -75,13 +76,26 @@ class Speech:
     def __init__(self, synthesizer: Synthesizer, output: AudioOutput) -> None:
         self.synthesizer = synthesizer
         self.output = output
+        self._stop = threading.Event()  # set by interrupt(): nothing more is played until resume()
+
+    def interrupt(self) -> None:
+        """Stop playing now (any thread): the sentence playing ends within a slice, queued ones are skipped."""
+        self._stop.set()
+
+    def resume(self) -> None:
+        """Allow playback again (the daemon calls it at the start of each reply)."""
+        self._stop.clear()
 
     def speak(self, sentence: str) -> float:
         """Synthesize and play one sentence; returns the seconds of audio played."""
+        if self._stop.is_set():
+            return 0.0
         start = time.perf_counter()
         samples, rate = self.synthesizer.synthesize(sentence)
         synth_ms = (time.perf_counter() - start) * 1000
-        self.output.play(samples, rate)
+        if self._stop.is_set():
+            return 0.0
+        self.output.play(samples, rate, self._stop)
         seconds = len(samples) / rate
         log.debug("tts %s: %.2f s of audio, synthesis %.0f ms: %r", self.synthesizer.name, seconds, synth_ms,
                   sentence)

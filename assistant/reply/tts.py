@@ -10,7 +10,9 @@ import io
 import logging
 import shutil
 import subprocess
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -33,9 +35,12 @@ class Synthesizer(Protocol):
         ...
 
 
+STOP_SLICE_S = 0.02  # paced outputs write in slices this long, so a stop is heard within one slice
+
+
 class AudioOutput(Protocol):
-    def play(self, samples: np.ndarray, sample_rate: int) -> None:
-        """Play (or store) the samples; returns when they have been played."""
+    def play(self, samples: np.ndarray, sample_rate: int, stop: threading.Event | None = None) -> None:
+        """Play (or store) the samples; returns when they have been played, or soon after `stop` is set."""
         ...
 
     def close(self) -> None: ...
@@ -145,14 +150,27 @@ class SpeakerOutput:
 
     def __init__(self, device: int | str | None = None) -> None:
         self._device = device
+        self.listener: Callable[[np.ndarray, int], None] | None = None  # told what starts playing (echo ref)
 
-    def play(self, samples: np.ndarray, sample_rate: int) -> None:
+    def play(self, samples: np.ndarray, sample_rate: int, stop: threading.Event | None = None) -> None:
         try:
             import sounddevice
         except OSError as exc:  # PortAudio missing: sounddevice fails at import
             raise AudioError(f"tts.output speaker: cannot load PortAudio ({exc}); install libportaudio2 "
                              "or set tts.output to a .wav file") from None
-        sounddevice.play(samples, samplerate=sample_rate, device=self._device, blocking=True)
+        if stop is None:
+            sounddevice.play(samples, samplerate=sample_rate, device=self._device, blocking=True)
+            return
+        # Non-blocking play, then wait in short steps so a barge-in stops the sound mid-sentence.
+        sounddevice.play(samples, samplerate=sample_rate, device=self._device)
+        if self.listener is not None:
+            self.listener(samples, sample_rate)
+        deadline = time.monotonic() + len(samples) / sample_rate + 1.0
+        while sounddevice.get_stream().active and time.monotonic() < deadline:
+            if stop.wait(STOP_SLICE_S):
+                sounddevice.stop()
+                return
+        sounddevice.wait()
 
     def close(self) -> None:
         pass
@@ -165,18 +183,40 @@ class WavFileOutput:
         self._path = path
         self._file: sf.SoundFile | None = None
         self._realtime = realtime
+        self.written = 0  # samples written while paced
+        self.listener: Callable[[np.ndarray, int], None] | None = None  # told what starts playing (echo ref)
 
-    def play(self, samples: np.ndarray, sample_rate: int) -> None:
+    def _on_write(self, samples: np.ndarray, sample_rate: int) -> None:
+        """Called with each paced slice as it is written: the echo canceller's reference (and tests' room)."""
+        if self.listener is not None:
+            self.listener(samples, sample_rate)
+
+    def play(self, samples: np.ndarray, sample_rate: int, stop: threading.Event | None = None) -> None:
         if self._file is None:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             self._file = sf.SoundFile(self._path, mode="w", samplerate=sample_rate, channels=1,
                                       subtype="PCM_16")
         if sample_rate != self._file.samplerate:
             samples = resample_linear(samples, sample_rate, self._file.samplerate)
-        self._file.write(samples)
-        self._file.flush()
-        if self._realtime:
-            time.sleep(len(samples) / self._file.samplerate)
+        rate = self._file.samplerate
+        if not self._realtime:
+            self._file.write(samples)
+            self._file.flush()
+            return
+        # Paced like a speaker: a slice is written when it would start playing, so what is in the file at
+        # any moment is what a speaker would have played (the barge-in benchmark reads it as the audio clock).
+        step = max(1, int(rate * STOP_SLICE_S))
+        started = time.monotonic()
+        for i in range(0, len(samples), step):
+            if stop is not None and stop.is_set():
+                break
+            self._file.write(samples[i : i + step])
+            self._file.flush()
+            self.written += len(samples[i : i + step])
+            self._on_write(samples[i : i + step], rate)
+            wait = started + (i + step) / rate - time.monotonic()
+            if wait > 0 and (stop.wait(wait) if stop is not None else time.sleep(wait)):
+                break
 
     def close(self) -> None:
         if self._file is not None:

@@ -285,6 +285,10 @@ class GatedWakeWord:
         return self.wake.labels
 
     @property
+    def stop_labels(self) -> list[str]:
+        return getattr(self.wake, "stop_labels", [])
+
+    @property
     def decode_s(self) -> float:
         return self.wake.decode_s
 

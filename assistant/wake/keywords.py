@@ -398,3 +398,37 @@ def format_keywords(keywords: list[Keyword]) -> str:
         parts.append("@" + sherpa_tag(kw.label))
         lines.append(" ".join(parts))
     return "\n".join(lines) + "\n"
+
+
+# Stop phrases shipped by default, per kind of wake model (wake.stop_phrases: null). Chosen by false alarms
+# on speech that does not contain them (bench/stop_phrases.py, BENCHMARKS.md "Stop phrases").
+# English: STOP, STOP TALKING and NEVER MIND had no false alarm in 1.0 min of real speech and 2.6 min of
+# espeak-ng answers, and espeak-ng saying them alone fires them (BE QUIET, STOP IT and QUIET PLEASE did not
+# fire; SHUT UP, CANCEL and THAT'S ENOUGH each fired once on the answers). Chinese: 停下, 停一下 and 别说了 had
+# no false alarm in 0.9 min of real speech and 13.3 min of espeak-ng answers (安静 3, 停止 1); espeak-ng's
+# Mandarin fires none of the candidates, so their recall is unmeasured here.
+DEFAULT_STOP_PHRASES: dict[str, tuple[str, ...]] = {
+    "latin": ("STOP", "STOP TALKING", "NEVER MIND"),
+    "pinyin": ("停下", "停一下", "别说了"),
+}
+STOP_SOURCE = "wake.stop_phrases"
+
+
+def stop_phrase_keywords(phrases: tuple[str, ...] | None, table: TokenTable) -> list[Keyword]:
+    """The stop phrases encoded for `table`'s model; None = the defaults for its language.
+
+    A configured phrase that cannot be encoded is a ConfigError naming `wake.stop_phrases` and its position
+    (line N = item N); a default that the model cannot spell (a bilingual model, say) is left out and logged.
+    """
+    if phrases is not None:
+        return parse_keywords("\n".join(phrases), table, source=STOP_SOURCE)
+    keywords: list[Keyword] = []
+    for kind, defaults in DEFAULT_STOP_PHRASES.items():
+        if kind == "pinyin" and not table.is_pinyin:
+            continue
+        for phrase in defaults:
+            try:
+                keywords += parse_keywords(phrase, table, source=STOP_SOURCE)
+            except ConfigError as exc:
+                log.debug("default stop phrase left out: %s", exc)
+    return keywords

@@ -1,9 +1,17 @@
 """Wake word: a sherpa-onnx KeywordSpotter and its stream, fed 16 kHz chunks, reporting which keyword fired.
 
 Where the keyword ended (`Detection.t_end`) matters: the ASR starts from there so that words said right after
-the wake word are not lost. sherpa-onnx 2.0.1 leaves `KeywordResult.tokens/timestamps` empty for the KWS
-models here (checked on both), so the end is estimated from the detection time minus the spotter's
-latency, measured on real clips (see DETECTION_LATENCY_S). Typical use with an AudioRing:
+the wake word are not lost. sherpa-onnx 2.0.1 gives per-token times through the C++ result object,
+`spotter.keyword_spotter.get_result(stream)` (`.keyword`, `.tokens`, `.timestamps`); the Python
+`KeywordSpotter.get_result` returns only the keyword string, and reading the result clears it (upstream issue
+3677: `timestamps()` after `get_result()` is empty), so the object is read once per detection. The times
+count from the last reset of the stream's decoder: our own `reset_stream` after a detection, or the one
+sherpa-onnx does by itself after 1.5 s of trailing blanks (keyword-spotter-transducer-impl.h), which Python
+cannot see. Both happen between decode calls, so the origin is a whole number of decoder chunks (0.32 s) after
+the stream started, and which one follows from where a detection can happen (`_keyword_end`). The end is then
+mapped from stream time to input time (the gated spotter starts a stream on replayed pre-roll). When a
+result carries no times, the estimate stays: detection time minus DETECTION_LATENCY_S. Typical use with an
+AudioRing:
 
     ring.push(chunk)
     if (hit := wake.accept(chunk)) is not None:
@@ -15,6 +23,7 @@ latency, measured on real clips (see DETECTION_LATENCY_S). Typical use with an A
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import os
 import tempfile
@@ -43,6 +52,16 @@ KEYWORD_END_ERROR_S = 0.5
 """Seconds the estimate of a keyword's end (t - DETECTION_LATENCY_S) can be early: on JFK it said 2.20 s and the
 VAD heard the keyword's speech go on to 2.39 s. The vad-offline recognizer drops speech that ends this soon."""
 
+TOKEN_DELAY_S = 0.2
+"""Seconds by which a token's time stamp (the frame the streaming transducer emitted it at) trails the end of
+its sound. JFK: the energy of "... fellow Americans" drops at ~2.15 s, the last token of AMERICANS is stamped
+2.40 s. 0.25 s put the ASR's start where "MR QUILTER" said with no pause came out "MR QUILT HER" (test_asr.py's
+no-pause tests); 0.2 s starts it where the old estimate did on that clip and keeps both right."""
+
+FRAME_S = 0.04  # one encoder output frame (10 ms features, subsampled 4x; sherpa-onnx's Convert assumes it)
+
+STOP_TAG_PREFIX = "stop:"  # the sherpa-onnx tag of a stop phrase is its label behind this
+
 TAIL_PADDING_S = 0.66
 """Silence appended by flush(): a keyword right at the end of the input is reported only after ~0.5 s more."""
 
@@ -56,7 +75,12 @@ class Detection:
     t: float
     """Input time (s) at which the spotter reported it: the end of the audio fed so far."""
     t_end: float
-    """Estimated input time (s) the keyword ended, t - DETECTION_LATENCY_S: hand the ASR audio from here."""
+    """Input time (s) the keyword ended: its last token's time from sherpa-onnx minus TOKEN_DELAY_S, or the
+    estimate t - DETECTION_LATENCY_S when there are no token times. Hand the ASR audio from here."""
+    timed: bool = False
+    """Whether t_end comes from the token times (False: the estimate)."""
+    kind: str = "wake"
+    """"wake" (a wake word) or "stop" (a stop phrase, wake.stop_phrases)."""
 
 
 class Spotter(Protocol):
@@ -104,26 +128,34 @@ class WakeWord:
     def __init__(self, files: TransducerFiles, keywords: list[Keyword], *, keywords_score: float = 1.0,
                  keywords_threshold: float = 0.25, num_threads: int = 1, provider: str = "cpu",
                  max_active_paths: int = 4, num_trailing_blanks: int = 1,
-                 latency_s: float = DETECTION_LATENCY_S):
+                 latency_s: float = DETECTION_LATENCY_S, stop_keywords: list[Keyword] | None = None):
         _check_files(files)
         self.files = files
         self._options = dict(keywords_score=keywords_score, keywords_threshold=keywords_threshold,
                              num_threads=num_threads, provider=provider, max_active_paths=max_active_paths,
                              num_trailing_blanks=num_trailing_blanks)
         self.latency_s = latency_s
-        self._spotter, self._by_tag = self._build(keywords)
+        self._spotter, self._by_tag = self._build(keywords, stop_keywords or [])
+        self.chunk_s = self._measure_chunk()
         self._stream = self._spotter.create_stream()
         self._t = 0.0  # input time of the end of the audio fed so far
+        self._new_stream_bookkeeping()
         self.decode_s = 0.0  # CPU-side time spent in decode, for RTF reports
 
-    def _build(self, keywords: list[Keyword]):
+    def _build(self, keywords: list[Keyword], stop_keywords: list[Keyword]):
         import sherpa_onnx
 
         if not keywords:
             raise ModelError("no keywords to spot")
-        by_tag: dict[str, Keyword] = {}
+        by_tag: dict[str, tuple[Keyword, str]] = {}
         for kw in keywords:
-            by_tag.setdefault(sherpa_tag(kw.label), kw)
+            by_tag.setdefault(sherpa_tag(kw.label), (kw, "wake"))
+        # Stop phrases share the one model and stream; their own tags keep a stop label that equals a wake
+        # label apart.
+        stops = [dataclasses.replace(kw, label=STOP_TAG_PREFIX + kw.label) for kw in stop_keywords]
+        for kw, original in zip(stops, stop_keywords, strict=True):
+            by_tag.setdefault(sherpa_tag(kw.label), (original, "stop"))
+        keywords = keywords + stops
         # sherpa-onnx 2.0.1's Python API takes keywords only as a file
         fd, path = tempfile.mkstemp(prefix="keywords-", suffix=".txt")
         try:
@@ -141,19 +173,44 @@ class WakeWord:
                 raise ModelError(f"cannot load keyword spotter from {where}: {exc}") from None
         finally:
             os.unlink(path)
-        log.info("keyword spotter %s: %d keyword lines, %d labels, loaded in %.0f ms",
-                 self.files.encoder.parent.name, len(keywords), len(by_tag),
+        log.info("keyword spotter %s: %d keyword lines, %d labels (%d stop), loaded in %.0f ms",
+                 self.files.encoder.parent.name, len(keywords), len(by_tag), len({k.label for k in stops}),
                  (time.perf_counter() - started) * 1000)
         return spotter, by_tag
 
+    def _measure_chunk(self) -> float:
+        """Seconds of audio one decode_stream call consumes (the encoder's chunk shift), by feeding silence."""
+        stream = self._spotter.create_stream()
+        counts = []
+        for _ in range(2):
+            stream.accept_waveform(SAMPLE_RATE, np.zeros(int(3.2 * SAMPLE_RATE), np.float32))
+            n = 0
+            while self._spotter.is_ready(stream):
+                self._spotter.decode_stream(stream)
+                n += 1
+            counts.append(n)
+        # The first block also fills the encoder's look-ahead; the second is all steady state.
+        return 3.2 / counts[1] if counts[1] else 0.32
+
+    def _new_stream_bookkeeping(self) -> None:
+        self._decodes = 0  # decode_stream calls on the current stream
+        self._fed = 0  # samples fed to the current stream
+        # (stream sample, input time) at the stream's start and at every gap in the input
+        self._segments: list[tuple[int, float]] = []
+
     @property
     def labels(self) -> list[str]:
-        return [kw.label for kw in self._by_tag.values()]
+        return [kw.label for kw, kind in self._by_tag.values() if kind == "wake"]
+
+    @property
+    def stop_labels(self) -> list[str]:
+        return [kw.label for kw, kind in self._by_tag.values() if kind == "stop"]
 
     def fork(self) -> WakeWord:
         """A spotter with its own stream and clock over this one's loaded model (one per network client)."""
         twin = copy.copy(self)
         twin._stream = self._spotter.create_stream()
+        twin._new_stream_bookkeeping()  # fresh lists, not the shared ones copy.copy would keep
         twin._t = 0.0
         twin.decode_s = 0.0
         return twin
@@ -161,6 +218,7 @@ class WakeWord:
     def reset(self, t: float | None = None) -> None:
         """Start a fresh stream (e.g. back to IDLE); `t` = input time of the next chunk, if known."""
         self._stream = self._spotter.create_stream()
+        self._new_stream_bookkeeping()
         if t is not None:
             self._t = t
 
@@ -172,9 +230,11 @@ class WakeWord:
 
     def spot(self, chunk: AudioChunk) -> Detection | None:
         """Feed one chunk; returns the first keyword reported while decoding it, or None."""
-        if abs(chunk.t - self._t) > 1e-3:
+        if abs(chunk.t - self._t) > 1e-3 or not self._segments:
             self._t = chunk.t  # a gap (dropped blocks, or audio skipped while LISTENING): time follows input
+            self._segments.append((self._fed, chunk.t))
         self._stream.accept_waveform(SAMPLE_RATE, chunk.samples)
+        self._fed += len(chunk.samples)
         self._t = chunk.t_end
         return self._decode()
 
@@ -184,6 +244,7 @@ class WakeWord:
         self._stream.input_finished()
         detection = self._decode(t=self._t)
         self._stream = self._spotter.create_stream()
+        self._new_stream_bookkeeping()
         return detection
 
     def _decode(self, t: float | None = None) -> Detection | None:
@@ -192,18 +253,52 @@ class WakeWord:
         started = time.perf_counter()
         while spotter.is_ready(stream):
             spotter.decode_stream(stream)
-            tag = spotter.get_result(stream)
+            self._decodes += 1
+            # The C++ result, read once: it holds the keyword and its token times (see the module docstring).
+            result = spotter.keyword_spotter.get_result(stream)
+            tag = result.keyword.strip()
             if not tag:
                 continue
+            times = list(result.timestamps)
             spotter.reset_stream(stream)
+            ended = self._keyword_end(times[-1]) if times else None
             if detection is not None:
                 log.info("keyword %s also fired in the same block; ignored", tag)
                 continue
-            kw = self._by_tag.get(tag)
+            kw, kind = self._by_tag.get(tag, (None, "wake"))
             at = self._t if t is None else t
+            t_end = min(at, ended) if ended is not None else max(0.0, at - self.latency_s)
             detection = Detection(label=kw.label if kw else tag, keyword_text=kw.phrase if kw else tag,
-                                  t=at, t_end=max(0.0, at - self.latency_s))
-            log.info("wake word %r at %.2f s (keyword end ~%.2f s)", detection.label, detection.t,
-                     detection.t_end)
+                                  t=at, t_end=t_end, kind=kind, timed=ended is not None)
+            log.info("%s %r at %.2f s (keyword end %s%.2f s)", "stop phrase" if kind == "stop" else "wake word",
+                     detection.label, detection.t, "" if ended is not None else "~", detection.t_end)
         self.decode_s += time.perf_counter() - started
         return detection
+
+    def _keyword_end(self, last_token_s: float) -> float | None:
+        """Input time at which a keyword whose last token has time `last_token_s` ended (see the docstring).
+
+        The token times count from a decoder reset, which is always at a chunk boundary, so the last token is
+        at `last_token_s` plus a whole number of chunks. A keyword is reported in the chunk that holds its last
+        token when at least num_trailing_blanks + 1 frames follow the token in that chunk, else in the next
+        one (measured: JFK with 0-3.3 s of silence before it, so the origins differ, tests/test_keyword_timing.py).
+        So the token is in the chunk just decoded unless that would leave fewer frames after it, and then it
+        was at the end of the chunk before.
+        """
+        chunk = self.chunk_s
+        decoded_s = self._decodes * chunk  # stream time up to which the encoder has produced frames
+        blanks = self._options["num_trailing_blanks"] * FRAME_S
+        stream_s = last_token_s + np.floor((decoded_s - chunk - last_token_s) / chunk + 1e-6) * chunk
+        if stream_s < decoded_s - chunk - 1e-6:
+            stream_s += chunk
+        if stream_s + blanks + FRAME_S > decoded_s - FRAME_S + 1e-6:
+            stream_s -= chunk
+        return self._input_time(max(0.0, stream_s - TOKEN_DELAY_S))
+
+    def _input_time(self, stream_s: float) -> float | None:
+        """Map seconds of the current stream to input time across the gaps it was fed over."""
+        sample = stream_s * SAMPLE_RATE
+        for start, t in reversed(self._segments):
+            if sample >= start:
+                return t + (sample - start) / SAMPLE_RATE
+        return None
