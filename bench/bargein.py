@@ -14,7 +14,7 @@ The canceller is speexdsp's (the Speex MDF echo canceller, Debian's libspeexdsp 
    sample the paced WAV sink wrote, both on the input's audio clock. Without the canceller (the daemon has
    none yet), at +20 dB so the stop is heard.
 
-    .venv/bin/python bench/bargein.py [--minutes 3] [--trials 6] [--live 5] [--json]
+    .venv/bin/python -m bench.bargein [--minutes 3] [--trials 6] [--live 5] [--json]
 """
 
 from __future__ import annotations
@@ -30,13 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.stop_phrases import espeak, replies
+from speechdata.assets import AUDIO, KWS_EN
+from speechdata.audio import load_clip
+from speechdata.echo_room import EchoLoop, LiveSource, LoopbackOutput, Room, rms
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tests.audio_mix import AUDIO, KWS_EN, load_clip  # noqa: E402
-
-from bench.stop_phrases import espeak, replies  # noqa: E402
-from tests.echo_room import EchoLoop, LiveSource, LoopbackOutput, Room, rms  # noqa: E402
 
 RATE = 16000
 ROOM = Room(delay_s=0.05, gain_db=-6.0)

@@ -8,7 +8,7 @@ alternating order, each after a short pause; the median of --runs is reported. T
 `ReplyStats.ttft_ms`: stream() call -> first generated token (prompt assembly and prefill included). The
 greedy tokens of the two are compared every round.
 
-    .venv/bin/python bench/followup.py [--runs 7] [--history 300] [--threads 2] [--json] [--keep DIR]
+    .venv/bin/python -m bench.followup [--runs 7] [--history 300] [--threads 2] [--json] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -16,15 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bench.llm import export_dirs, small_model
 
-from bench.llm import export_dirs, small_model  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 QUESTION = "请简单介绍一下长城的历史，以及它为什么这么有名。"
 FOLLOW_UP = "那它有多长？"

@@ -6,7 +6,7 @@ of memory (every pronunciation combination was built before the first 16 were ke
 old code is gone, so each figure here is printed beside a normal input measured in the same run (the baseline)
 and the old figure is quoted from the issue.
 
-    .venv/bin/python bench/inputs.py [--runs 20]
+    .venv/bin/python -m bench.inputs [--runs 20]
 
 Needs the shared KWS token tables (../shared/assets/kws). Prints one table per input class; times are the
 median of --runs calls, after one warm-up call.
@@ -28,15 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from assistant.audio.resample import Resampler
+from assistant.audio.sources import open_source
+from assistant.errors import AssistantError
+from assistant.settings import load_settings
+from assistant.wake.keywords import MAX_KEYWORD_LINES, load_tokens, parse_keywords
 
-from assistant.audio.resample import Resampler  # noqa: E402
-from assistant.audio.sources import open_source  # noqa: E402
-from assistant.errors import AssistantError  # noqa: E402
-from assistant.settings import load_settings  # noqa: E402
-from assistant.wake.keywords import MAX_KEYWORD_LINES, load_tokens, parse_keywords  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 SHARED = Path(os.environ.get("ASSISTANT_SHARED", REPO.parent / "shared"))
 KWS = SHARED / "assets" / "kws"

@@ -9,7 +9,7 @@ call overhead) and, once, one greedy reply of --max-new-tokens from the int8 Min
 the tiny reference checkpoint exported with the project's exporter, as the tests do; its speed is that of a
 MiniMind2-shaped int8 graph only if you pass a real export).
 
-    .venv/bin/python bench/intents.py [--rounds 20] [--model-dir DIR] [--max-new-tokens 32] [--json]
+    .venv/bin/python -m bench.intents [--rounds 20] [--model-dir DIR] [--max-new-tokens 32] [--json]
 """
 
 from __future__ import annotations
@@ -18,13 +18,11 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 SHARED = Path(os.environ.get("ASSISTANT_SHARED", REPO.parent / "shared")).resolve()
 TARGET_MS = 20.0
 

@@ -8,7 +8,7 @@ KWS model as a streaming ASR, as the tests use it) is fed from `t_end - asr.pre_
 utterance. Against the clip's transcript: `lost` = reference words missing before the first word heard,
 `gained` = words heard before the first reference word (usually the keyword's tail).
 
-    .venv/bin/python bench/keyword_timing.py [--pause 0 --pause 0.3] [--json]
+    .venv/bin/python -m bench.keyword_timing [--pause 0 --pause 0.3] [--json]
 """
 
 from __future__ import annotations
@@ -21,18 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from speechdata.assets import AUDIO, KWS_EN, UTTERANCE_CLIPS
+from speechdata.audio import jfk_question, load_clip, silence, wake_phrase
 
-from tests.audio_mix import (  # noqa: E402
-    AUDIO,
-    KWS_EN,
-    UTTERANCE_CLIPS,
-    jfk_question,
-    load_clip,
-    silence,
-    wake_phrase,
-)
+REPO = Path(__file__).resolve().parents[1]
 
 PRE_ROLL_S = 0.0  # the ASR from t_end itself (the daemon adds asr.pre_roll_s = 0.3 s; --pre-roll)
 KEYWORD_END_S = 2.15

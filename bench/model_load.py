@@ -5,7 +5,7 @@ of --runs is reported with the ratio; the sha256 of the files alone is timed as 
 exports MiniMind2-Small-shaped random int8 weights with the project's exporter (as bench/llm.py does), the size
 of the model a Pi runs.
 
-    .venv/bin/python bench/model_load.py [--runs 15] [--model-dir DIR] [--json]
+    .venv/bin/python -m bench.model_load [--runs 15] [--model-dir DIR] [--json]
 """
 
 from __future__ import annotations
@@ -14,13 +14,11 @@ import argparse
 import hashlib
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 def _load_ms(model_dir: Path, verify: bool) -> float:

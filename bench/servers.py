@@ -13,7 +13,7 @@ ones; the voice path's time to first token (the daemon's own first_token events:
 and wake words found, without and with the load; the daemon's RSS when its servers start listening and when
 the audio ends. Targets (issue 12): voice TTFT <= 2x idle, no wake missed that idle finds, RSS growth < 20 MB.
 
-    .venv/bin/python bench/servers.py [--seconds 120] [--clients 8] [--llm DIR] [--json]
+    .venv/bin/python -m bench.servers [--seconds 120] [--clients 8] [--llm DIR] [--json]
 
 Without --llm the tiny reference MiniMind is exported and used (bench/soak.py): the network chat then costs
 little CPU, and the figure is mostly about the audio path and the scheduling.

@@ -9,7 +9,7 @@ and every detection is a false alarm. As a sanity check that a candidate can fir
 alone between silences (`heard`: detections of 1). A candidate that espeak cannot make fire is not ruled out
 (espeak is not a person) but is marked.
 
-    .venv/bin/python bench/stop_phrases.py [--replies 30] [--json]
+    .venv/bin/python -m bench.stop_phrases [--replies 30] [--json]
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import numpy as np
 import soundfile as sf
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 SHARED = REPO.parent / "shared" / "assets"
 AUDIO = SHARED / "audio"

@@ -6,7 +6,7 @@ reference MiniMind), then runs `wyoming-bench stt` (speed and word accuracy, pla
 `wyoming-bench tts` (plain and streamed) against it and prints their reports.
 
     python -m venv /tmp/wbench && /tmp/wbench/bin/pip install wyoming-bench    # kept out of the project's venv
-    .venv/bin/python bench/wyoming_outside.py --tool /tmp/wbench/bin/wyoming-bench [--rounds 2]
+    .venv/bin/python -m bench.wyoming_outside --tool /tmp/wbench/bin/wyoming-bench [--rounds 2]
 """
 
 from __future__ import annotations

@@ -34,9 +34,10 @@ from assistant.llm.tokenizer import Tokenizer
 from assistant.reply.sinks import Speech
 from assistant.reply.tts import EspeakTts
 from assistant.settings import TtsSettings, load_settings
+from speechdata.assets import AUDIO, KWS_EN
+from speechdata.audio import load_clip as load_mono16k
+from speechdata.echo_room import EchoLoop, LiveSource, LoopbackOutput, Room, rms
 from tests.conftest import require
-from tests.echo_room import EchoLoop, LiveSource, LoopbackOutput, Room, rms
-from tests.llm_fixture import AUDIO, JFK_TEXT, KWS_EN, load_mono16k, tiny_llm  # noqa: F401
 
 JFK = AUDIO / "en" / "whisper-jfk.flac"
 SORROW = AUDIO / "en" / "wenet-librispeech-1995-1837-0001.wav"

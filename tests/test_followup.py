@@ -20,7 +20,6 @@ from assistant.llm.chat import Conversation
 from assistant.llm.runtime import MiniMindOnnx
 from assistant.llm.sampling import Sampling
 from assistant.llm.tokenizer import Tokenizer
-from tests.test_llm import pack, tiny_dirs, tiny_fp32, tiny_int8  # noqa: F401 - shared session fixtures
 
 GREEDY = Sampling(greedy=True, max_new_tokens=12)
 QUESTIONS = ["你好，请介绍一下你自己。", "What is the capital of France?", "中国最高的山是哪座？", "再说一遍好吗？"]

@@ -18,8 +18,9 @@ from assistant.settings import GateSettings
 from assistant.wake.gate import gated
 from assistant.wake.keywords import load_tokens, parse_keywords
 from assistant.wake.spotter import WakeWord
+from speechdata.assets import AUDIO, KWS_EN
+from speechdata.audio import load_clip as load_mono16k
 from tests.conftest import require
-from tests.llm_fixture import AUDIO, KWS_EN, load_mono16k
 
 AMERICANS_END_S = 2.15  # in the JFK clip
 TOLERANCE_S = 0.2

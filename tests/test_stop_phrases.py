@@ -9,8 +9,8 @@ from assistant.models.files import find_transducer
 from assistant.settings import load_settings
 from assistant.wake.keywords import load_tokens, parse_keywords, stop_phrase_keywords
 from assistant.wake.spotter import WakeWord
+from speechdata.assets import KWS_EN, KWS_ZH
 from tests.conftest import require
-from tests.llm_fixture import KWS_EN, KWS_ZH
 
 
 def table(model_dir):
