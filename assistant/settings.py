@@ -12,7 +12,7 @@ duplicate keys (YAML's last-wins hid the first value), and YAML aliases (`*name`
 than bounded: a config file is small and flat, and a few nested aliases expand to gigabytes (an "alias bomb"
 under llm.system_prompt gave a 351 MB error line); write the value out instead. Error messages quote at most
 QUOTE_CHARS characters of a value or key.
-Why ~480 lines: every settings dataclass lives here by design (components import from it, never the
+Why ~700 lines: every settings dataclass lives here by design (components import from it, never the
 reverse), so its length is the sum of the sections; the loader itself is small.
 """
 

@@ -19,6 +19,8 @@ quantization or an export made by an older version, as extra rows (and table ent
 
     .venv/bin/python -m bench.llm [--runs 5] [--json] [--model-dir DIR [--fp32-dir DIR]] [--keep DIR]
                                  [--extra LABEL=DIR ...] [--shape minimind2-small|minimind3]
+
+Why ~360 lines: export, worker processes and interleaved rounds belong to one measurement.
 """
 
 from __future__ import annotations

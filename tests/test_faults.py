@@ -12,6 +12,8 @@ detection and backoff are what is tested.
 Why one file of ~500 lines: it is the catalogue of faults the daemon must survive, one section per fault
 (microphone, stdin, LLM, TTS, signals, full disk), and the fakes it needs (a sounddevice module, a daemon
 process with a notify socket) serve only these tests. New faults get a new file (tests/test_faults_NAME.py).
+
+Why ~540 lines: one scenario per fault, most on the same in-process daemon and fake sound device.
 """
 
 from __future__ import annotations

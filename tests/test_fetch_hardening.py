@@ -4,6 +4,8 @@ Each test is a regression test for one hole: Python without tarfile's data filte
 symlinks escaping the models folder, mirror installs linked to the mirror, oversized and trickling downloads,
 archive bombs, SIGTERM mid-fetch, a .part poisoned by a bad Content-Range, a corrupt zip, two fetches at once,
 and a pip-installed package finding its manifest.
+
+Why ~650 lines: one regression test per hostile download of issue 15, and the real HTTP servers they share.
 """
 
 from __future__ import annotations

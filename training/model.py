@@ -20,6 +20,8 @@ V vocab, E routed experts.
 One file over the usual ~350 lines on purpose: it is read side by side with the official model_minimind.py
 (config, RoPE, attention, feed-forward/MoE, causal LM in that order), and the conformance tests check it as one
 unit against the official outputs.
+
+Why ~440 lines: two generations (MiniMind2, minimind-3), dense and MoE, read side by side with the official code.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ array updated in place. How the KV cache moves depends on the graph (model.json 
 
 A model.json with an "io" key declares a graph I/O this runtime does not know: it is refused.
 
-Why ~400 lines: the manifest contract and the two KV-cache strategies share one session and one IO binding;
+Why ~630 lines: the manifest contract and the two KV-cache strategies share one session and one IO binding;
 split, the per-step hot path would cross modules for no reader's benefit.
 """
 

@@ -12,6 +12,8 @@ Rules this module keeps:
   `<models_dir>/<NAME>`; a failure leaves the previous install as it was and no half-written folder. SIGTERM
   during a fetch removes the staging folder; one left by a killed process (SIGKILL, power loss) is removed by
   the next fetch once its process is gone.
+
+Why ~360 lines: stage, verify and install are one transaction, and the signal handling that guards it.
 """
 
 from __future__ import annotations

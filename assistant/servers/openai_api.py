@@ -1,6 +1,8 @@
 """OpenAI-compatible routes: /v1/models, /v1/chat/completions (plain and SSE), /v1/audio/transcriptions,
 /v1/audio/speech. Field names, response objects and error bodies follow OpenAI's API reference, so the official
 client and the tools built on it work unchanged. Unknown extra fields are ignored, as OpenAI clients send many.
+
+Why ~400 lines: four routes with OpenAI's exact error shapes; the validation of each field is most of it.
 """
 
 from __future__ import annotations
