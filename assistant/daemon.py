@@ -78,6 +78,7 @@ from assistant.wake.spotter import Spotter
 
 log = logging.getLogger(__name__)
 
+RELOAD_WAIT_S = 10.0  # seconds of input a reload waits for a quiet moment before it is swapped in anyway
 AEC_TAIL_S = 0.5  # the canceller keeps running this long after our output ends (the room's echo tail)
 MODEL_WORKERS = 4  # KWS/ASR, LLM, TTS can overlap (LLM writes while TTS speaks); one spare for a reload
 
@@ -220,6 +221,7 @@ class Daemon:
         self._clock_offset = float("inf")
         self.aec = self._make_aec()
         self._pending: Reloaded | None = None
+        self._pending_since = 0.0  # input time the pending reload was requested
         self.last_wake_wall: str | None = None
         self._status_detail = ""  # what THINKING is answering, for the STATUS line
         self.replies = 0
@@ -294,12 +296,19 @@ class Daemon:
     # -- reload (SIGHUP) ----------------------------------------------------------------------------------
 
     def request_reload(self, reloaded: Reloaded) -> None:
-        """Swap in new settings and wake/ASR models at the next chunk boundary while idle."""
+        """Swap in new settings and wake/ASR models at the next chunk boundary while idle and quiet."""
         self._pending = reloaded
+        self._pending_since = self._t
 
     def _apply_reload(self) -> None:
         reloaded = self._pending
         if reloaded is None or self.state is not State.IDLE:
+            return
+        # A new spotter starts a fresh stream: swapped in while the silence gate is open it would hear only the
+        # tail of a wake phrase under way (tests/test_sighup_burst.py lost one so). So wait for the gate to close,
+        # at most RELOAD_WAIT_S of input; an ungated spotter has no such signal and is swapped at once.
+        speaking = getattr(self.wake, "in_speech", False)
+        if speaking and self._t - self._pending_since < RELOAD_WAIT_S:
             return
         self._pending = None
         self.settings = reloaded.settings

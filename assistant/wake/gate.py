@@ -285,6 +285,11 @@ class GatedWakeWord:
         return self.wake.labels
 
     @property
+    def in_speech(self) -> bool:
+        """The gate is open: someone may be in the middle of a phrase (a reload waits for this to end)."""
+        return self._open
+
+    @property
     def stop_labels(self) -> list[str]:
         return getattr(self.wake, "stop_labels", [])
 
