@@ -104,21 +104,18 @@ class _FakeSoundDevice(types.ModuleType):
         if not self.present:
             raise self.PortAudioError("Invalid device")
         self.opened += 1
-        samples, unplug = self.recordings.pop(0) if self.recordings else (silence(60.0), False)
-        # Opened from MicSource on the event loop's thread: the loop that its callback pushes blocks into.
-        stream = _FakeStream(self, asyncio.get_running_loop(), samples, unplug, **kwargs)
+        stream = _FakeStream(self, self.recordings.pop(0) if self.recordings else (silence(60.0), False), **kwargs)
         self.streams.append(stream)
         return stream
 
 
 class _FakeStream:
-    def __init__(self, owner: _FakeSoundDevice, loop: asyncio.AbstractEventLoop, samples: np.ndarray,
-                 unplug: bool, *, blocksize: int, callback: Callable[..., None],
-                 finished_callback: Callable[[], None], **_: Any) -> None:
+    def __init__(self, owner: _FakeSoundDevice, recording: tuple[np.ndarray, bool], *, blocksize: int,
+                 callback: Callable[..., None], finished_callback: Callable[[], None], **_: Any) -> None:
         self.device = owner
-        self.loop = loop
-        self.samples = samples
-        self.unplug = unplug
+        self.samples, self.unplug = recording  # the audio, and whether the mic is pulled out at its end
+        # Opened from MicSource on the event loop's thread: the loop that its callback pushes blocks into.
+        self.loop = asyncio.get_running_loop()
         self.blocksize = blocksize
         self.callback = callback
         self.finished_callback = finished_callback
