@@ -494,7 +494,9 @@ def test_sigterm_while_stdin_is_open_and_quiet_exits_promptly(
 # --------------------------------------------------------------------------------------------- disk full
 
 
-def _run_jfk(workdir: Path, config: Path, *, stdout: Any, stderr: Any) -> subprocess.CompletedProcess[bytes]:
+def _run_jfk(workdir: Path, llm_dir: Path, *, stdout: Any, stderr: Any) -> subprocess.CompletedProcess[bytes]:
+    """`assistant --json` on the JFK clip with the English spotter and `llm_dir`, its output sent where told."""
+    config = _config(workdir, llm_dir, require(KWS_EN))
     env = dict(os.environ, PYTHONPATH=str(REPO))
     env.pop("NOTIFY_SOCKET", None)
     return subprocess.run(
@@ -512,8 +514,7 @@ def dev_full() -> Iterator[Any]:
 
 
 def test_logs_on_a_full_disk_do_not_stop_the_assistant(tmp_path: Path, tiny_llm: Path, dev_full: Any) -> None:
-    config = _config(tmp_path, tiny_llm, require(KWS_EN))
-    result = _run_jfk(tmp_path, config, stdout=subprocess.PIPE, stderr=dev_full)
+    result = _run_jfk(tmp_path, tiny_llm, stdout=subprocess.PIPE, stderr=dev_full)
     assert result.returncode == OK
     events = parse_events(result.stdout.decode())
     assert len(of(events, "reply")) == 1
@@ -522,8 +523,7 @@ def test_logs_on_a_full_disk_do_not_stop_the_assistant(tmp_path: Path, tiny_llm:
 def test_json_events_on_a_full_disk_do_not_stop_the_assistant(
     tmp_path: Path, tiny_llm: Path, dev_full: Any
 ) -> None:
-    config = _config(tmp_path, tiny_llm, require(KWS_EN))
-    result = _run_jfk(tmp_path, config, stdout=dev_full, stderr=subprocess.PIPE)
+    result = _run_jfk(tmp_path, tiny_llm, stdout=dev_full, stderr=subprocess.PIPE)
     err = result.stderr.decode()
     assert result.returncode == OK, err
     assert "reply: " in err and "done: 1 replies" in err  # it went on and answered
@@ -532,8 +532,7 @@ def test_json_events_on_a_full_disk_do_not_stop_the_assistant(
 def test_json_events_on_a_full_disk_are_one_warning_not_a_traceback_per_event(
     tmp_path: Path, tiny_llm: Path, dev_full: Any
 ) -> None:
-    config = _config(tmp_path, tiny_llm, require(KWS_EN))
-    result = _run_jfk(tmp_path, config, stdout=dev_full, stderr=subprocess.PIPE)
+    result = _run_jfk(tmp_path, tiny_llm, stdout=dev_full, stderr=subprocess.PIPE)
     err = result.stderr.decode()
     assert result.returncode == OK
     assert err.count("Traceback") == 0, err.count("Traceback")
