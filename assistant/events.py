@@ -64,35 +64,6 @@ class Reply(Event):
 
 
 @dataclass(frozen=True)
-class TimerStarted(Event):
-    name: ClassVar[str] = "timer_started"
-    id: str  # timer-3, alarm-4
-    label: str  # what the announcement will say ("5 minute", "pasta", "7:30 AM")
-    due: str  # local ISO 8601 time it ends
-    kind: str = "timer"  # timer or alarm
-
-
-@dataclass(frozen=True)
-class TimerFinished(Event):
-    name: ClassVar[str] = "timer_finished"
-    id: str
-    label: str
-    due: str
-    kind: str = "timer"
-    missed: bool = False  # it ended while the assistant was not running (announced once, at start)
-    text: str = ""  # the announcement
-
-
-@dataclass(frozen=True)
-class TimerCancelled(Event):
-    name: ClassVar[str] = "timer_cancelled"
-    id: str
-    label: str
-    due: str
-    kind: str = "timer"
-
-
-@dataclass(frozen=True)
 class StateChange(Event):
     name: ClassVar[str] = "state"
     state: str  # the state entered: idle, listening, thinking, speaking
@@ -114,3 +85,31 @@ class Interrupted(Event):
     state: str  # what was cut off: thinking or speaking
     question: str  # the utterance that was being answered
     reply: str  # the reply text generated up to the cut (not kept in the history)
+
+
+@dataclass(frozen=True)
+class TimerEvent(Event):
+    """What every timer event says about its timer; the subclasses add only what differs."""
+
+    name: ClassVar[str] = "timer"
+    id: str  # timer-3, alarm-4
+    label: str  # what the announcement will say ("5 minute", "pasta", "7:30 AM")
+    due: str  # local ISO 8601 time it ends
+    kind: str = "timer"  # timer or alarm
+
+
+@dataclass(frozen=True)
+class TimerStarted(TimerEvent):
+    name: ClassVar[str] = "timer_started"
+
+
+@dataclass(frozen=True)
+class TimerFinished(TimerEvent):
+    name: ClassVar[str] = "timer_finished"
+    missed: bool = False  # it ended while the assistant was not running (announced once, at start)
+    text: str = ""  # the announcement
+
+
+@dataclass(frozen=True)
+class TimerCancelled(TimerEvent):
+    name: ClassVar[str] = "timer_cancelled"

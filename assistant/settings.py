@@ -650,18 +650,24 @@ class _ConfigLoader(yaml.SafeLoader):
 _ConfigLoader.add_constructor("tag:yaml.org,2002:int", _ConfigLoader.construct_int)
 
 
-def _read_config(path: Path) -> Any:
-    """The parsed YAML of `path` (bounded in size, strict about keys and aliases); ConfigError on any failure."""
+def read_text_file(path: Path, limit: int, what: str, missing_hint: str = "") -> str:
+    """The UTF-8 text of a file the user names (config, keywords), read bounded so a FIFO or /dev/zero cannot
+    hang or fill memory; a ConfigError that names the file and `what` it is otherwise."""
     try:
         with Path(path).open("rb") as f:
-            data = f.read(MAX_CONFIG_BYTES + 1)  # bounded read, also on a FIFO or /dev/zero
-        if len(data) > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{path}: config file larger than {MAX_CONFIG_BYTES} bytes")
-        text = data.decode("utf-8")
+            data = f.read(limit + 1)
+        if len(data) > limit:
+            raise ConfigError(f"{path}: {what} larger than {limit} bytes")
+        return data.decode("utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found (omit --config to use the defaults)") from None
+        raise ConfigError(f"{path}: {what} not found{missing_hint}") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read config file: {_clip(str(exc))}") from None
+        raise ConfigError(f"{path}: cannot read {what}: {_clip(str(exc))}") from None
+
+
+def _read_config(path: Path) -> Any:
+    """The parsed YAML of `path` (bounded in size, strict about keys and aliases); ConfigError on any failure."""
+    text = read_text_file(path, MAX_CONFIG_BYTES, "config file", " (omit --config to use the defaults)")
     try:
         return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:

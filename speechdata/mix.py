@@ -14,22 +14,19 @@ from pathlib import Path
 
 import numpy as np
 
+from assistant.audio.chunk import HasSamples
 from speechdata.assets import WAKE_LABEL
 from speechdata.audio import BLOCK, SAMPLE_RATE, at_gain, pink_noise, wake_phrase, write_wav
 
 
 @dataclass(frozen=True)
-class Segment:
+class Segment(HasSamples):
     """One planned part of a mix. `kind`: wake (planted wake phrase), utterance (said after a wake),
     speech (must not wake), silence, noise."""
 
     kind: str
     name: str
     samples: np.ndarray = field(repr=False)
-
-    @property
-    def seconds(self) -> float:
-        return len(self.samples) / SAMPLE_RATE
 
 
 @dataclass(frozen=True)
@@ -40,6 +37,11 @@ class Placed:
     name: str
     start: float
     end: float
+
+    @classmethod
+    def at(cls, segment: Segment, start: int, end: int) -> Placed:
+        """`segment` placed from sample `start` to sample `end` of the mix."""
+        return cls(segment.kind, segment.name, start / SAMPLE_RATE, end / SAMPLE_RATE)
 
 
 class Mix:
@@ -56,8 +58,7 @@ class Mix:
         samples = segment.samples
         if self.noise_dbfs is not None and len(samples):
             samples = samples + pink_noise(segment.seconds, self.noise_dbfs, self.rng)
-        start, end = self._n / SAMPLE_RATE, (self._n + len(samples)) / SAMPLE_RATE
-        placed = Placed(segment.kind, segment.name, start, end)
+        placed = Placed.at(segment, self._n, self._n + len(samples))
         self.parts.append(np.asarray(samples, dtype=np.float32))
         self.placed.append(placed)
         self._n += len(samples)
@@ -83,7 +84,7 @@ def placed_of(segments: Iterable[Segment]) -> Iterator[tuple[Segment, Placed]]:
     n = 0
     for segment in segments:
         end = n + len(segment.samples)
-        yield segment, Placed(segment.kind, segment.name, n / SAMPLE_RATE, end / SAMPLE_RATE)
+        yield segment, Placed.at(segment, n, end)
         n = end
 
 

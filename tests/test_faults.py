@@ -106,21 +106,18 @@ class _FakeSoundDevice(types.ModuleType):
         if not self.present:
             raise self.PortAudioError("Invalid device")
         self.opened += 1
-        samples, unplug = self.recordings.pop(0) if self.recordings else (silence(60.0), False)
-        # Opened from MicSource on the event loop's thread: the loop that its callback pushes blocks into.
-        stream = _FakeStream(self, asyncio.get_running_loop(), samples, unplug, **kwargs)
+        stream = _FakeStream(self, self.recordings.pop(0) if self.recordings else (silence(60.0), False), **kwargs)
         self.streams.append(stream)
         return stream
 
 
 class _FakeStream:
-    def __init__(self, owner: _FakeSoundDevice, loop: asyncio.AbstractEventLoop, samples: np.ndarray,
-                 unplug: bool, *, blocksize: int, callback: Callable[..., None],
-                 finished_callback: Callable[[], None], **_: Any) -> None:
+    def __init__(self, owner: _FakeSoundDevice, recording: tuple[np.ndarray, bool], *, blocksize: int,
+                 callback: Callable[..., None], finished_callback: Callable[[], None], **_: Any) -> None:
         self.device = owner
-        self.loop = loop
-        self.samples = samples
-        self.unplug = unplug
+        self.samples, self.unplug = recording  # the audio, and whether the mic is pulled out at its end
+        # Opened from MicSource on the event loop's thread: the loop that its callback pushes blocks into.
+        self.loop = asyncio.get_running_loop()
         self.blocksize = blocksize
         self.callback = callback
         self.finished_callback = finished_callback
@@ -499,7 +496,9 @@ def test_sigterm_while_stdin_is_open_and_quiet_exits_promptly(
 # --------------------------------------------------------------------------------------------- disk full
 
 
-def _run_jfk(workdir: Path, config: Path, *, stdout: Any, stderr: Any) -> subprocess.CompletedProcess[bytes]:
+def _run_jfk(workdir: Path, llm_dir: Path, *, stdout: Any, stderr: Any) -> subprocess.CompletedProcess[bytes]:
+    """`assistant --json` on the JFK clip with the English spotter and `llm_dir`, its output sent where told."""
+    config = _config(workdir, llm_dir, require(KWS_EN))
     env = dict(os.environ, PYTHONPATH=str(REPO))
     env.pop("NOTIFY_SOCKET", None)
     return subprocess.run(
@@ -517,8 +516,7 @@ def dev_full() -> Iterator[Any]:
 
 
 def test_logs_on_a_full_disk_do_not_stop_the_assistant(tmp_path: Path, tiny_llm: Path, dev_full: Any) -> None:
-    config = _config(tmp_path, tiny_llm, require(KWS_EN))
-    result = _run_jfk(tmp_path, config, stdout=subprocess.PIPE, stderr=dev_full)
+    result = _run_jfk(tmp_path, tiny_llm, stdout=subprocess.PIPE, stderr=dev_full)
     assert result.returncode == OK
     events = parse_events(result.stdout.decode())
     assert len(of(events, "reply")) == 1
@@ -527,8 +525,7 @@ def test_logs_on_a_full_disk_do_not_stop_the_assistant(tmp_path: Path, tiny_llm:
 def test_json_events_on_a_full_disk_do_not_stop_the_assistant(
     tmp_path: Path, tiny_llm: Path, dev_full: Any
 ) -> None:
-    config = _config(tmp_path, tiny_llm, require(KWS_EN))
-    result = _run_jfk(tmp_path, config, stdout=dev_full, stderr=subprocess.PIPE)
+    result = _run_jfk(tmp_path, tiny_llm, stdout=dev_full, stderr=subprocess.PIPE)
     err = result.stderr.decode()
     assert result.returncode == OK, err
     assert "reply: " in err and "done: 1 replies" in err  # it went on and answered
@@ -537,8 +534,7 @@ def test_json_events_on_a_full_disk_do_not_stop_the_assistant(
 def test_json_events_on_a_full_disk_are_one_warning_not_a_traceback_per_event(
     tmp_path: Path, tiny_llm: Path, dev_full: Any
 ) -> None:
-    config = _config(tmp_path, tiny_llm, require(KWS_EN))
-    result = _run_jfk(tmp_path, config, stdout=dev_full, stderr=subprocess.PIPE)
+    result = _run_jfk(tmp_path, tiny_llm, stdout=dev_full, stderr=subprocess.PIPE)
     err = result.stderr.decode()
     assert result.returncode == OK
     assert err.count("Traceback") == 0, err.count("Traceback")

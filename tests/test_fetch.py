@@ -14,7 +14,6 @@ import os
 import re
 import socket
 import tarfile
-import threading
 import urllib.parse
 import zipfile
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ import yaml
 
 from assistant.errors import ModelError
 from assistant.models import fetch
+from tests.support.fetch import leave_part, leftovers, serving
 
 # --- a small HTTP server with Range support and a "drop the connection halfway" mode ----------------------
 
@@ -100,12 +100,8 @@ class _Server(http.server.ThreadingHTTPServer):
 
 @pytest.fixture()
 def server() -> Iterator[_Server]:
-    srv = _Server()
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with serving(_Server()) as srv:
+        yield srv
 
 
 # --- archives and manifests built by the tests ------------------------------------------------------------
@@ -170,15 +166,6 @@ def _archive_entry(url: str, data: bytes, *, sha256: str | None = "auto") -> dic
     }
 
 
-def _leftovers(models_dir: Path) -> list[str]:
-    """Staging folders, .part files and old installs a fetch must not leave behind."""
-    names = [p.name for p in models_dir.iterdir() if p.name.startswith((".fetch-", ".old-"))]
-    downloads = models_dir / ".downloads"
-    if downloads.exists():
-        names += [p.name for p in downloads.iterdir()]
-    return names
-
-
 # --- tests ------------------------------------------------------------------------------------------------
 
 
@@ -200,7 +187,7 @@ def test_fetch_with_progress(server: _Server, tmp_path: Path, caplog: pytest.Log
     messages = [r.getMessage() for r in caplog.records]
     assert any(m.startswith("downloading fake-model.tar.bz2:") and "100%" in m for m in messages)
     assert any(m.startswith("verified ") and _sha(archive) in m for m in messages)
-    assert _leftovers(models_dir) == []
+    assert leftovers(models_dir) == []
     receipt = yaml.safe_load((target / fetch.RECEIPT_NAME).read_text())
     assert receipt["files"]["encoder.int8.onnx"] == _sha(ENCODER)
 
@@ -218,7 +205,7 @@ def test_resume_after_connection_drop(server: _Server, tmp_path: Path) -> None:
     path, range_header = server.requests[1]
     offset = int(re.fullmatch(r"bytes=(\d+)-", range_header or "").group(1))
     assert 0 < offset < len(archive)  # it resumed where the dropped transfer stopped, not from zero
-    assert _leftovers(models_dir) == []
+    assert leftovers(models_dir) == []
 
 
 def test_resume_a_part_file_left_by_an_earlier_run(server: _Server, tmp_path: Path) -> None:
@@ -227,9 +214,7 @@ def test_resume_a_part_file_left_by_an_earlier_run(server: _Server, tmp_path: Pa
     server.files["/b/fake-model.tar.bz2"] = archive
     manifest = _manifest(tmp_path, {"fake": _archive_entry(url, archive)})
     models_dir = tmp_path / "models"
-    (models_dir / ".downloads").mkdir(parents=True)
-    url_id = hashlib.sha256(url.encode()).hexdigest()[:12]
-    (models_dir / ".downloads" / f"{url_id}-fake-model.tar.bz2.part").write_bytes(archive[:1000])
+    leave_part(models_dir, url, archive[:1000])
     fetch.fetch_model(manifest["fake"], fetch.FetchOptions(models_dir=models_dir, progress=False))
     assert server.requests == [("/b/fake-model.tar.bz2", "bytes=1000-")]
     assert (models_dir / "fake" / "tokens.txt").read_bytes() == TOKENS
@@ -250,13 +235,13 @@ def test_checksum_mismatch_installs_nothing_and_keeps_the_old_install(
         fetch.fetch_model(bad["fake"], fetch.FetchOptions(models_dir=models_dir, progress=False))
     assert url in str(info.value)
     assert (models_dir / "fake" / "encoder.int8.onnx").read_bytes() == ENCODER  # the old install is intact
-    assert _leftovers(models_dir) == []  # the bad download is gone too
+    assert leftovers(models_dir) == []  # the bad download is gone too
 
     fresh = tmp_path / "fresh"
     with pytest.raises(ModelError, match="checksum mismatch"):
         fetch.fetch_model(bad["fake"], fetch.FetchOptions(models_dir=fresh, progress=False))
     assert not (fresh / "fake").exists()
-    assert _leftovers(fresh) == []
+    assert leftovers(fresh) == []
 
 
 def _symlink(name: str, target: str) -> tarfile.TarInfo:
@@ -302,7 +287,7 @@ def test_unsafe_archive_is_rejected_whole(
     assert reason in str(info.value)
     assert not (models_dir / "evil").exists()
     assert not (tmp_path / "escape.txt").exists()
-    assert _leftovers(models_dir) == []
+    assert leftovers(models_dir) == []
 
 
 def test_safe_extract_zip(tmp_path: Path) -> None:
@@ -406,16 +391,10 @@ def test_mirror_folder_with_a_wrong_file_is_rejected(assets: Path, tmp_path: Pat
 
 
 def test_mirror_url_install(assets: Path, tmp_path: Path) -> None:
-    srv = _Server(root=assets.resolve())
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(_Server(root=assets.resolve())) as srv:
         entry = fetch.load_manifest()["kws-en"]
         options = fetch.FetchOptions(models_dir=tmp_path / "models", mirror=srv.base + "/", progress=False)
         target = fetch.fetch_model(entry, options)
-    finally:
-        srv.shutdown()
-        srv.server_close()
     installed = {p.name: _sha(p.read_bytes()) for p in target.iterdir() if p.name != fetch.RECEIPT_NAME}
     assert installed == _expected_mirror_files(entry)
     assert {path for path, _ in srv.requests} == {"/kws/en-gigaspeech-3.3M-mobile/" + n for n in installed}

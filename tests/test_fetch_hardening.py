@@ -36,6 +36,7 @@ from assistant.errors import MODEL, ModelError
 from assistant.models import fetch
 from assistant.models.archive import ExtractLimits
 from assistant.models.download import DownloadLimits, default_deadline
+from tests.support.fetch import leave_part, leftovers, part_file, serving
 
 REPO = Path(__file__).resolve().parents[1]
 WAIT_S = 120.0  # generous: the machine is shared; never a measure of speed
@@ -84,13 +85,9 @@ class _Server(http.server.ThreadingHTTPServer):
 
 @pytest.fixture()
 def server() -> Iterator[_Server]:
-    srv = _Server()
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv
-    srv.stop.set()
-    srv.shutdown()
-    srv.server_close()
+    with serving(_Server()) as srv:
+        yield srv
+        srv.stop.set()  # first, so that the trickling and blocking routes let shutdown() return
 
 
 def _serve(data: bytes) -> Callable[[_Handler], None]:
@@ -197,14 +194,6 @@ def _options(models_dir: Path, **kwargs: object) -> fetch.FetchOptions:
     return fetch.FetchOptions(models_dir=models_dir, progress=False, **kwargs)  # type: ignore[arg-type]
 
 
-def _leftovers(models_dir: Path) -> list[str]:
-    names = [p.name for p in models_dir.iterdir() if p.name.startswith((".fetch-", ".old-"))]
-    downloads = models_dir / ".downloads"
-    if downloads.exists():
-        names += [p.name for p in downloads.iterdir()]
-    return names
-
-
 def _assistant(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     environment = {k: v for k, v in os.environ.items() if k not in ("ASSISTANT_MIRROR", "ASSISTANT_MODELS_DIR")}
     environment["PYTHONPATH"] = str(REPO)
@@ -255,7 +244,7 @@ def test_extraction_works_without_the_data_filter(
     target = fetch.fetch_model(manifest["fake"], _options(tmp_path / "models"))
     assert (target / "encoder.int8.onnx").read_bytes() == ENCODER
     assert (target / "tokens.txt").read_bytes() == TOKENS
-    assert _leftovers(tmp_path / "models") == []
+    assert leftovers(tmp_path / "models") == []
 
     # Our own checks still refuse what the filter would have: an escaping link, a device.
     evil = _tar([(_info("m/tokens.txt"), TOKENS), (_info("m/link", tarfile.SYMTYPE, "../../x"), None)])
@@ -291,7 +280,7 @@ def test_chain_of_links_archive_is_refused(server: _Server, tmp_path: Path, mirr
     assert "Traceback" not in err
     assert sorted(p.name for p in tmp_path.rglob("EVIL.txt")) == []  # written nowhere, inside or out
     assert not (models_dir / "asr-zh-en").exists()
-    assert _leftovers(models_dir) == []
+    assert leftovers(models_dir) == []
 
 
 @pytest.mark.parametrize(
@@ -398,7 +387,7 @@ def test_a_body_larger_than_the_manifest_size_is_cut_off(server: _Server, tmp_pa
         fetch.fetch_model(manifest["endless"], options)
     with pytest.raises(ModelError, match="larger than expected: the server announced 300000000 bytes"):
         fetch.fetch_model(manifest["announced"], options)
-    assert _leftovers(models_dir) == []  # the oversized .part files are gone
+    assert leftovers(models_dir) == []  # the oversized .part files are gone
     assert sent["bytes"] < 100_000_000  # the client hung up long before 300 MB
 
 
@@ -444,17 +433,18 @@ def test_a_part_with_a_bad_content_range_is_discarded_and_restarted(server: _Ser
     server.routes["/r.tar.bz2"] = wrong_range
     manifest = _manifest(tmp_path, {"fake": _entry(url, archive)})
     models_dir = tmp_path / "models"
-    (models_dir / ".downloads").mkdir(parents=True)
-    url_id = hashlib.sha256(url.encode()).hexdigest()[:12]
-    (models_dir / ".downloads" / f"{url_id}-r.tar.bz2.part").write_bytes(archive[:1000])
+    leave_part(models_dir, url, archive[:1000])
     target = fetch.fetch_model(manifest["fake"], _options(models_dir))
     assert (target / "tokens.txt").read_bytes() == TOKENS
     assert server.requests == [("/r.tar.bz2", "bytes=1000-"), ("/r.tar.bz2", None)]
-    assert _leftovers(models_dir) == []
+    assert leftovers(models_dir) == []
 
 
-def _blocking(data: bytes, started: threading.Event) -> Callable[[_Handler], None]:
-    """Sends half the body, then waits until the server stops."""
+def _blocking(server: _Server, path: str) -> tuple[bytes, str, threading.Event]:
+    """A good archive at `path` of which the server sends half the body, then waits until it stops; returns
+    the archive, its URL and an event set once the half is sent."""
+    data = _good_archive()
+    started = threading.Event()
 
     def route(h: _Handler) -> None:
         h.send_response(200)
@@ -465,14 +455,13 @@ def _blocking(data: bytes, started: threading.Event) -> Callable[[_Handler], Non
         started.set()
         h.server.stop.wait(WAIT_S)
 
-    return route
+    server.routes[path] = route
+    return data, server.base + path, started
 
 
 def test_sigterm_mid_download_leaves_no_staging_folder(server: _Server, tmp_path: Path) -> None:
-    archive = _good_archive()
-    started = threading.Event()
-    server.routes["/s.tar.bz2"] = _blocking(archive, started)
-    manifest = _write_manifest(tmp_path, {"fake": _entry(f"{server.base}/s.tar.bz2", archive)})
+    archive, url, started = _blocking(server, "/s.tar.bz2")
+    manifest = _write_manifest(tmp_path, {"fake": _entry(url, archive)})
     models_dir = tmp_path / "models"
     proc = _assistant("models", "--manifest", str(manifest), "--models-dir", str(models_dir), "fetch", "fake")
     try:
@@ -509,10 +498,8 @@ def test_staging_left_by_a_killed_fetch_is_removed_next_time(server: _Server, tm
 
 
 def test_a_second_fetch_of_the_same_download_fails_clearly(server: _Server, tmp_path: Path) -> None:
-    archive = _good_archive()
-    started = threading.Event()
-    server.routes["/c.tar.bz2"] = _blocking(archive, started)
-    manifest = _manifest(tmp_path, {"fake": _entry(f"{server.base}/c.tar.bz2", archive)})
+    archive, url, started = _blocking(server, "/c.tar.bz2")
+    manifest = _manifest(tmp_path, {"fake": _entry(url, archive)})
     models_dir = tmp_path / "models"
     outcome: dict[str, object] = {}
 
@@ -534,7 +521,7 @@ def test_a_second_fetch_of_the_same_download_fails_clearly(server: _Server, tmp_
         thread.join(WAIT_S)
     assert outcome.get("path") == models_dir / "fake", outcome
     assert (models_dir / "fake" / "encoder.int8.onnx").read_bytes() == ENCODER
-    assert _leftovers(models_dir) == []
+    assert leftovers(models_dir) == []
 
 
 def test_the_part_lock_is_an_flock_any_process_honours(server: _Server, tmp_path: Path) -> None:
@@ -544,15 +531,15 @@ def test_the_part_lock_is_an_flock_any_process_honours(server: _Server, tmp_path
     manifest = _manifest(tmp_path, {"fake": _entry(url, archive)})
     models_dir = tmp_path / "models"
     (models_dir / ".downloads").mkdir(parents=True)
-    url_id = hashlib.sha256(url.encode()).hexdigest()[:12]
-    lock = models_dir / ".downloads" / f"{url_id}-l.tar.bz2.part.lock"
+    part = part_file(models_dir, url)
+    lock = part.with_name(part.name + ".lock")
     with lock.open("w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         with pytest.raises(ModelError, match=re.escape(str(lock))):
             fetch.fetch_model(manifest["fake"], _options(models_dir))
     assert server.requests == []  # nothing was downloaded while another process held the .part
     fetch.fetch_model(manifest["fake"], _options(models_dir))
-    assert _leftovers(models_dir) == []
+    assert leftovers(models_dir) == []
 
 
 # --- 10. archive bombs and corrupt archives --------------------------------------------------------------------
@@ -577,7 +564,7 @@ def test_archive_bombs_are_refused_by_size_and_by_count(server: _Server, tmp_pat
     with pytest.raises(ModelError, match=r"entry 'm/f10' is member number 11: over the limit of 10"):
         fetch.fetch_model(manifest["many"], _options(models_dir, extract=limits))
     assert not (models_dir / "zeros").exists() and not (models_dir / "many").exists()
-    assert _leftovers(models_dir) == []
+    assert leftovers(models_dir) == []
     # The default limits follow the archive's size, with a ceiling.
     assert ExtractLimits.for_archive(len(zeros)).max_bytes < 300_000_000
     assert ExtractLimits.for_archive(490_000_000).max_bytes >= 2 * 490_000_000
@@ -642,9 +629,10 @@ def test_models_list_from_a_folder_outside_the_checkout(tmp_path: Path) -> None:
     code, out, err = _run("models", "list", cwd=tmp_path)
     assert code == 0, err
     assert out.splitlines()[0] == f"models in {tmp_path.resolve() / 'models'}"
-    assert len(out.splitlines()) == 12  # the header and the 11 models
+    known = len(fetch.load_manifest())
+    assert len(out.splitlines()) == 1 + known  # the header and every model of the packaged manifest
     code, out, err = _run("models", "list", "--json", cwd=tmp_path)
-    assert code == 0 and len(json.loads(out)) == 11
+    assert code == 0 and len(json.loads(out)) == known
 
 
 def test_a_manifest_name_cannot_point_outside_the_models_folder(tmp_path: Path) -> None:

@@ -11,7 +11,6 @@ the bounded example counts (and CI's derandomize) are set in one place.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import string
@@ -19,7 +18,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import yaml
 from hypothesis import given
@@ -32,7 +30,7 @@ from assistant.wake.keywords import TokenTable, load_tokens, parse_keywords
 from speechdata.assets import JFK, KWS_EN, KWS_ZH
 from speechdata.audio import load_clip, wav_bytes
 from tests.conftest import ASSETS, require
-from tests.support.fuzz import FUZZ
+from tests.support.fuzz import FUZZ, drain
 
 # ------------------------------------------------------------------------------------------- keywords files
 
@@ -253,24 +251,12 @@ def test_config_yaml_fragments(lines: list[str]) -> None:
 # ---------------------------------------------------------------------------------------- audio files / stdin
 
 
-def _drain(source: Any) -> int:
-    async def read() -> int:
-        n = 0
-        async for chunk in source:
-            assert chunk.samples.dtype == np.float32 and chunk.samples.ndim == 1
-            assert np.all(np.isfinite(chunk.samples))
-            n += len(chunk.samples)
-        return n
-
-    return asyncio.run(asyncio.wait_for(read(), 30))
-
-
 def _open_and_drain(data: bytes) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "input.wav"
         path.write_bytes(data)
         try:
-            _drain(FileSource(path))
+            drain(FileSource(path))
         except AudioError as exc:
             assert str(path) in str(exc)
 
@@ -312,7 +298,7 @@ def test_audio_file_truncated_and_corrupted_headers(
 @FUZZ
 @given(data=st.binary(max_size=5000), rate=st.sampled_from([8000, 16000, 22050, 44100, 48000]))
 def test_stdin_pcm_odd_lengths_and_random_bytes(data: bytes, rate: int) -> None:
-    total = _drain(PcmStreamSource(io.BytesIO(data), pcm_rate=rate))
+    total = drain(PcmStreamSource(io.BytesIO(data), pcm_rate=rate))
     expected = (len(data) // 2) * 16000 / rate
     assert abs(total - expected) <= 2 + 16000 / rate  # an odd trailing byte is dropped, never a crash
 

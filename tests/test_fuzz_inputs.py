@@ -7,7 +7,6 @@ key; never another exception, never a hang. Same derandomisation under CI.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import string
 import tempfile
@@ -15,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import yaml
 from hypothesis import example, given
@@ -33,7 +31,7 @@ from assistant.wake.keywords import (
     parse_keywords,
 )
 from tests.conftest import ASSETS, require
-from tests.support.fuzz import FUZZ
+from tests.support.fuzz import FUZZ, drain
 from tests.support.inputs import FLOAT_KEYS, _nested, crafted_wav
 
 # A hang detector, not a speed test: the worst line costs ~25 ms on the shared 2-core machine under load 8
@@ -48,18 +46,6 @@ _RATES = st.one_of(
     st.integers(0, 0xFFFFFFFF),
 )  # fmt: skip
 _CHANNELS = st.one_of(st.sampled_from([0, 1, 2, 32, 33, 255, 1024, 1025, 0xFFFF]), st.integers(0, 0xFFFF))
-
-
-def _drain(source: FileSource) -> int:
-    async def read() -> int:
-        n = 0
-        async for chunk in source:
-            assert chunk.samples.dtype == np.float32 and chunk.samples.ndim == 1
-            assert np.all(np.isfinite(chunk.samples))
-            n += len(chunk.samples)
-        return n
-
-    return asyncio.run(asyncio.wait_for(read(), 60))
 
 
 @FUZZ
@@ -95,7 +81,7 @@ def test_wav_headers_with_extreme_fields(
         # what opened is within the limits, and plays to the end: at most the bytes that are there
         assert MIN_RATE <= source.in_rate <= MAX_RATE and 1 <= source.channels <= MAX_CHANNELS
         try:
-            total = _drain(source)
+            total = drain(source)
         except AudioError as exc:
             assert str(path) in str(exc)
             return

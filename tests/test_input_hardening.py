@@ -117,7 +117,7 @@ def test_too_many_lines_and_too_big_a_file(tmp_path: Path, en) -> None:
     assert len(parse_keywords("# c\n" * 1000 + "HEY COMPUTER\n" * MAX_KEYWORD_LINES, en)) >= MAX_KEYWORD_LINES
     big = tmp_path / "big.txt"
     big.write_bytes(b"# padding\n" * (MAX_FILE_BYTES // 10 + 1))
-    with pytest.raises(ConfigError, match=f"keywords file {big} is larger than {MAX_FILE_BYTES} bytes"):
+    with pytest.raises(ConfigError, match=f"{big}: keywords file larger than {MAX_FILE_BYTES} bytes"):
         load_keywords(big, en)
 
 

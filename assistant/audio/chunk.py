@@ -27,6 +27,16 @@ class AudioChunk:
         return self.t + self.duration
 
 
+class HasSamples:
+    """For the dataclasses that hold a piece of audio as `samples` (float32 mono 16 kHz): its length."""
+
+    samples: np.ndarray
+
+    @property
+    def seconds(self) -> float:
+        return len(self.samples) / SAMPLE_RATE
+
+
 class AudioSource(Protocol):
     """What every source offers: `async for chunk in source`, `close()`, and a count of dropped blocks."""
 

@@ -8,23 +8,11 @@ A user's folder may add or replace any of them.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from assistant.intents.loader import IntentFileError, _line, file_language, read_yaml
-
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Template:
-    source: str
-    path: Path
-    line: int
-    compiled: Any  # jinja2.Template
 
 
 def _environment() -> Any:
@@ -39,7 +27,9 @@ class Responses:
 
     def __init__(self) -> None:
         self._env = _environment()
-        self._templates: dict[tuple[str, str, str], Template] = {}
+        # Compiled jinja2 templates: a file's syntax errors are reported (file:line) when it is loaded, so
+        # rendering needs nothing else of where a template came from.
+        self._templates: dict[tuple[str, str, str], Any] = {}
 
     def load(self, paths: Iterable[Path]) -> None:
         for path in paths:
@@ -68,7 +58,7 @@ class Responses:
             # exc.lineno counts inside the template; a block scalar starts on the line after its key.
             where = line + (exc.lineno or 1) - 1
             raise IntentFileError(f"{path}:{where}: response {intent}.{key}: {exc.message}") from None
-        self._templates[(language, intent, key)] = Template(str(source), path, line, compiled)
+        self._templates[(language, intent, key)] = compiled
 
     def has(self, language: str, intent: str) -> bool:
         return any(k[0] == language and k[1] == intent for k in self._templates)
@@ -80,5 +70,5 @@ class Responses:
         template = self._templates.get((language, intent, key)) or self._templates.get((language, intent, "default"))
         if template is None:
             raise KeyError(f"no response {intent}.{key} in {language}")
-        text = template.compiled.render(slots=slots)
+        text = template.render(slots=slots)
         return " ".join(text.split())

@@ -10,7 +10,8 @@ import logging
 import sys
 import threading
 import time
-from typing import TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 from assistant.events import Error, Event, Final, Reply, TimerFinished, TimerStarted, Wake
 from assistant.reply.tts import AudioOutput, Synthesizer
@@ -105,6 +106,17 @@ class Speech:
         self.output.close()
 
 
+# The events worth a line without --json, and that line; the others (partials, states...) say nothing.
+_READABLE: dict[type[Event], Callable[[Any], str]] = {
+    Wake: lambda e: f"[wake {e.label} at {e.t:.2f} s]",
+    Final: lambda e: f"you: {e.text}",
+    Reply: lambda e: f"assistant: {e.text}",
+    TimerFinished: lambda e: f"assistant: {e.text}",
+    TimerStarted: lambda e: f"[{e.kind} {e.id} '{e.label}' ends {e.due}]",
+    Error: lambda e: f"[{e.stage} error: {e.message}]",
+}
+
+
 class EventWriter:
     """Writes events to stdout: JSON lines (--json), or readable lines for the few that matter."""
 
@@ -117,18 +129,8 @@ class EventWriter:
         stream = self._stream or sys.stdout
         if self._json:
             line = event.to_json()
-        elif isinstance(event, Wake):
-            line = f"[wake {event.label} at {event.t:.2f} s]"
-        elif isinstance(event, Final):
-            line = f"you: {event.text}"
-        elif isinstance(event, Reply):
-            line = f"assistant: {event.text}"
-        elif isinstance(event, TimerFinished):
-            line = f"assistant: {event.text}"
-        elif isinstance(event, TimerStarted):
-            line = f"[{event.kind} {event.id} '{event.label}' ends {event.due}]"
-        elif isinstance(event, Error):
-            line = f"[{event.stage} error: {event.message}]"
+        elif (readable := _READABLE.get(type(event))) is not None:
+            line = readable(event)
         else:
             return
         try:

@@ -139,36 +139,34 @@ class AudioStream:
     resampler: Resampler | None = None  # stateful: no seams at chunk boundaries
 
 
+def _about(name: str, description: str | None) -> dict[str, Any]:
+    """The fields every Wyoming program, model and voice states: all of ours are installed, at this version."""
+    return {"name": name, "description": description, "attribution": ATTRIBUTION, "installed": True,
+            "version": VERSION}
+
+
 def build_info(shared: Shared) -> Info:
     info = Info(handle=[HandleProgram(
-        name="edge-assistant-handle", attribution=ATTRIBUTION, installed=True, version=VERSION,
-        description="answers with the intents, then MiniMind (one history per conversation id)",
-        models=[HandleModel(name=shared.model_id, attribution=ATTRIBUTION, installed=True, description="MiniMind",
-                            version=VERSION, languages=list(shared.languages))],
+        **_about("edge-assistant-handle", "answers with the intents, then MiniMind (one history per conversation id)"),
+        models=[HandleModel(**_about(shared.model_id, "MiniMind"), languages=list(shared.languages))],
         supports_handled_streaming=True,
     )])
     if shared.asr is not None:
         info.asr.append(AsrProgram(
-            name="edge-assistant-asr", attribution=ATTRIBUTION, installed=True, version=VERSION,
-            description="sherpa-onnx streaming transducer",
-            models=[AsrModel(name=shared.asr_name, attribution=ATTRIBUTION, installed=True, description=None,
-                             version=VERSION, languages=list(shared.asr_languages))],
+            **_about("edge-assistant-asr", "sherpa-onnx streaming transducer"),
+            models=[AsrModel(**_about(shared.asr_name, None), languages=list(shared.asr_languages))],
             supports_transcript_streaming=True,
         ))
     if shared.voice is not None:
         info.tts.append(TtsProgram(
-            name="edge-assistant-tts", attribution=ATTRIBUTION, installed=True, version=VERSION,
-            description=f"{shared.voice_name} voice",
-            voices=[TtsVoice(name=shared.voice_name, attribution=ATTRIBUTION, installed=True, description=None,
-                             version=VERSION, languages=list(shared.voice_languages))],
+            **_about("edge-assistant-tts", f"{shared.voice_name} voice"),
+            voices=[TtsVoice(**_about(shared.voice_name, None), languages=list(shared.voice_languages))],
             supports_synthesize_streaming=True,
         ))
     if shared.wake is not None:
         info.wake.append(WakeProgram(
-            name="edge-assistant-wake", attribution=ATTRIBUTION, installed=True, version=VERSION,
-            description="sherpa-onnx keyword spotter; wake words from the keywords file",
-            models=[WakeModel(name=label, attribution=ATTRIBUTION, installed=True, description=phrase,
-                              version=VERSION, languages=list(shared.wake_languages), phrase=phrase)
+            **_about("edge-assistant-wake", "sherpa-onnx keyword spotter; wake words from the keywords file"),
+            models=[WakeModel(**_about(label, phrase), languages=list(shared.wake_languages), phrase=phrase)
                     for label, phrase in shared.wake_phrases.items()],
         ))
     return info

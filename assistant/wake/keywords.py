@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from assistant.errors import ConfigError
+from assistant.settings import read_text_file
 
 log = logging.getLogger(__name__)
 
@@ -366,16 +367,7 @@ def _quote(line: str, limit: int = 80) -> str:
 def load_keywords(path: Path, table: TokenTable) -> list[Keyword]:
     """Read and encode a keywords file; an empty file (no keywords) is a ConfigError."""
     path = Path(path)
-    try:
-        with path.open("rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)  # bounded read: also safe on a FIFO or /dev/zero
-        if len(data) > MAX_FILE_BYTES:
-            raise ConfigError(f"keywords file {path} is larger than {MAX_FILE_BYTES} bytes")
-        text = data.decode("utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"keywords file {path} not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read keywords file {path}: {exc}") from None
+    text = read_text_file(path, MAX_FILE_BYTES, "keywords file")
     keywords = parse_keywords(text, table, source=str(path))
     if not keywords:
         raise ConfigError(f"keywords file {path} has no keywords (only blank or comment lines)")

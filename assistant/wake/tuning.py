@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from assistant.audio.chunk import SAMPLE_RATE
+from assistant.audio.chunk import SAMPLE_RATE, HasSamples
 from assistant.errors import ModelError
 from assistant.models.files import TransducerFiles
 from assistant.wake.keywords import Keyword, format_keywords, sherpa_tag
@@ -56,22 +56,18 @@ AS_WRITTEN = Setting(None, None)
 
 
 @dataclass(frozen=True)
-class Clip:
-    name: str
-    samples: np.ndarray  # float32 mono 16 kHz
-    label: str | None = None  # the keyword said in it (positives); None for negatives
-
-    @property
-    def seconds(self) -> float:
-        return len(self.samples) / SAMPLE_RATE
-
-
-@dataclass(frozen=True)
 class Hit:
     clip: str
     label: str
     t: float  # seconds into the clip at which the keyword's last token was emitted
     tokens: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Clip(HasSamples):
+    name: str
+    samples: np.ndarray  # float32 mono 16 kHz
+    label: str | None = None  # the keyword said in it (positives); None for negatives
 
 
 class Scanner:
