@@ -369,34 +369,31 @@ class Daemon:
     async def _spot(self, chunk: Chunk) -> None:
         if self.live and time.monotonic() < self._mute_until:
             return  # our own voice may still be in the room
-        wake = self.wake
-        try:
-            if not wake.admit(chunk):  # the silence gate decides here, on the loop
-                return  # gate closed: the chunk went into the pre-roll ring
-            detection = await self._call(wake.spot, chunk)
-        except Exception as exc:  # noqa: BLE001 - keep the daemon alive; the spotter restarts clean
-            log.exception("wake word failed")
-            self._error("wake", f"{type(exc).__name__}: {exc}")
-            await self._reset_wake()
-            return
+        detection = await self._detect(chunk)
         if detection is not None and getattr(detection, "kind", "wake") == "stop":
             log.info("stop phrase %r at %.2f s while idle: nothing to stop", detection.label, detection.t)
             return
         if detection is not None:
             await self._on_wake(detection)
 
-    async def _spot_during_reply(self, chunk: Chunk) -> None:
-        """Barge-in: the spotter hears the room while we think or speak; a hit cuts the reply off."""
+    async def _detect(self, chunk: Chunk) -> Any:
+        """The spotter's verdict on one chunk: the silence gate decides on the loop (a closed gate keeps the chunk
+        in its pre-roll ring), the model runs in the pool. None for no hit, and for a failure, which is reported
+        as a wake error while the daemon (and any reply in progress) goes on with a clean spotter."""
         wake = self.wake
         try:
             if not wake.admit(chunk):
-                return
-            detection = await self._call(wake.spot, chunk)
-        except Exception as exc:  # noqa: BLE001 - the reply goes on; the spotter restarts clean
-            log.exception("wake word failed during the reply")
+                return None
+            return await self._call(wake.spot, chunk)
+        except Exception as exc:  # noqa: BLE001 - keep the daemon alive; the spotter restarts clean
+            log.exception("wake word failed in state %s", self.state.value)
             self._error("wake", f"{type(exc).__name__}: {exc}")
             await self._reset_wake()
-            return
+            return None
+
+    async def _spot_during_reply(self, chunk: Chunk) -> None:
+        """Barge-in: the spotter hears the room while we think or speak; a hit cuts the reply off."""
+        detection = await self._detect(chunk)
         if detection is None or self._reply_task is None or self._reply_task.done():
             return
         if self.state is State.SPEAKING and self._is_own_echo(detection):
