@@ -168,18 +168,8 @@ def infer_config(state: dict[str, torch.Tensor], *, source: Path | str = "checkp
             "num_key_value_heads": kv_out // head_dim,
             "head_dim": head_dim,
         }
-        if "model.layers.0.mlp.gate.weight" in state:
-            fields.update(
-                use_moe=True,
-                n_routed_experts=shape("model.layers.0.mlp.gate.weight")[0],
-                intermediate_size=shape("model.layers.0.mlp.experts.0.gate_proj.weight")[0],
-            )
-        else:
-            fields["intermediate_size"] = shape("model.layers.0.mlp.gate_proj.weight")[0]
-        try:
-            return minimind3_config(**fields)
-        except ValueError as exc:
-            raise ModelError(f"{source}: inferred architecture is inconsistent: {exc}") from exc
+        fields.update(_feed_forward_fields(state, shape, shared_experts=False))
+        return _config_or_error(lambda: minimind3_config(**fields), source)
     if q_out % ASSUMED_HEAD_DIM or kv_out % ASSUMED_HEAD_DIM:
         raise ModelError(
             f"{source}: q/k widths {q_out}/{kv_out} are not multiples of head_dim {ASSUMED_HEAD_DIM}; "
@@ -192,18 +182,29 @@ def infer_config(state: dict[str, torch.Tensor], *, source: Path | str = "checkp
         "num_attention_heads": q_out // ASSUMED_HEAD_DIM,
         "num_key_value_heads": kv_out // ASSUMED_HEAD_DIM,
     }
-    if "model.layers.0.mlp.gate.weight" in state:
-        shared = {int(k.split(".")[5]) for k in state if k.startswith("model.layers.0.mlp.shared_experts.")}
-        fields.update(
-            use_moe=True,
-            n_routed_experts=shape("model.layers.0.mlp.gate.weight")[0],
-            n_shared_experts=len(shared),
-            intermediate_size=shape("model.layers.0.mlp.experts.0.gate_proj.weight")[0],
-        )
-    else:
-        fields["intermediate_size"] = shape("model.layers.0.mlp.gate_proj.weight")[0]
+    fields.update(_feed_forward_fields(state, shape, shared_experts=True))
+    return _config_or_error(lambda: MiniMindConfig(**fields), source)
+
+
+def _feed_forward_fields(state: dict, shape, *, shared_experts: bool) -> dict:
+    """The FFN part of a config from layer 0's weights: MoE (router, experts, shared experts where the
+    generation has them) or dense."""
+    if "model.layers.0.mlp.gate.weight" not in state:
+        return {"intermediate_size": shape("model.layers.0.mlp.gate_proj.weight")[0]}
+    fields = {
+        "use_moe": True,
+        "n_routed_experts": shape("model.layers.0.mlp.gate.weight")[0],
+        "intermediate_size": shape("model.layers.0.mlp.experts.0.gate_proj.weight")[0],
+    }
+    if shared_experts:
+        prefix = "model.layers.0.mlp.shared_experts."
+        fields["n_shared_experts"] = len({int(k.split(".")[5]) for k in state if k.startswith(prefix)})
+    return fields
+
+
+def _config_or_error(make, source: object) -> MiniMindConfig:
     try:
-        return MiniMindConfig(**fields)
+        return make()
     except ValueError as exc:
         raise ModelError(f"{source}: inferred architecture is inconsistent: {exc}") from exc
 
