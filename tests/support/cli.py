@@ -14,8 +14,13 @@ from speechdata.assets import REPO
 
 def write_config(directory: Path, text: str = "") -> Path:
     """A config.yaml for tests: short replies (the tiny model never stops early) plus `text`."""
+    import yaml
+
+    settings = yaml.safe_load(text) or {}
+    llm = {"max_new_tokens": 16, "threads": 1, **(settings.get("llm") or {})}
     path = directory / "config.yaml"
-    path.write_text("llm:\n  max_new_tokens: 16\n  threads: 1\n" + text, encoding="utf-8")
+    # One llm: section: a config with a key twice is an error (settings.py refuses duplicate keys).
+    path.write_text(yaml.safe_dump({**settings, "llm": llm}, allow_unicode=True, sort_keys=False), encoding="utf-8")
     return path
 
 
