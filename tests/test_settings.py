@@ -11,7 +11,7 @@ import pytest
 from assistant import cli
 from assistant.commands import run as daemon_cli
 from assistant.errors import CONFIG, MODEL, ConfigError
-from assistant.settings import Settings, load_settings
+from assistant.settings import BUNDLED_DEMO, Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,7 +40,8 @@ def test_no_file_gives_defaults_with_paths_from_cwd(tmp_path: Path, monkeypatch:
     settings = load_settings(None)
     assert settings.paths.models_dir == tmp_path.resolve() / "models"
     assert settings.wake_model_dir() == tmp_path.resolve() / "models" / "kws-en"
-    assert settings.llm_model_dir() == tmp_path.resolve() / "models" / "minimind"
+    # Nothing installed: the demo model shipped in the package answers (settings.llm_model_dir).
+    assert settings.llm_model_dir() == BUNDLED_DEMO
     assert settings.asr.endpoint.rule2_min_trailing_silence == 1.2
 
 

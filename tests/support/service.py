@@ -204,7 +204,7 @@ class Service:
 
 def _config_body(llm: Path, wake_extra: str = "", audio_extra: str = "") -> str:
     return (
-        f"  model_dir: {llm}\n"
+        f"llm:\n  model_dir: {llm}\n"
         f"wake:\n  keywords_file: keywords.txt\n  model_dir: {KWS_EN}\n{wake_extra}"
         f"audio:\n  input: '-'\n{audio_extra}"
         "logging:\n  json: true\n"
