@@ -210,15 +210,14 @@ async def _main(
     live = settings.audio.input in ("mic", "-") or settings.audio.realtime
     emit: Any = EventWriter(json_lines=settings.logging.json)
     servers = None
+    hub = None
     if shared is not None:
         # The servers see the daemon's events (status page, voice gate) through its emit callable only.
         from assistant.servers.hub import EventHub, fan_out
-        from assistant.servers.runner import start_servers
         from assistant.servers.work import VoiceGate
 
         hub = EventHub(VoiceGate(settings.servers.limits.voice_hold_s))
         emit = fan_out(emit, hub.publish)
-        servers = await start_servers(settings, shared, hub)
     daemon = build_daemon(
         settings, pipeline, emit=emit, executor=executor, notifier=notifier,
         live=live,
@@ -242,6 +241,11 @@ async def _main(
         # Runs once daemon.run() has sent READY: RELOADING must come after it.
         loop.call_soon(reloader.request, daemon, notifier)
     try:
+        if shared is not None:
+            # Started once the signal handlers are in place: a SIGTERM right after "listening on" stops cleanly.
+            from assistant.servers.runner import start_servers
+
+            servers = await start_servers(settings, shared, hub)
         await daemon.run(source)
     except asyncio.CancelledError:
         if not stopping:

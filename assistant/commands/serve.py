@@ -91,11 +91,17 @@ async def _serve(settings: Settings, shared: Any) -> int:
 
     loop = asyncio.get_running_loop()
     hub = EventHub(VoiceGate(settings.servers.limits.voice_hold_s), voice=False)
-    servers = await start_servers(settings, shared, hub)
     notifier = Notifier()
     stop = asyncio.Event()
+    # Before the servers start (they log "listening on"): a SIGTERM from then on always stops cleanly.
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    try:
+        servers = await start_servers(settings, shared, hub)
+    except BaseException:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        raise
     notifier.ready()
     notifier.status("serving " + ", ".join(f"{name} :{port}" for name, port in servers.ports.items()))
     try:
