@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import threading
@@ -501,7 +502,8 @@ class WyomingServer:
         if self.settings.servers.wyoming.zeroconf:
             from wyoming.zeroconf import HomeAssistantZeroconf
 
-            self._zeroconf = HomeAssistantZeroconf(port=self.port, host=None if host in ("0.0.0.0", "::") else host)
+            # A wildcard bind (all interfaces, only by the user's choice) lets zeroconf pick the address to advertise.
+            self._zeroconf = HomeAssistantZeroconf(port=self.port, host=None if _is_wildcard(host) else host)
             await self._zeroconf.register_server()
             log.info("zeroconf: advertising _wyoming._tcp on port %d", self.port)
 
@@ -522,3 +524,11 @@ async def start_wyoming(settings: Settings, shared: Shared, work: ModelWork, ans
     server = WyomingServer(settings, shared, work, answerer, hub)
     await server.start(settings.servers.wyoming.host, settings.servers.wyoming.port)
     return server
+
+
+def _is_wildcard(host: str) -> bool:
+    """True for the unspecified address of either family (listen on every interface)."""
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False  # a host name
