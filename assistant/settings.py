@@ -488,9 +488,10 @@ def _convert(tp: Any, value: Any, key: str, base: Path, limits: dict[str, float]
             raise _Invalid(key, f"expected a string, got {_describe(value)}")
         if limits.get("folder_or_url") and value and not value.startswith(("http://", "https://")):
             return str((base / Path(value).expanduser()).resolve())
-        # A bare name (no folder, no suffix) is a packaged voice's name; anything else is a path.
+        # A bare name (no folder, no suffix) is a packaged voice's name; anything else is a path, made absolute
+        # without following links: a linked voice .onnx keeps its own .onnx.json beside the link.
         if limits.get("path_or_name") and value and ("/" in value or Path(value).suffix or value[0] in "~."):
-            return str((base / Path(value).expanduser()).resolve())
+            return os.path.abspath(base / Path(value).expanduser())
         return value
     if tp is Path:
         if not isinstance(value, str | Path) or str(value) == "":
