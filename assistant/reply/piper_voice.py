@@ -37,7 +37,7 @@ DEFAULT_VOICE = "en_US-joe-medium"
 MAX_CONFIG_BYTES = 4 << 20  # a voice's .onnx.json is ~5 kB; this bounds a wrong file named like one
 # Keys of the .onnx.json piper-tts needs to speak; checked here so a bad file names the key, not a KeyError.
 REQUIRED_CONFIG_KEYS = ("audio", "phoneme_id_map")
-FIRST_CHUNK_WORDS = 4  # words of a sentence's first chunk: ~0.9 s of speech, made in ~0.2 s (BENCHMARKS.md)
+FIRST_CHUNK_WORDS = 3  # words of a sentence's first chunk: ~0.7 s of speech; its synthesis is the wait (BENCHMARKS.md)
 MAX_CHUNK_WORDS = 14  # later chunks: long enough for natural phrasing, short enough to stay ahead of playback
 MIN_TAIL_WORDS = 2  # a sentence is not cut to leave a tail this short (it would sound clipped)
 CLAUSE_MARKS = frozenset(",;:")  # phonemes after which a chunk may end: the voice pauses there anyway
