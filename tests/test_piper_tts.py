@@ -269,3 +269,44 @@ def test_bad_piper_settings_name_the_key(tmp_path: Path, body: str, key: str) ->
     with pytest.raises(ConfigError, match=key) as caught:
         load_settings(config)
     assert caught.value.exit_code == CONFIG
+
+
+# ------------------------------------------------------------------------------------ a model error mid-reply
+
+
+def _voice_failing_on(tmp_path: Path, phonemes: set[str] | None) -> Path:
+    """The joe voice with phoneme ids past its embedding table: onnxruntime fails on each sentence holding one
+    of `phonemes` (None: every phoneme), a real model error at synthesis time, not at load."""
+    model = _voice_copy(tmp_path)
+    config_path = model.with_name(model.name + ".json")
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    for phoneme in config["phoneme_id_map"]:
+        if phonemes is None or phoneme in phonemes:
+            config["phoneme_id_map"][phoneme] = [100_000]
+    config_path.write_text(json.dumps(config), encoding="utf-8")
+    return model
+
+
+def test_a_sentence_the_model_fails_on_raises_and_the_next_one_still_speaks(tmp_path: Path) -> None:
+    model = _voice_failing_on(tmp_path, {"z"})  # /z/ as in "is"
+    recorder = Recorder()
+    speech = Speech(make_synthesizer(TtsSettings(engine="piper", piper_voice=str(model))), recorder)
+    with pytest.raises(Exception, match="(?i)index|indices|out of"):
+        speech.speak("Paris is a city on the river.")
+    assert speech.speak("Good morning to you.") > 0.3
+    assert recorder.blocks and _rms(recorder.blocks[-1][0]) > RMS_FLOOR
+
+
+def test_the_daemon_logs_a_failing_voice_and_returns_to_idle(tmp_path: Path, tiny_llm: Path) -> None:
+    model = _voice_failing_on(tmp_path, None)
+    require(KWS_EN)
+    (tmp_path / "keywords.txt").write_text("FELLOW AMERICANS\n", encoding="utf-8")
+    config = write_config(tmp_path, f"wake:\n  keywords_file: keywords.txt\n  model_dir: {KWS_EN}\n"
+                                    f"llm:\n  model_dir: {tiny_llm}\ntts:\n  engine: piper\n"
+                                    f"  piper_voice: {model}\n  output: speech.wav\n")
+    code, events, stderr = run_assistant(["--config", str(config), "--input", str(require(JFK))], cwd=tmp_path)
+    assert code == 0, stderr
+    assert [e["stage"] for e in of(events, "error")] == ["tts"]
+    assert len(of(events, "reply")) == 1  # the reply is still printed
+    assert of(events, "state")[-1]["state"] == "idle"
+    assert "tts failed" in stderr
