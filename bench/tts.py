@@ -6,9 +6,11 @@ the output (first audio). Each engine runs through the daemon's own Speech objec
 when audio arrives (unpaced, so playback time does not hide synthesis). Also measured: the real-time factor
 (synthesis time / seconds of audio, over all sentences) and the memory of a worker process holding the engine.
 
-Each engine lives in its own worker process (honest RSS: the worker's resident set before and after loading the
-engine; for espeak-ng also the peak of its per-sentence child processes), and the engines take turns round by
-round, alternating which goes first, so a change in the machine's load hits both.
+Engines: espeak-ng, Piper as the assistant runs it (each sentence cut into chunks, the first one short), and Piper
+making each sentence in one piece (piper-whole, the baseline for the chunking). Each engine lives in its own
+worker process (honest RSS: the worker's resident set before and after loading the engine; for espeak-ng also the
+peak of its per-sentence child processes), and the engines take turns round by round, each going first in turn,
+so a change in the machine's load hits them all.
 
 The replies: five English answers from the shared LLaMA-Factory identity set ({{name}}/{{author}} filled in) and
 five built from the first ARC-Easy questions ("<gold answer>. <question>"), which have long first sentences.
@@ -36,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATASETS = Path(os.environ.get("ASSISTANT_SHARED", REPO.parent / "shared")).resolve() / "assets" / "datasets"
 IDENTITY = DATASETS / "llamafactory-demo" / "identity.json"
 ARC_EASY = DATASETS / "arc-openbookqa" / "arc_easy.jsonl"
-ENGINES = ("espeak", "piper")
+ENGINES = ("espeak", "piper", "piper-whole")  # piper-whole: each sentence made in one piece, as Piper does
 TARGET_FIRST_AUDIO_MS = 250.0  # issue 13: first audio <= 250 ms after the first sentence is complete
 
 
@@ -84,6 +86,14 @@ class ClockOutput:
         pass
 
 
+class WholeSentences:
+    """The same voice without `stream`: Speech then makes each sentence in one piece (the chunking's baseline)."""
+
+    def __init__(self, voice: Any) -> None:
+        self.name = voice.name + "-whole"
+        self.synthesize = voice.synthesize
+
+
 def worker(engine: str, threads: int) -> None:
     """Loads one engine, then answers each 'run' line on stdin with one JSON line of measurements."""
     from assistant.reply.sinks import SentenceSplitter, Speech
@@ -93,9 +103,11 @@ def worker(engine: str, threads: int) -> None:
     texts = replies()
     rss_before = _rss_mb()
     started = time.perf_counter()
-    synthesizer = make_synthesizer(TtsSettings(engine=engine, num_threads=threads))
+    synthesizer = make_synthesizer(TtsSettings(engine=engine.removesuffix("-whole"), num_threads=threads))
     load_ms = (time.perf_counter() - started) * 1000
     assert synthesizer is not None
+    if engine.endswith("-whole"):
+        synthesizer = WholeSentences(synthesizer)
     Speech(synthesizer, ClockOutput()).speak("Warm up.")  # first-run costs (page cache, allocator) out of the way
     print(json.dumps({"ready": True, "load_ms": load_ms, "rss_before_mb": rss_before}), flush=True)
     for line in sys.stdin:
@@ -175,7 +187,7 @@ def main() -> None:
     last: dict[str, dict[str, Any]] = {}
     try:
         for r in range(args.rounds):
-            order = ENGINES if r % 2 == 0 else ENGINES[::-1]
+            order = ENGINES[r % len(ENGINES):] + ENGINES[:r % len(ENGINES)]  # each engine goes first in turn
             for engine in order:
                 result = _ask(workers[engine])
                 rows[engine] += result["rows"]
