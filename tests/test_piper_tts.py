@@ -319,3 +319,29 @@ def test_the_daemon_logs_a_failing_voice_and_returns_to_idle(tmp_path: Path, tin
     assert len(of(events, "reply")) == 1  # the reply is still printed
     assert of(events, "state")[-1]["state"] == "idle"
     assert "tts failed" in stderr
+
+
+# ------------------------------------------------------------------------------------------------ served voice
+
+
+def test_the_openai_speech_endpoint_speaks_with_piper(tiny_llm: Path, tmp_path: Path) -> None:
+    """/v1/audio/speech with tts.engine piper, through the real openai client on 127.0.0.1."""
+    _joe()
+    require(KWS_EN)
+    import contextlib
+    import io
+
+    import openai
+
+    from tests.servers_fixture import serve, server_settings
+
+    settings = server_settings(tiny_llm, tmp_path, **{"tts.engine": "piper", "servers.wyoming.enabled": False})
+    with contextlib.contextmanager(serve)(settings) as served:  # servers stopped even when an assert fails
+        assert served.shared.voice.name == "piper"
+        client = openai.OpenAI(base_url=served.http + "/v1", api_key="unused", max_retries=0, timeout=120)
+        text = "Hello there. How are you today?"
+        audio = client.audio.speech.create(model="tts-1", voice="alloy", input=text, response_format="wav")
+        samples, rate = sf.read(io.BytesIO(audio.content), dtype="float32")
+        assert rate == JOE_RATE
+        assert _plausible(len(samples) / rate, text)
+        assert _rms(samples) > RMS_FLOOR
