@@ -345,3 +345,41 @@ def test_the_openai_speech_endpoint_speaks_with_piper(tiny_llm: Path, tmp_path: 
         assert rate == JOE_RATE
         assert _plausible(len(samples) / rate, text)
         assert _rms(samples) > RMS_FLOOR
+
+
+# ------------------------------------------------------------------------------------- barge-in and reload
+
+
+def test_an_interrupt_stops_a_piper_sentence_between_and_within_chunks(joe, tmp_path: Path) -> None:
+    """A stop (barge-in) while a chunked sentence plays on a paced output: it ends early and nothing more plays."""
+    import threading
+
+    output = WavFileOutput(tmp_path / "cut.wav", realtime=True)
+    speech = Speech(joe, output)
+    text = "I am a small assistant that runs on your own computer, and nothing I hear ever leaves it."
+    full = sum(len(c) for c, _ in joe.stream(text)) / JOE_RATE
+    stopped = threading.Event()
+
+    def on_write(samples: np.ndarray, rate: int) -> None:
+        if output.written >= rate // 2 and not stopped.is_set():  # half a second in: the user says "stop"
+            stopped.set()
+            speech.interrupt()
+
+    output.listener = on_write
+    seconds = speech.speak(text)
+    assert stopped.is_set()
+    assert output.written / JOE_RATE < full / 2  # cut off, not played to the end
+    assert seconds < full
+    assert speech.speak("This is not played.") == 0.0  # until the daemon resumes for the next reply
+    speech.resume()
+    assert speech.speak("Now it is.") > 0.2
+    speech.close()
+
+
+def test_a_sighup_names_a_changed_piper_voice_as_needing_a_restart(tmp_path: Path) -> None:
+    # The voice is loaded once at start, as for every engine: the reload's log line says it is not applied.
+    from assistant.pipeline import describe_reload
+
+    old = load_settings(None, {"tts.engine": "piper"})
+    new = load_settings(None, {"tts.engine": "piper", "tts.piper_voice": str(tmp_path / "other.onnx")})
+    assert "needs a restart: tts.piper_voice" in describe_reload(old, new, [])
