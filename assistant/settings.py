@@ -215,7 +215,7 @@ class LlmSettings:
 
 @dataclass(frozen=True)
 class TtsSettings:
-    engine: Literal["none", "sherpa", "espeak"] = "none"  # none: replies are only printed/logged
+    engine: Literal["none", "sherpa", "espeak", "piper"] = "none"  # none: replies are only printed/logged
     output: Literal["speaker"] | Path = "speaker"  # "speaker" or a .wav file receiving all speech
     # sherpa-onnx OfflineTts model (engine: sherpa); which fields are needed depends on model_type.
     model_type: Literal["vits", "matcha", "kokoro"] = "vits"
@@ -228,8 +228,11 @@ class TtsSettings:
     dict_dir: Path | None = None  # jieba dict folder for Chinese voices that need it
     speaker_id: int = _bound(0, ge=0)  # speaker index in multi-speaker voices
     voice: str = "en"  # espeak-ng voice name (engine: espeak), e.g. en, en-us, cmn
+    # engine piper: a voice .onnx (its .onnx.json beside it; relative: to the config file's folder) or the name
+    # of a voice installed as a package (en_US-joe-medium, the `piper` extra). None = en_US-joe-medium.
+    piper_voice: str | None = field(default=None, metadata={"path_or_name": True})
     speed: float = _bound(1.0, gt=0)  # speaking rate multiplier
-    num_threads: int = _bound(1, ge=1)  # onnxruntime threads for sherpa TTS
+    num_threads: int = _bound(1, ge=1)  # onnxruntime threads for sherpa and piper TTS
     mute_tail_s: float = _bound(0.5, ge=0)  # seconds after playback ends before the wake word listens again
     # live input: cancel our own voice out of the microphone (Speex AEC, needs `speexdsp`). Experimental, off:
     # in the daemon it removes only 2-4 dB of echo so far (26 dB offline; BENCHMARKS.md, barge-in)
@@ -485,6 +488,10 @@ def _convert(tp: Any, value: Any, key: str, base: Path, limits: dict[str, float]
             raise _Invalid(key, f"expected a string, got {_describe(value)}")
         if limits.get("folder_or_url") and value and not value.startswith(("http://", "https://")):
             return str((base / Path(value).expanduser()).resolve())
+        # A bare name (no folder, no suffix) is a packaged voice's name; anything else is a path, made absolute
+        # without following links: a linked voice .onnx keeps its own .onnx.json beside the link.
+        if limits.get("path_or_name") and value and ("/" in value or Path(value).suffix or value[0] in "~."):
+            return os.path.abspath(base / Path(value).expanduser())
         return value
     if tp is Path:
         if not isinstance(value, str | Path) or str(value) == "":

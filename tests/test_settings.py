@@ -71,7 +71,7 @@ def test_empty_sections_mean_defaults(tmp_path: Path) -> None:
         ("llm:\n  max_new_tokens: 2.5\n", "llm.max_new_tokens: expected an integer >= 1, got 2.5"),
         ("llm:\n  greedy: 1\n", "llm.greedy: expected true or false, got 1"),
         ("audio:\n  block_ms: true\n", "audio.block_ms: expected an integer"),
-        ("tts:\n  engine: festival\n", "tts.engine: expected one of none, sherpa, espeak, got 'festival'"),
+        ("tts:\n  engine: festival\n", "tts.engine: expected one of none, sherpa, espeak, piper, got 'festival'"),
         ("llm: [1, 2]\n", "llm: expected a mapping of settings"),
         ("wake:\n  gate:\n    kind: loud\n", "wake.gate.kind: expected one of energy, silero"),
         ("asr:\n  engine: whisper\n", "asr.engine: expected one of streaming, vad-offline, got 'whisper'"),

@@ -7,11 +7,14 @@ hears the reply about one sentence after the first token instead of after the wh
 from __future__ import annotations
 
 import logging
+import queue
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO
+
+import numpy as np
 
 from assistant.events import Error, Event, Final, Reply, TimerFinished, TimerStarted, Wake
 from assistant.reply.tts import AudioOutput, Synthesizer
@@ -91,6 +94,9 @@ class Speech:
         """Synthesize and play one sentence; returns the seconds of audio played."""
         if self._stop.is_set():
             return 0.0
+        stream = getattr(self.synthesizer, "stream", None)
+        if stream is not None:
+            return self._speak_chunks(sentence, stream)
         start = time.perf_counter()
         samples, rate = self.synthesizer.synthesize(sentence)
         synth_ms = (time.perf_counter() - start) * 1000
@@ -100,6 +106,46 @@ class Speech:
         seconds = len(samples) / rate
         log.debug("tts %s: %.2f s of audio, synthesis %.0f ms: %r", self.synthesizer.name, seconds, synth_ms,
                   sentence)
+        return seconds
+
+    def _speak_chunks(self, sentence: str, stream: Callable[[str], Iterator[tuple[np.ndarray, int]]]) -> float:
+        """A voice that yields a sentence in chunks (Piper): each chunk plays while the next one is made, so the
+        sentence starts after its first chunk's synthesis instead of the whole sentence's."""
+        chunks: queue.Queue[Any] = queue.Queue()  # unbounded: at most one sentence's chunks
+        finished = threading.Event()  # the player gave up (stop, output error): make no more chunks
+        end = object()
+
+        def produce() -> None:
+            try:
+                for chunk in stream(sentence):
+                    if finished.is_set() or self._stop.is_set():
+                        break
+                    chunks.put(chunk)
+            except Exception as exc:  # noqa: BLE001 - handed to the player, which raises it in the caller
+                chunks.put(exc)
+            chunks.put(end)
+
+        start = time.perf_counter()
+        maker = threading.Thread(target=produce, name="tts-chunks", daemon=True)
+        maker.start()
+        seconds, first_ms, count = 0.0, 0.0, 0
+        try:
+            while (item := chunks.get()) is not end:
+                if isinstance(item, Exception):
+                    raise item
+                samples, rate = item
+                if count == 0:
+                    first_ms = (time.perf_counter() - start) * 1000
+                count += 1
+                if self._stop.is_set():
+                    break
+                self.output.play(samples, rate, self._stop)
+                seconds += len(samples) / rate
+        finally:
+            finished.set()
+        maker.join()
+        log.debug("tts %s: %.2f s of audio in %d chunk(s), first after %.0f ms: %r", self.synthesizer.name,
+                  seconds, count, first_ms, sentence)
         return seconds
 
     def close(self) -> None:

@@ -1,4 +1,5 @@
-"""Text to speech and audio out: sherpa-onnx OfflineTts with a configured voice, or the system's espeak-ng.
+"""Text to speech and audio out: sherpa-onnx OfflineTts with a configured voice, a Piper voice (piper_voice.py),
+or the system's espeak-ng.
 
 Everything here blocks (synthesis and playback), so the daemon calls it through its executor. Engines are
 chosen once at start: a configured-but-missing voice is a ModelError then, not a surprise mid-reply.
@@ -142,6 +143,10 @@ def make_synthesizer(settings: TtsSettings) -> Synthesizer | None:
         return None
     if settings.engine == "espeak":
         return EspeakTts(settings)
+    if settings.engine == "piper":
+        from assistant.reply.piper_voice import PiperTts
+
+        return PiperTts(settings)
     return SherpaTts(settings)
 
 

@@ -390,7 +390,7 @@ async def speech(request: web.Request) -> web.Response:
     shared, work, limits = request.app[SHARED], request.app[WORK], request.app[LIMITS]
     data = await read_json(request)
     if shared.voice is None:
-        raise RequestError(503, "text-to-speech is not served: set tts.engine (espeak or sherpa)")
+        raise RequestError(503, "text-to-speech is not served: set tts.engine (espeak, sherpa or piper)")
     text = data.get("input")
     if not isinstance(text, str) or not text.strip():
         raise RequestError(400, "input must be a non-empty string", param="input")
