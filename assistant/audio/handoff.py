@@ -8,9 +8,10 @@ plumbing was the daemon's whole idle cost (~1 % of a core; the silence gate itse
 - while the consumer says quiet chunks can wait (`hold_quiet_db` is a number: the daemon is idle behind a
   closed energy gate), quiet chunks are held and handed over HOLD_CHUNKS at a time: the loop wakes once a
   second instead of ten times;
-- a chunk that stands out from the room (`Onset`: `hold_quiet_db` above a floor that follows the quietest
-  chunks) goes at once, with everything held before it, and so do the next ONSET_HANG chunks (the gate on the
-  loop decides meanwhile whether to open, and then the daemon sets `hold_quiet_db` to None);
+- a chunk that stands out from the room (`Onset`: `hold_quiet_db` above a noise floor kept like the gate's)
+  goes at once, with everything held before it. The gate on the loop needs at least one such chunk to open,
+  so it never opens late; when it opens, the daemon sets `hold_quiet_db` to None, which hands over anything
+  held since and lets a paused reader (`pause`) read on at once;
 - `hold_quiet_db` None: every chunk goes at once, as before (listening, thinking, speaking, no energy gate).
 
 The consumer sees every chunk, in order, with its input time stamp; only *when* quiet chunks arrive changes,
@@ -31,15 +32,15 @@ import numpy as np
 from assistant.audio.chunk import AudioChunk
 
 HOLD_CHUNKS = 10  # quiet chunks held at most (1 s of 100 ms chunks)
-ONSET_HANG = 10  # chunks after a loud one that still go at once, while the gate on the loop makes up its mind
 FLOOR_RISE_DB = 0.2  # per chunk (2 dB/s, the energy gate's default rise): the onset floor's climb in a louder room
 
 
 class Onset:
-    """Is this chunk louder than the room? Its RMS in dB against a floor that drops at once to a quieter chunk
-    and climbs FLOOR_RISE_DB a chunk. The floor sits at or below the energy gate's (which drops only halfway
-    per quiet block and never below gate.min_floor_dbfs), so with a threshold a little under the gate's open_db
-    a chunk that could open the gate is loud here too."""
+    """Is this chunk louder than the room? Its RMS in dB against a floor that moves halfway to a quieter chunk
+    and climbs FLOOR_RISE_DB a chunk: the energy gate's rule (wake/gate.py) without its lower bound, so fed the
+    same chunks this floor is never above the gate's, and with a threshold a little under the gate's open_db,
+    a chunk that could open the gate is loud here too. (Pink room noise at -55 dBFS: ~0.5 % of chunks are
+    7 dB above this floor, none are twice in a row; the gate needs two at 10 dB.)"""
 
     def __init__(self) -> None:
         self.floor_db: float | None = None
@@ -48,7 +49,12 @@ class Onset:
         """dB of this chunk above the floor (0 when it is the floor); the floor follows it."""
         power = float(np.dot(samples, samples)) / len(samples) if len(samples) else 0.0
         level = 10.0 * math.log10(power) if power > 1e-10 else -100.0
-        floor = level if self.floor_db is None else min(level, self.floor_db + FLOOR_RISE_DB)
+        if self.floor_db is None:
+            floor = level
+        elif level < self.floor_db:
+            floor = self.floor_db + 0.5 * (level - self.floor_db)
+        else:
+            floor = min(level, self.floor_db + FLOOR_RISE_DB)
         self.floor_db = floor
         return level - floor
 
@@ -69,8 +75,9 @@ class Handoff:
         self._room = threading.Condition(self._lock)  # put() waits on it for the loop to take chunks
         self._ready: collections.deque[AudioChunk] = collections.deque()  # handed over, not yet taken
         self._held: list[AudioChunk] = []  # quiet chunks the reader keeps for now
-        self._hang = 0
         self._onset = Onset()
+        self._unheld = threading.Event()  # set while nothing is held back (pause() returns at once then)
+        self._unheld.set()
         self._waiter: asyncio.Future[None] | None = None  # set while the loop waits in get()
         self._ended = False
         self._error: BaseException | None = None
@@ -87,31 +94,35 @@ class Handoff:
 
     @hold_quiet_db.setter
     def hold_quiet_db(self, value: float | None) -> None:  # by the consumer, on the loop
-        self._hold_quiet_db = value
-        if value is None and self._held:
-            self.flush()
+        before, self._hold_quiet_db = self._hold_quiet_db, value
+        if value is None and before is not None:
+            self._unheld.set()
+            if self._held:
+                self.flush()
+        elif value is not None and before is None:
+            self._unheld.clear()
 
     # -- the reader's side (its own thread) ------------------------------------------------------------------
 
-    def put(self, chunks: list[AudioChunk]) -> None:
-        """Chunks in input order, from the reader thread; may wait for room (drop=False)."""
+    def put(self, chunks: list[AudioChunk]) -> bool:
+        """Chunks in input order, from the reader thread; may wait for room (drop=False). True when one of
+        them stood out from the room (it went at once)."""
         if not chunks:
-            return
+            return False
         above_db = self._hold_quiet_db
         with self._lock:
+            loud = False
             for chunk in chunks:
                 # The floor follows every chunk, held or not, so it is the room's when holding starts.
                 rise_db = self._onset.above_floor(chunk.samples)
-                if above_db is not None and rise_db > above_db:
-                    self._hang = ONSET_HANG
-                elif self._hang:
-                    self._hang -= 1
+                loud = loud or (above_db is not None and rise_db > above_db)
                 self._held.append(chunk)
-            if above_db is None or self._hang or len(self._held) >= HOLD_CHUNKS:
+            if above_db is None or loud or len(self._held) >= HOLD_CHUNKS:
                 self._hand_over()
             if not self._drop:
                 while len(self._ready) > self._max and not self._closed:
                     self._room.wait()
+        return loud
 
     def flush(self) -> None:
         """Hand over whatever is held now and wake the loop if it waits (any thread): the consumer wants every
@@ -175,17 +186,17 @@ class Handoff:
         """Chunks handed over that the loop has not taken yet."""
         return len(self._ready)
 
-    @property
-    def holding(self) -> bool:
-        """Quiet chunks are being held now (nothing stood out lately): a reader that can wait may read less
-        often (stdin: the pipe keeps the audio meanwhile)."""
-        return self._hold_quiet_db is not None and not self._hang
+    def pause(self, seconds: float) -> None:
+        """Wait up to `seconds` while quiet chunks may be held (reader thread; stdin reads less often then,
+        the pipe keeps the audio meanwhile). Returns at once when holding ends or on close()."""
+        self._unheld.wait(seconds)
 
     def close(self) -> None:
         """Stop both sides (any thread): a waiting put() returns, get() returns None."""
         with self._lock:
             self._closed = True
             self._room.notify_all()
+            self._unheld.set()
             waiter, self._waiter = self._waiter, None
         if waiter is not None:
             with contextlib.suppress(RuntimeError):

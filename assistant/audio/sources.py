@@ -164,12 +164,12 @@ class PcmStreamSource(HoldsQuietChunks):
             usable = len(data) - len(data) % 2
             carry = data[usable:]
             pcm = np.frombuffer(data[:usable], dtype="<i2").astype(np.float32) / 32768.0
-            handoff.put(_cut(blocker, resampler, pcm, final=False))
-            if handoff.holding and len(read) < READ_BYTES:
-                # Caught up with a live writer, and nobody needs quiet audio at once: the pipe keeps it while
-                # this thread sleeps, and the next read takes it in one go (a sound onset then reaches the loop
-                # up to STDIN_HOLD_READ_S late; a full read means more is waiting: no pause then).
-                self.stream.pause(STDIN_HOLD_READ_S)
+            loud = handoff.put(_cut(blocker, resampler, pcm, final=False))
+            if not loud and len(read) < READ_BYTES:
+                # Caught up with a live writer (a full read means more is waiting) in a quiet room. While nobody
+                # needs quiet audio at once, the pipe keeps it and the next read takes it in one go: a sound
+                # onset then reaches the loop up to STDIN_HOLD_READ_S late. Otherwise this returns at once.
+                handoff.pause(STDIN_HOLD_READ_S)
 
         def on_end(error: Exception | None) -> None:  # on the stdin thread
             if error is not None:

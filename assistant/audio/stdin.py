@@ -55,9 +55,5 @@ class StdinPump:
                 on_end(exc)
                 return
 
-    def pause(self, seconds: float) -> None:
-        """Wait before the next read (from on_data, on this thread); close() ends the wait at once."""
-        self._closed.wait(seconds)
-
     def close(self) -> None:
         self._closed.set()
