@@ -20,6 +20,13 @@ worker's wake-up, the self-pipe write back and the second epoll wake-up per chun
 core), against ~20 us of numpy for EnergyGate.update. A silero gate costs ~0.5 ms a chunk of onnxruntime: a
 stall the 100 ms audio cadence does not notice, and still cheaper than the hop.
 
+The chunks' own trip from the reader thread to the loop was the next idle cost, so while the gate is closed
+and we are idle, a live source may hold quiet chunks back and hand them over a second at a time (after each
+chunk `source.hold_quiet_db` says so; audio/handoff.py). A chunk loud enough that it could open the gate still
+comes at once, and every chunk still comes, in order, with its input time: the gate, the pre-roll and the
+spotter decide exactly as before; only the loop wakes ~1x a second instead of 10x (BENCHMARKS.md, bench/idle.py
+--whole-daemon).
+
 Pacing: a live source (microphone, stdin, --realtime) keeps flowing while the assistant thinks and speaks.
 A file read as fast as possible has no clock of its own, so the reader waits for each reply before reading
 on: otherwise a second question in the same file would fly by unheard.
