@@ -2,16 +2,17 @@
 
 Why: fed in real time, every 100 ms chunk used to cross from a thread to the loop on its own: a thread switch,
 a self-pipe write and an epoll wake-up each, plus an executor hop per stdin read. In a quiet room that
-plumbing was the daemon's whole idle cost (~1 % of a core; the silence gate itself, one RMS per chunk, costs
+plumbing was most of the daemon's idle cost (0.7-1.3 % of a core; the silence gate itself, one RMS per chunk,
 ~0.01 %). So the reader thread cuts the chunks itself and hands them over here, and:
 
 - while the consumer says quiet chunks can wait (`hold_quiet_db` is a number: the daemon is idle behind a
   closed energy gate), quiet chunks are held and handed over HOLD_CHUNKS at a time: the loop wakes once a
   second instead of ten times;
 - a chunk that stands out from the room (`Onset`: `hold_quiet_db` above a noise floor kept like the gate's)
-  goes at once, with everything held before it. The gate on the loop needs at least one such chunk to open,
-  so it never opens late; when it opens, the daemon sets `hold_quiet_db` to None, which hands over anything
-  held since and lets a paused reader (`pause`) read on at once;
+  goes at once, with everything held before it. The gate on the loop opens only on such chunks, so it does
+  not open late (were the two floors apart, e.g. after a long reply, by at most HOLD_CHUNKS); when it opens,
+  the daemon sets `hold_quiet_db` to None, which hands over anything held since and lets a paused reader
+  (`pause`) read on at once;
 - `hold_quiet_db` None: every chunk goes at once, as before (listening, thinking, speaking, no energy gate).
 
 The consumer sees every chunk, in order, with its input time stamp; only *when* quiet chunks arrive changes,
@@ -39,8 +40,8 @@ class Onset:
     """Is this chunk louder than the room? Its RMS in dB against a floor that moves halfway to a quieter chunk
     and climbs FLOOR_RISE_DB a chunk: the energy gate's rule (wake/gate.py) without its lower bound, so fed the
     same chunks this floor is never above the gate's, and with a threshold a little under the gate's open_db,
-    a chunk that could open the gate is loud here too. (Pink room noise at -55 dBFS: ~0.5 % of chunks are
-    7 dB above this floor, none are twice in a row; the gate needs two at 10 dB.)"""
+    a chunk that could open the gate is loud here too. (Pink room noise at -55 dBFS, four 2-minute seeds:
+    0.25-0.9 % of chunks are 7 dB above this floor, each one costing the loop one extra wake-up.)"""
 
     def __init__(self) -> None:
         self.floor_db: float | None = None
