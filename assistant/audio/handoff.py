@@ -85,6 +85,7 @@ class Handoff:
         self._closed = False
         self._hold_quiet_db: float | None = None
         self.dropped = 0  # chunks dropped because the loop fell behind (drop=True)
+        self.chunks = 0  # chunks handed to the loop
         self.handovers = 0  # times chunks were handed to the loop (per chunk when nothing is held)
         self.wakeups = 0  # times the reader woke the loop (only when it was waiting for audio)
 
@@ -139,6 +140,7 @@ class Handoff:
             self._hand_over()
 
     def _hand_over(self) -> None:  # with the lock held
+        self.chunks += len(self._held)
         self._ready.extend(self._held)
         self._held.clear()
         self.handovers += 1
@@ -186,6 +188,10 @@ class Handoff:
     def backlog(self) -> int:
         """Chunks handed over that the loop has not taken yet."""
         return len(self._ready)
+
+    def summary(self) -> str:
+        """For the source's last log line: how often the loop was woken for how much audio."""
+        return f"{self.chunks} chunks in {self.handovers} handovers, {self.wakeups} loop wake-ups"
 
     def pause(self, seconds: float) -> None:
         """Wait up to `seconds` while quiet chunks may be held (reader thread; stdin reads less often then,

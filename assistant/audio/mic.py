@@ -160,6 +160,7 @@ class MicSource(HoldsQuietChunks):
                     yield chunk
         finally:
             self.close()
+            log.info("microphone: %s", self._handoff.summary())
 
     def _count_drops(self) -> None:
         assert self._handoff is not None

@@ -189,6 +189,7 @@ class PcmStreamSource(HoldsQuietChunks):
                     yield chunk
         finally:
             self.close()
+            log.info("stdin: %s", handoff.summary())
 
 
 # --------------------------------------------------------------------------------------------------- factory
