@@ -20,6 +20,13 @@ worker's wake-up, the self-pipe write back and the second epoll wake-up per chun
 core), against ~20 us of numpy for EnergyGate.update. A silero gate costs ~0.5 ms a chunk of onnxruntime: a
 stall the 100 ms audio cadence does not notice, and still cheaper than the hop.
 
+The chunks' own trip from the reader thread to the loop was the next idle cost, so while the gate is closed
+and we are idle, a live source may hold quiet chunks back and hand them over a second at a time (after each
+chunk `source.hold_quiet_db` says so; audio/handoff.py). A chunk loud enough that it could open the gate still
+comes at once, and every chunk still comes, in order, with its input time: the gate, the pre-roll and the
+spotter decide exactly as before; only the loop wakes ~1x a second instead of 10x (BENCHMARKS.md, bench/idle.py
+--whole-daemon).
+
 Pacing: a live source (microphone, stdin, --realtime) keeps flowing while the assistant thinks and speaks.
 A file read as fast as possible has no clock of its own, so the reader waits for each reply before reading
 on: otherwise a second question in the same file would fly by unheard.
@@ -81,6 +88,7 @@ log = logging.getLogger(__name__)
 RELOAD_WAIT_S = 10.0  # seconds of input a reload waits for a quiet moment before it is swapped in anyway
 AEC_TAIL_S = 0.5  # the canceller keeps running this long after our output ends (the room's echo tail)
 MODEL_WORKERS = 4  # KWS/ASR, LLM, TTS can overlap (LLM writes while TTS speaks); one spare for a reload
+HOLD_MARGIN_DB = 3.0  # a live source holds back only chunks this far under what could open the energy gate
 
 
 def make_executor() -> ThreadPoolExecutor:
@@ -327,6 +335,7 @@ class Daemon:
         self.notifier.status("idle")
         log.info("listening for the wake word (%s input)", "live" if self.live else "file")
         self._timers_start()
+        holds = hasattr(source, "hold_quiet_db")  # a live source that can hold quiet chunks back (audio/handoff)
         try:
             try:
                 async for chunk in source:
@@ -339,6 +348,8 @@ class Daemon:
                     self._timers_check()
                     self._apply_reload()
                     await self._on_chunk(chunk)
+                    if holds:
+                        source.hold_quiet_db = self._hold_quiet_db()  # type: ignore[attr-defined]
                     if not self.live and self._reply_task is not None:
                         await self._finish_reply()
             except AudioError:
@@ -355,6 +366,16 @@ class Daemon:
                 self._reply_task.cancel()
                 with contextlib.suppress(BaseException):
                     await self._reply_task
+
+    def _hold_quiet_db(self) -> float | None:
+        """What the source may hold back (audio/handoff.py): quiet chunks, while the only thing that looks at
+        them is a closed energy gate: idle, not muted, the gate closed. A chunk HOLD_MARGIN_DB under the gate's
+        open_db above the room's floor still comes at once. None: every chunk at once."""
+        gate = self.settings.wake.gate
+        if (self.state is not State.IDLE or not gate.enabled or gate.kind != "energy"
+                or getattr(self.wake, "in_speech", True) or time.monotonic() < self._mute_until):
+            return None
+        return gate.open_db - HOLD_MARGIN_DB
 
     async def _on_chunk(self, chunk: Chunk) -> None:
         if self._reply_task is not None and self._reply_task.done():

@@ -11,13 +11,25 @@ Scenes (16 kHz, 100 ms chunks):
 - speech: every shared clip back to back (about a minute), looped to --speech-minutes.
 Each scene also reports the wake labels each configuration fired, which must be identical.
 
+`--whole-daemon`: the whole process instead of the wake loop alone. The real daemon (`python -m assistant
+--input -`, the English KWS model as wake word and ASR, the tiny MiniMind export) reads stdin, fed pink noise
+at --noise-dbfs in real time, 100 ms writes, by a feeder process; after --warmup-s the CPU time (utime + stime
+from /proc/PID/stat, every thread) of each daemon and each feeder is counted over --seconds. In the same run:
+the gated daemon, the ungated one, a bare feeder writing to /dev/null, and the gated daemon of every
+--checkout (another copy of the repo, e.g. the old code: `git archive REV | tar -x -C /tmp/old`).
+
     .venv/bin/python -m bench.idle [--minutes 10] [--noise-dbfs -55] [--realtime]
+    .venv/bin/python -m bench.idle --whole-daemon [--warmup-s 10] [--seconds 45] [--checkout /tmp/old]
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import socket
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +40,7 @@ import sherpa_onnx
 from assistant.audio.chunk import AudioChunk
 from assistant.settings import GateSettings
 from assistant.wake.gate import GatedWakeWord, make_gate
-from speechdata.assets import KEYWORD_CLIPS, KWS, SILERO, clip_keywords_file
+from speechdata.assets import KEYWORD_CLIPS, KWS, KWS_EN, REPO, SILERO, WAKE_LABEL, clip_keywords_file
 from speechdata.audio import SAMPLE_RATE, chunks, load_clip, pink_noise
 
 log = logging.getLogger("bench.idle")
@@ -102,6 +114,181 @@ def measure(wake: object, audio: np.ndarray, realtime: bool) -> tuple[float, lis
     return 100.0 * cpu / span, labels
 
 
+# ------------------------------------------------------------------------------ the whole daemon (--whole-daemon)
+
+BLOCK_BYTES = 3200  # 100 ms of 16 kHz s16le
+READY_TIMEOUT_S = 180.0  # imports + three model loads on a busy 2-core machine
+
+
+def feed(seconds: float, noise_dbfs: float) -> None:
+    """The feeder process: pink room noise as s16le PCM on stdout, one 100 ms write every 100 ms."""
+    noise = pink_noise(seconds, noise_dbfs, seed=7, drift_db=3.0)
+    pcm = (np.clip(noise, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+    out = sys.stdout.fileno()
+    start = time.monotonic()
+    for i, offset in enumerate(range(0, len(pcm), BLOCK_BYTES)):
+        delay = start + i * 0.1 - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        view = memoryview(pcm)[offset : offset + BLOCK_BYTES]
+        try:
+            while view:
+                view = view[os.write(out, view) :]
+        except BrokenPipeError:
+            return
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) of a running process."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main_thread_cpu_s(pid: int) -> float:
+    """CPU seconds of the process's main thread (the event loop's), from /proc/PID/task/PID/stat."""
+    with open(f"/proc/{pid}/task/{pid}/stat", encoding="ascii") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _config(work: Path, llm_dir: Path, name: str, gate: bool) -> Path:
+    (work / "keywords.txt").write_text(f"{WAKE_LABEL}\n", encoding="utf-8")
+    path = work / f"{name}.yaml"
+    path.write_text(
+        f"paths:\n  state_dir: {work / 'state'}\n"
+        f"audio:\n  input: '-'\n"
+        f"wake:\n  keywords_file: keywords.txt\n  model_dir: {KWS_EN}\n  gate:\n    enabled: {str(gate).lower()}\n"
+        f"asr:\n  model_dir: {KWS_EN}\nllm:\n  model_dir: {llm_dir}\n  threads: 1\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+class DaemonRun:
+    """One `python -m assistant --input -` of a checkout, its stdin fed by its own feeder once READY."""
+
+    def __init__(self, name: str, checkout: Path, config: Path, work: Path) -> None:
+        self.name = name
+        self.sock_path = work / f"{name}.sock"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(self.sock_path))
+        self.log = work / f"{name}.log"
+        env = dict(os.environ, PYTHONPATH=str(checkout), NOTIFY_SOCKET=str(self.sock_path))
+        with open(self.log, "wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "assistant", "--config", str(config), "--log-level", "info"],
+                cwd=checkout, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err,
+            )
+        self.feeder: subprocess.Popen[bytes] | None = None
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        self.sock.settimeout(1.0)
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name}: daemon exited {self.proc.returncode}; see {self.log}")
+            try:
+                if "READY=1" in self.sock.recv(4096).decode():
+                    return
+            except TimeoutError:
+                continue
+        raise TimeoutError(f"{self.name}: no READY within {READY_TIMEOUT_S:g} s")
+
+    def start_feeder(self, seconds: float, noise_dbfs: float) -> None:
+        assert self.proc.stdin is not None
+        self.feeder = _spawn_feeder(seconds, noise_dbfs, self.proc.stdin)
+        self.proc.stdin.close()  # the feeder holds the pipe now: its end is the daemon's end of input
+
+    def wakes(self) -> int:
+        return sum("wake '" in line or 'wake "' in line for line in self.log.read_text(errors="replace").splitlines())
+
+    def close(self) -> None:
+        for proc in (self.feeder, self.proc):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        self.sock.close()
+
+
+def _spawn_feeder(seconds: float, noise_dbfs: float, out: object) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.idle", "--feeder", "--seconds", str(seconds), "--noise-dbfs", str(noise_dbfs)],
+        cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=out,
+    )
+
+
+def whole_daemon(warmup_s: float, seconds: float, noise_dbfs: float, checkouts: list[Path],
+                 ungated: bool = True) -> None:
+    from bench.soak import export_tiny_llm
+
+    llm_dir = export_tiny_llm()
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="bench-idle-daemon-") as tmp:
+        work = Path(tmp)
+        runs = [("gated", REPO, _config(work, llm_dir, "gated", True))]
+        if ungated:
+            runs.append(("ungated", REPO, _config(work, llm_dir, "ungated", False)))
+        runs += [(f"gated@{c.name}", c.resolve(), _config(work, llm_dir, "gated", True)) for c in checkouts]
+        daemons: list[DaemonRun] = []
+        bare = None
+        try:
+            for name, checkout, config in runs:
+                daemons.append(DaemonRun(name, checkout, config, work))
+            for daemon in daemons:
+                daemon.wait_ready()
+            feed_s = warmup_s + seconds + 5.0  # the input outlasts the measurement
+            for daemon in daemons:
+                daemon.start_feeder(feed_s, noise_dbfs)
+            with open(os.devnull, "wb") as null:
+                bare = _spawn_feeder(feed_s, noise_dbfs, null)
+            time.sleep(warmup_s)  # start-up work done, the gate's noise floor learned
+            procs = {d.name: d.proc for d in daemons} | {f"feeder of {d.name}": d.feeder for d in daemons}
+            procs["bare feeder (to /dev/null)"] = bare
+            start = {name: cpu_s(p.pid) for name, p in procs.items()}
+            main_start = {d.name: main_thread_cpu_s(d.proc.pid) for d in daemons}
+            t0 = time.perf_counter()
+            time.sleep(seconds)
+            wall = time.perf_counter() - t0
+            pct = {name: (cpu_s(p.pid) - start[name]) / wall * 100 for name, p in procs.items()}
+            main_pct = {d.name: (main_thread_cpu_s(d.proc.pid) - main_start[d.name]) / wall * 100 for d in daemons}
+            alive = {d.name: d.proc.poll() is None for d in daemons}
+        finally:
+            for daemon in daemons:
+                daemon.close()
+            if bare is not None and bare.poll() is None:
+                bare.terminate()
+                bare.wait()
+        wakes = {d.name: d.wakes() for d in daemons}
+    load_after = os.getloadavg()
+    print(f"whole daemon, CPU time (utime+stime, all threads) / wall, % of one core; {seconds:g} s measured after "
+          f"{warmup_s:g} s warm-up; stdin fed pink noise {noise_dbfs:g} dBFS +-3 dB drift in real time (100 ms writes)")
+    print(f"load average before {' '.join(f'{x:.2f}' for x in load_before)}, "
+          f"after {' '.join(f'{x:.2f}' for x in load_after)}; CPU: {_cpu_model()}")
+    print(f"{'process':34s} {'CPU %':>7s}  notes")
+    for name, value in pct.items():
+        note = ""
+        if name in alive:
+            note = (("" if alive[name] else "EXITED early; ") + f"event loop's thread {main_pct[name]:.3f} %, "
+                    f"{wakes[name]} wakes")
+        print(f"{name:34s} {value:7.3f}  {note}")
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return f"{line.split(':', 1)[1].strip()} x {os.cpu_count()}"
+    except OSError:
+        pass
+    return f"{os.cpu_count()} CPUs"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -109,8 +296,21 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="minutes of room noise (silence scene)")
     parser.add_argument("--noise-dbfs", type=float, default=-55.0, help="room noise RMS level, dBFS")
     parser.add_argument("--realtime", action="store_true", help="pace chunks like a microphone")
+    parser.add_argument("--whole-daemon", action="store_true", help="the whole daemon process, fed in real time")
+    parser.add_argument("--warmup-s", type=float, default=10.0, help="--whole-daemon: seconds before measuring")
+    parser.add_argument("--seconds", type=float, default=45.0, help="--whole-daemon: seconds measured")
+    parser.add_argument("--checkout", type=Path, action="append", default=[],
+                        help="--whole-daemon: also the gated daemon of this copy of the repo (repeatable)")
+    parser.add_argument("--no-ungated", action="store_true", help="--whole-daemon: skip the ungated daemon")
+    parser.add_argument("--feeder", action="store_true", help=argparse.SUPPRESS)  # the feeder process itself
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.feeder:
+        feed(args.seconds, args.noise_dbfs)
+        return
+    if args.whole_daemon:
+        whole_daemon(args.warmup_s, args.seconds, args.noise_dbfs, args.checkout, ungated=not args.no_ungated)
+        return
     work = Path(tempfile.mkdtemp(prefix="bench-idle-"))
     spotter = Spotter("en", clip_keywords_file("en", work))
     silence = pink_noise(args.minutes * 60, args.noise_dbfs, seed=7, drift_db=3.0)

@@ -170,8 +170,7 @@ def test_microphone_unplugged_and_back_keeps_the_daemon_running(
     source: MicSource | None = None
 
     def room() -> bool:  # a quarter of MicSource's queue: the daemon takes blocks as fast as it can
-        queue = source._queue if source is not None else None
-        return queue is None or queue.qsize() < source.queue_blocks // 4
+        return source is None or source.backlog < source.queue_blocks // 4
 
     device = _FakeSoundDevice(
         [(silence(1.5), True), (np.concatenate([jfk, silence(30.0)]), False)], absent_opens=1, room=room

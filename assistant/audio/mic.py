@@ -7,9 +7,8 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
-import numpy as np
-
 from assistant.audio.chunk import SAMPLE_RATE, AudioChunk, Blocker
+from assistant.audio.handoff import Handoff, HoldsQuietChunks
 from assistant.audio.resample import Resampler
 from assistant.errors import AudioError
 
@@ -29,13 +28,16 @@ def _import_sounddevice():
     return sounddevice
 
 
-class MicSource:
-    """The microphone through a sounddevice callback into a bounded queue.
+class MicSource(HoldsQuietChunks):
+    """The microphone through a sounddevice callback.
 
-    The PortAudio callback runs on its own thread and must never block: it hands the block to the event loop
-    with call_soon_threadsafe; when the consumer falls behind, the oldest block is dropped and counted. A
-    stream that dies while running (device unplugged, no data for `stall_s`) is reopened with backoff
-    1, 2, 4 .. 30 s; the iterator keeps going, so the daemon survives a flaky device.
+    The PortAudio callback runs on its own thread and must never block: it resamples and cuts the block into
+    chunks right there and hands them to the loop through a Handoff (audio/handoff.py), which wakes the loop
+    only when it waits for audio and, while the consumer sets `hold_quiet_db`, holds quiet chunks back a
+    second at a time. When the consumer falls behind by `queue_blocks` chunks, the oldest are dropped and
+    counted (each chunk keeps its input time). A stream that dies while running (device unplugged, no data for
+    `stall_s`) is reopened with backoff 1, 2, 4 .. 30 s; the iterator keeps going, so the daemon survives a
+    flaky device.
     """
 
     BACKOFF_MAX_S = 30.0
@@ -52,7 +54,8 @@ class MicSource:
         self.device = device
         self.device_index, self.in_rate = self._resolve()
         self._stream = None
-        self._queue: asyncio.Queue[np.ndarray] | None = None
+        self._resampler = Resampler(self.in_rate, SAMPLE_RATE)
+        self._blocker = Blocker(self.block)  # input time goes on across a reopen: t counts the samples cut
         self._failed: str | None = None
         self._last_drop_log = 0.0
         self._closed = False
@@ -84,6 +87,8 @@ class MicSource:
     def close(self) -> None:
         self._closed = True
         self._close_stream()
+        if self._handoff is not None:
+            self._handoff.close()
 
     def _close_stream(self) -> None:
         stream, self._stream = self._stream, None
@@ -93,27 +98,18 @@ class MicSource:
             except Exception:  # noqa: BLE001 - closing a dead device must not take the daemon down
                 log.debug("closing the input stream failed", exc_info=True)
 
-    def _open_stream(self, loop: asyncio.AbstractEventLoop) -> None:
-        queue = self._queue
-        assert queue is not None
-
-        def push(block: np.ndarray) -> None:  # on the loop thread
-            if queue.full():
-                queue.get_nowait()
-                self.dropped_blocks += 1
-                now = time.monotonic()
-                if now - self._last_drop_log > 5.0:
-                    self._last_drop_log = now
-                    log.warning("audio queue full: %d blocks of %d ms dropped so far", self.dropped_blocks,
-                                self.block_ms)
-            queue.put_nowait(block)
+    def _open_stream(self) -> None:
+        handoff = self._handoff
+        assert handoff is not None
+        resampler, blocker = self._resampler, self._blocker
 
         def callback(indata, frames, time_info, status) -> None:  # on PortAudio's thread: never block
-            loop.call_soon_threadsafe(push, indata[:, 0].copy())
+            handoff.put(blocker.push(resampler.process(indata[:, 0].copy())))
 
         def finished() -> None:
             if not self._closed:
                 self._failed = "input stream stopped"
+                handoff.flush()  # the reader hears of it now, not when held chunks would have gone
 
         self._failed = None
         stream = self.sd.InputStream(
@@ -123,7 +119,7 @@ class MicSource:
         stream.start()
         self._stream = stream
 
-    async def _reopen_with_backoff(self, loop: asyncio.AbstractEventLoop, reason: str) -> None:
+    async def _reopen_with_backoff(self, reason: str) -> None:
         delay = 1.0
         log.warning("microphone failed (%s): reopening", reason)
         while not self._closed:
@@ -133,7 +129,7 @@ class MicSource:
                 self.device_index, rate = self._resolve()
                 if rate != self.in_rate:
                     raise AudioError(f"device rate changed from {self.in_rate} to {rate} Hz")
-                self._open_stream(loop)
+                self._open_stream()
                 log.info("microphone reopened after %.0f s backoff", delay)
                 return
             except Exception as exc:  # noqa: BLE001 - any device error: keep trying, the daemon keeps running
@@ -142,29 +138,36 @@ class MicSource:
                 delay = min(delay * 2, self.BACKOFF_MAX_S)
 
     async def __aiter__(self) -> AsyncIterator[AudioChunk]:
-        loop = asyncio.get_running_loop()
-        self._queue = asyncio.Queue(maxsize=self.queue_blocks)
+        self._handoff = Handoff(asyncio.get_running_loop(), max_chunks=self.queue_blocks, drop=True)
+        self._handoff.hold_quiet_db = self.hold_quiet_db
         try:
-            self._open_stream(loop)
+            self._open_stream()
         except Exception as exc:  # noqa: BLE001 - a busy/missing device at start is the user's to fix
             raise AudioError(f"cannot open input device {self.device!r}: {exc}") from None
-        resampler = Resampler(self.in_rate, SAMPLE_RATE)
-        blocker = Blocker(self.block)
-        dropped_seen = 0
         try:
             while not self._closed:
                 try:
-                    block = await asyncio.wait_for(self._queue.get(), timeout=self.stall_s)
+                    chunks = await asyncio.wait_for(self._handoff.get(), timeout=self.stall_s)
                 except TimeoutError:
-                    await self._reopen_with_backoff(loop, f"no audio for {self.stall_s:.0f} s")
+                    await self._reopen_with_backoff(f"no audio for {self.stall_s:.0f} s")
                     continue
+                if chunks is None:
+                    return
                 if self._failed:
-                    await self._reopen_with_backoff(loop, self._failed)
-                if self.dropped_blocks != dropped_seen:
-                    # keep t equal to input time across the gap
-                    blocker.skip((self.dropped_blocks - dropped_seen) * self.block)
-                    dropped_seen = self.dropped_blocks
-                for chunk in blocker.push(resampler.process(block)):
+                    await self._reopen_with_backoff(self._failed)
+                self._count_drops()
+                for chunk in chunks:
                     yield chunk
         finally:
             self.close()
+            log.info("microphone: %s", self._handoff.summary())
+
+    def _count_drops(self) -> None:
+        assert self._handoff is not None
+        if self._handoff.dropped == self.dropped_blocks:
+            return
+        self.dropped_blocks = self._handoff.dropped
+        now = time.monotonic()
+        if now - self._last_drop_log > 5.0:
+            self._last_drop_log = now
+            log.warning("audio queue full: %d blocks of %d ms dropped so far", self.dropped_blocks, self.block_ms)

@@ -28,9 +28,10 @@ from typing import BinaryIO
 import numpy as np
 
 from assistant.audio.chunk import SAMPLE_RATE, AudioChunk, AudioSource, Blocker
+from assistant.audio.handoff import Handoff, HoldsQuietChunks
 from assistant.audio.mic import MicSource
 from assistant.audio.resample import MAX_RATE, MIN_RATE, Resampler, check_rate, to_mono
-from assistant.audio.stdin import StdinPump
+from assistant.audio.stdin import READ_BYTES, StdinPump
 from assistant.errors import AudioError
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 READ_BLOCKS = 10  # blocks a FileSource reads from the file at once
 MAX_CHANNELS = 32  # more in a file header is corruption (or an attack), not a microphone array
 MAX_READ_SAMPLES = 1 << 20  # samples (frames x channels) one read may hold: 4 MiB of float32
+STDIN_MAX_CHUNKS = 600  # chunks read from stdin ahead of the consumer (60 s) before the reader waits
+STDIN_HOLD_READ_S = 0.5  # seconds between stdin reads while the consumer holds quiet chunks (the pipe holds 2 s)
 
 
 # --------------------------------------------------------------------------------------------- file / stdin
@@ -124,48 +127,69 @@ class FileSource:
             self.close()
 
 
-class PcmStreamSource:
+class PcmStreamSource(HoldsQuietChunks):
     """Raw signed 16-bit little-endian mono PCM from a binary stream (stdin by default).
 
-    The stream is read by a StdinPump thread that this source owns: close() ends a pending read at once, so a
-    quiet pipe (`arecord | assistant --input -`) never holds up SIGTERM.
+    The stream is read by a StdinPump thread that this source owns; that thread also converts, resamples and
+    cuts the chunks, and hands them to the loop through a Handoff (audio/handoff.py): no thread hop per read,
+    and while the consumer sets `hold_quiet_db`, quiet chunks reach it a second at a time. close() ends the
+    iteration at once, so a quiet pipe (`arecord | assistant --input -`) never holds up SIGTERM.
     """
 
     def __init__(self, stream: BinaryIO | None = None, *, pcm_rate: int = SAMPLE_RATE, block_ms: int = 100,
                  realtime: bool = False):
+        self.pcm_rate = check_rate(pcm_rate, "PCM rate")
         self.stream = StdinPump(stream if stream is not None else sys.stdin.buffer)
         self.sample_rate = SAMPLE_RATE
-        self.pcm_rate = check_rate(pcm_rate, "PCM rate")
         self.dropped_blocks = 0
         self.realtime = realtime
         self.block = SAMPLE_RATE * block_ms // 1000
 
     def close(self) -> None:
         self.stream.close()
+        if self._handoff is not None:
+            self._handoff.close()
 
     async def __aiter__(self) -> AsyncIterator[AudioChunk]:
+        loop = asyncio.get_running_loop()
+        handoff = self._handoff = Handoff(loop, max_chunks=STDIN_MAX_CHUNKS, drop=False)
+        handoff.hold_quiet_db = self.hold_quiet_db
         resampler = Resampler(self.pcm_rate, SAMPLE_RATE)
         blocker = Blocker(self.block)
-        nbytes = 2 * max(1, self.pcm_rate * self.block // SAMPLE_RATE)
-        loop = asyncio.get_running_loop()
-        start = loop.time()
         carry = b""
-        while True:
-            # a thread, because a blocking read on the loop would stall everything else until data comes
-            try:
-                data = await asyncio.to_thread(self.stream.read, nbytes)
-            except OSError as exc:
-                raise AudioError(f"cannot read PCM from stdin: {exc}") from exc
-            final = not data
-            data = carry + (data or b"")
+
+        def on_data(read: bytes) -> None:  # on the stdin thread
+            nonlocal carry
+            data = carry + read
             usable = len(data) - len(data) % 2
             carry = data[usable:]
             pcm = np.frombuffer(data[:usable], dtype="<i2").astype(np.float32) / 32768.0
-            for chunk in _cut(blocker, resampler, pcm, final):
-                await _pace(chunk, start, loop, self.realtime, breathe=False)
-                yield chunk
-            if final:
+            loud = handoff.put(_cut(blocker, resampler, pcm, final=False))
+            if not loud and len(read) < READ_BYTES:
+                # Caught up with a live writer (a full read means more is waiting) in a quiet room. While nobody
+                # needs quiet audio at once, the pipe keeps it and the next read takes it in one go: a sound
+                # onset then reaches the loop up to STDIN_HOLD_READ_S late. Otherwise this returns at once.
+                handoff.pause(STDIN_HOLD_READ_S)
+
+        def on_end(error: Exception | None) -> None:  # on the stdin thread
+            if error is not None:
+                handoff.end(AudioError(f"cannot read PCM from stdin: {error}"))
                 return
+            # The resampler's tail and the short last block (a stray odd byte in `carry` is dropped).
+            handoff.put(_cut(blocker, resampler, np.zeros(0, dtype=np.float32), final=True))
+            handoff.end()
+
+        self.stream.start(on_data, on_end)
+        start = loop.time()
+        try:
+            while (chunks := await handoff.get()) is not None:
+                for chunk in chunks:
+                    if self.realtime:
+                        await _pace(chunk, start, loop, True, breathe=False)
+                    yield chunk
+        finally:
+            self.close()
+            log.info("stdin: %s", handoff.summary())
 
 
 # --------------------------------------------------------------------------------------------------- factory

@@ -1,32 +1,36 @@
-"""stdin as an audio byte stream that can be closed from another thread (see StdinPump)."""
+"""stdin as an audio byte stream, read on a thread of its own that a close() lets go of (see StdinPump)."""
 
 from __future__ import annotations
 
 import os
-import queue
 import threading
+from collections.abc import Callable
 from typing import BinaryIO
+
+READ_BYTES = 65536  # at most this much per read (2 s of 16 kHz s16le)
 
 
 class StdinPump:
-    """stdin read by a daemon thread, handed out through `read(n)` (the stream PcmStreamSource reads).
+    """stdin read by a daemon thread that hands every read to `on_data(bytes)`, then calls `on_end(error)` once.
 
-    PcmStreamSource reads in an executor thread, and asyncio.run waits for those threads on the way out: a
-    read blocked on a pipe whose writer (`arecord | assistant --input -`) is open but quiet never returns, so
-    SIGTERM hung until systemd's TimeoutStopSec killed us. close() ends a pending read() with EOF at once; the
-    thread stuck in the real read is a daemon thread and does not hold the process.
+    A daemon thread, not an executor: asyncio.run waits for executor threads on the way out, and a read blocked
+    on a pipe whose writer (`arecord | assistant --input -`) is open but quiet never returns, so SIGTERM used to
+    hang until systemd's TimeoutStopSec killed us. A thread stuck in the real read does not hold the process;
+    close() tells it to hand nothing more over. The callbacks run on this thread (PcmStreamSource cuts the
+    chunks there and passes them to the loop through an audio.handoff.Handoff).
     """
 
-    def __init__(self, stream: BinaryIO, max_queued: int = 64) -> None:
+    def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
-        self._queue: queue.Queue[bytes] = queue.Queue(maxsize=max_queued)  # back-pressure like the pipe's
-        self._buffer = b""
         self._closed = threading.Event()
-        self._error: Exception | None = None
-        self._thread = threading.Thread(target=self._pump, name="stdin-reader", daemon=True)
+        self._thread: threading.Thread | None = None
+
+    def start(self, on_data: Callable[[bytes], None], on_end: Callable[[Exception | None], None]) -> None:
+        self._thread = threading.Thread(target=self._pump, args=(on_data, on_end), name="stdin-reader",
+                                        daemon=True)
         self._thread.start()
 
-    def _pump(self) -> None:
+    def _pump(self, on_data: Callable[[bytes], None], on_end: Callable[[Exception | None], None]) -> None:
         # The raw fd, not the buffered object: at interpreter exit Python takes the BufferedReader's lock to
         # close it, and a daemon thread parked inside read1() holds that lock ("Fatal Python error").
         try:
@@ -35,36 +39,21 @@ class StdinPump:
             fd = None
         while not self._closed.is_set():
             try:
-                data = os.read(fd, 65536) if fd is not None else self._stream.read(65536)
+                data = os.read(fd, READ_BYTES) if fd is not None else self._stream.read(READ_BYTES)
             except (OSError, ValueError) as exc:
-                # A dead recorder (EIO) is not a clean end of input: read() re-raises it in the reader.
-                self._error = exc
-                data = b""
-            while not self._closed.is_set():
-                try:
-                    self._queue.put(data, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-            if not data:
+                # A dead recorder (EIO) is not a clean end of input: the reader of the chunks gets the error.
+                on_end(exc)
                 return
-
-    def read(self, n: int) -> bytes:
-        """Up to `n` bytes (fewer when that is what has arrived); b"" at end of input or after close()."""
-        while not self._buffer:
             if self._closed.is_set():
-                return b""
+                return
+            if not data:
+                on_end(None)
+                return
             try:
-                self._buffer = self._queue.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            if not self._buffer:
-                self._closed.set()
-                if self._error is not None:
-                    raise OSError(f"{self._error}") from self._error
-                return b""
-        data, self._buffer = self._buffer[:n], self._buffer[n:]
-        return data
+                on_data(data)
+            except Exception as exc:  # noqa: BLE001 - a bug in the cutting must end the input, not hang it
+                on_end(exc)
+                return
 
     def close(self) -> None:
         self._closed.set()
