@@ -249,7 +249,7 @@ class Daemon:
             log.info("no echo canceller (pip install speexdsp): the hold-off and the text check guard our voice")
             return None
         canceller = aec.EchoCanceller()
-        output.listener = lambda samples, rate: canceller.played(samples, rate, self._input_now())
+        output.listener = lambda samples, rate, t: canceller.played(samples, rate, t, self._clock_offset)
         log.info("echo canceller: speex, fed what the speech output plays")
         return canceller
 
