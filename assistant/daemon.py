@@ -246,7 +246,8 @@ class Daemon:
         from assistant.audio import aec
 
         if not aec.available():
-            log.info("no echo canceller (pip install speexdsp): the hold-off and the text check guard our voice")
+            level = logging.WARNING if self.settings.tts.echo_cancel is True else logging.INFO
+            log.log(level, "no echo canceller (pip install speexdsp): the hold-off and the text check guard our voice")
             return None
         canceller = aec.EchoCanceller()
         output.listener = lambda samples, rate, t: canceller.played(samples, rate, t, self._clock_offset)
