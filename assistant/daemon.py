@@ -79,7 +79,6 @@ from assistant.wake.spotter import Spotter
 log = logging.getLogger(__name__)
 
 RELOAD_WAIT_S = 10.0  # seconds of input a reload waits for a quiet moment before it is swapped in anyway
-AEC_TAIL_S = 0.5  # the canceller keeps running this long after our output ends (the room's echo tail)
 MODEL_WORKERS = 4  # KWS/ASR, LLM, TTS can overlap (LLM writes while TTS speaks); one spare for a reload
 
 
@@ -333,7 +332,7 @@ class Daemon:
                 async for chunk in source:
                     end = chunk.t + len(chunk.samples) / self.settings.audio.sample_rate
                     self._clock_offset = min(self._clock_offset, time.monotonic() - end)
-                    if self.aec is not None and chunk.t < self.aec.active_until + AEC_TAIL_S:
+                    if self.aec is not None and self.aec.active(chunk.t):
                         chunk = self.aec.process(chunk)  # our own voice out before anything listens
                     self.ring.push(chunk)
                     self._t = chunk.t + len(chunk.samples) / self.settings.audio.sample_rate

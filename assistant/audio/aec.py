@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 FRAME = 160  # 10 ms frames
 FILTER = 4096  # 256 ms of echo path
+TAIL_S = 0.5  # the canceller keeps running this long after our output ends (the room's echo tail)
 REANCHOR_S = 0.03  # the audio clock improved by more than this while nothing plays: re-anchor the reference
 
 
@@ -140,6 +141,10 @@ class EchoCanceller:
                 self.late_samples += late
                 self._pieces.append((pos, piece))
                 self.active_until = max(self.active_until, (pos + len(piece)) / SAMPLE_RATE)
+
+    def active(self, t: float) -> bool:
+        """Whether input at time `t` needs the canceller: something we played may still be heard there."""
+        return self.active_until > 0 and t < self.active_until + TAIL_S
 
     def _reference(self, start: int, count: int) -> np.ndarray:
         """The reference for input samples [start, start + count), consumed (lock held)."""
