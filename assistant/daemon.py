@@ -86,7 +86,6 @@ from assistant.wake.spotter import Spotter
 log = logging.getLogger(__name__)
 
 RELOAD_WAIT_S = 10.0  # seconds of input a reload waits for a quiet moment before it is swapped in anyway
-AEC_TAIL_S = 0.5  # the canceller keeps running this long after our output ends (the room's echo tail)
 MODEL_WORKERS = 4  # KWS/ASR, LLM, TTS can overlap (LLM writes while TTS speaks); one spare for a reload
 HOLD_MARGIN_DB = 3.0  # a live source holds back only chunks this far under what could open the energy gate
 
@@ -254,10 +253,11 @@ class Daemon:
         from assistant.audio import aec
 
         if not aec.available():
-            log.info("no echo canceller (pip install speexdsp): the hold-off and the text check guard our voice")
+            level = logging.WARNING if self.settings.tts.echo_cancel is True else logging.INFO
+            log.log(level, "no echo canceller (pip install speexdsp): the hold-off and the text check guard our voice")
             return None
         canceller = aec.EchoCanceller()
-        output.listener = lambda samples, rate: canceller.played(samples, rate, self._input_now())
+        output.listener = lambda samples, rate, t: canceller.played(samples, rate, t, self._clock_offset)
         log.info("echo canceller: speex, fed what the speech output plays")
         return canceller
 
@@ -341,7 +341,7 @@ class Daemon:
                 async for chunk in source:
                     end = chunk.t + len(chunk.samples) / self.settings.audio.sample_rate
                     self._clock_offset = min(self._clock_offset, time.monotonic() - end)
-                    if self.aec is not None and chunk.t < self.aec.active_until + AEC_TAIL_S:
+                    if self.aec is not None and self.aec.active(chunk.t):
                         chunk = self.aec.process(chunk)  # our own voice out before anything listens
                     self.ring.push(chunk)
                     self._t = chunk.t + len(chunk.samples) / self.settings.audio.sample_rate

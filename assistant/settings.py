@@ -234,9 +234,9 @@ class TtsSettings:
     speed: float = _bound(1.0, gt=0)  # speaking rate multiplier
     num_threads: int = _bound(1, ge=1)  # onnxruntime threads for sherpa and piper TTS
     mute_tail_s: float = _bound(0.5, ge=0)  # seconds after playback ends before the wake word listens again
-    # live input: cancel our own voice out of the microphone (Speex AEC, needs `speexdsp`). Experimental, off:
-    # in the daemon it removes only 2-4 dB of echo so far (26 dB offline; BENCHMARKS.md, barge-in)
-    echo_cancel: bool = False
+    # live input: cancel our own voice out of the microphone (Speex AEC, needs `speexdsp`; docs/echo-cancellation.md).
+    # auto: on when speexdsp is installed, else the fallback (mute_tail_s and the text check)
+    echo_cancel: bool | Literal["auto"] = "auto"
 
 
 @dataclass(frozen=True)

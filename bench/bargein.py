@@ -11,16 +11,20 @@ The canceller is speexdsp's (the Speex MDF echo canceller, Debian's libspeexdsp 
    Americans,") and the real SORROW (LibriSpeech clip) planted over the echo at --trials positions;
 3. stop-to-silence (--live N): the daemon on a real-time source (tests/echo_room.LiveSource), SORROW planted
    once the assistant speaks; the end of SORROW in the input (its token time in the clean clip) to the last TTS
-   sample the paced WAV sink wrote, both on the input's audio clock. Without the canceller (the daemon has
-   none yet), at +20 dB so the stop is heard.
+   sample the paced WAV sink wrote, both on the input's audio clock. Without the canceller, at +20 dB so
+   the stop is heard.
+4. the canceller live in the daemon (--aec-live PLANTS, `live_aec`): self-wakes per hour and recall at each ratio
+   with tts.echo_cancel off and on, the daemon fed by a real-time source through the room, the canceller's
+   reference coming from the paced sink; and the echo it removes there (ERLE against the room's echo).
 
-    .venv/bin/python -m bench.bargein [--minutes 3] [--trials 6] [--live 5] [--json]
+    .venv/bin/python -m bench.bargein [--minutes 3] [--trials 6] [--live 5] [--aec-live 6] [--no-offline] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import statistics
 import sys
@@ -202,27 +206,179 @@ def live(runs: int) -> dict:
             "stopped": f"{len(times)}/{runs}"}
 
 
+def echo_removed(cleaned: list[tuple[float, np.ndarray]], source: LiveSource, start: float, end: float) -> float:
+    """ERLE of the live canceller: the room's echo against the canceller's output, from `start` to `end` where
+    no user audio was planted (our own speech alone)."""
+    n = int(end * RATE)
+    out = np.zeros(n, np.float32)
+    done = np.zeros(n, bool)
+    for t, y in cleaned:
+        i = int(round(t * RATE))
+        if i < n:
+            out[i : i + len(y)] = y[: n - i]
+            done[i : i + len(y)] = True
+    mask = done & (source.user[:n] == 0)
+    mask[: int(start * RATE)] = False
+    echo = source.loop.echo[:n]
+    return float(10 * np.log10(np.sum(np.square(echo[mask], dtype=np.float64)) /
+                               max(np.sum(np.square(out[mask], dtype=np.float64)), 1e-12)))
+
+
+PLANT_EVERY_S = 6.0  # live recall: a phrase every this many seconds of the reply, from ADAPT_S on
+ADAPT_S = 8.0  # seconds of our speech before the first phrase (the canceller starts from nothing each run)
+
+
+def live_aec(sers: tuple[float, ...], plants: int) -> dict:
+    """Recall and self-wakes with the daemon's own canceller (tts.echo_cancel) on and off, live.
+
+    One real-time daemon run per ratio and condition: the assistant answers (the tiny MiniMind, a long
+    reply spoken by espeak-ng through the loud room, ROOM), and from ADAPT_S into its speech the real wake
+    phrase and SORROW are planted alternately every PLANT_EVERY_S at the ratio. The daemon runs unchanged
+    except that a barge-in is recorded instead of acted on (so one reply carries several trials): the
+    spotter, the canceller and its reference from the paced sink are the live ones. A hit: the planted kind
+    detected between the phrase's start and 1.5 s after its end. A self-wake: any other detection while
+    we speak (or in the 0.5 s after)."""
+    from assistant import pipeline
+    from assistant.audio.ring import AudioRing
+    from assistant.daemon import Daemon, make_executor
+    from assistant.events import StateChange
+    from assistant.llm.chat import Conversation
+    from assistant.llm.tokenizer import Tokenizer
+    from assistant.reply.sinks import Speech
+    from assistant.reply.tts import EspeakTts
+    from assistant.settings import TtsSettings, load_settings
+    from bench.soak import export_tiny_llm
+
+    clips = {"wake": load_clip(AUDIO / "en" / "whisper-jfk.flac")[: int(3.0 * RATE)],
+             "stop": load_clip(SORROW_CLIP)[: int(3.5 * RATE)]}
+    question = load_clip(AUDIO / "en" / "picovoice-leopard-test.wav")
+    voice = rms(EspeakTts(TtsSettings(engine="espeak")).synthesize("This is how the assistant sounds.")[0])
+    echo_level = voice * ROOM.energy_gain()
+    result: dict = {"room": "50 ms, -6 dB, RT60 0.25 s", "runs": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        llm = export_tiny_llm(Path(tmp))
+        kw = Path(tmp) / "kw.txt"
+        kw.write_text("FELLOW AMERICANS\n", encoding="utf-8")
+        base = load_settings(None, {"wake.keywords_file": kw, "wake.model_dir": KWS_EN,
+                                    "wake.stop_phrases": ["SORROW @stop"], "asr.model_dir": KWS_EN,
+                                    "llm.model_dir": llm, "llm.max_new_tokens": 120, "llm.threads": 1})
+        wake = pipeline.build_wake(base, pipeline.load_keyword_list(base))
+        asr = pipeline.build_asr(base)
+        model = pipeline.build_chat(base).model
+        for aec in (False, True):
+            settings = dataclasses.replace(base, tts=dataclasses.replace(base.tts, echo_cancel=aec))
+            for ser in sers:
+                loop = EchoLoop(ROOM)
+                source = LiveSource(loop, ADAPT_S + plants * PLANT_EVERY_S + 30.0)
+                output = LoopbackOutput(Path(tmp) / "spoken.wav", loop)
+                speech = Speech(EspeakTts(TtsSettings(engine="espeak")), output)
+                at = source.plant(clips["wake"], 0.5)[1]
+                source.plant(question, at)
+                planted: list[tuple[str, float, float]] = []
+                spoken: list[float] = []  # input times: speaking started, ended
+                hits: list[tuple[str, float]] = []
+
+                def emit(event, source=source, planted=planted, spoken=spoken, ser=ser) -> None:
+                    if isinstance(event, StateChange) and event.state == "speaking" and not spoken:
+                        spoken.append(source.t)
+                        for i in range(plants):
+                            kind = ("wake", "stop")[i % 2]
+                            clip = clips[kind]
+                            gain = echo_level * 10 ** (ser / 20) / rms(clip[np.abs(clip) > 0.01])
+                            start, end = source.plant(clip, source.t + ADAPT_S + i * PLANT_EVERY_S, gain)
+                            planted.append((kind, start, end))
+                    if isinstance(event, StateChange) and event.previous == "speaking" and len(spoken) == 1:
+                        spoken.append(event.t)
+                        source.end = event.t + 1.0
+
+                executor = make_executor()
+                wake.reset()
+                daemon = Daemon(settings, wake=wake, asr=asr, chat=Conversation(model, Tokenizer.from_dir(llm)),
+                                ring=AudioRing(settings.audio.ring_s), emit=emit, executor=executor,
+                                speech=speech, live=True)
+
+                async def record(detection, hits=hits) -> None:  # a barge-in recorded, not acted on
+                    hits.append((getattr(detection, "kind", "wake"), detection.t))
+
+                daemon._interrupt = record
+                cleaned: list[tuple[float, np.ndarray]] = []  # the canceller's output, for its ERLE
+                if daemon.aec is not None:
+                    process = daemon.aec.process
+
+                    def recording(chunk, process=process, cleaned=cleaned):
+                        out = process(chunk)
+                        cleaned.append((out.t, out.samples))
+                        return out
+
+                    daemon.aec.process = recording
+                try:
+                    asyncio.run(asyncio.wait_for(daemon.run(source), 300))
+                finally:
+                    executor.shutdown(wait=True)
+                    speech.close()
+                end = spoken[1] if len(spoken) > 1 else source.t
+                inside = [p for p in planted if p[2] + 1.5 <= end]
+                found = [any(k == kind and start <= t <= stop + 1.5 for k, t in hits) for kind, start, stop in inside]
+                stray = [(k, t) for k, t in hits if spoken and spoken[0] <= t <= end + 0.5
+                         and not any(start <= t <= stop + 1.5 for _, start, stop in planted)]
+                run = {"aec": aec, "ser_db": ser, "speech_s": end - (spoken[0] if spoken else end),
+                       "planted": len(inside), "heard": int(sum(found)), "self_wakes": len(stray),
+                       "by_kind": {kind: f"{sum(f for f, p in zip(found, inside, strict=True) if p[0] == kind)}/"
+                                         f"{sum(p[0] == kind for p in inside)}" for kind in clips},
+                       "erle_db": echo_removed(cleaned, source, spoken[0] + ADAPT_S, end) if cleaned else None,
+                       "late_ref_samples": daemon.aec.late_samples if daemon.aec is not None else None}
+                result["runs"].append(run)
+                print(f"live aec={aec} {ser:+g} dB: {run}", file=sys.stderr, flush=True)
+    for aec in (False, True):
+        runs = [r for r in result["runs"] if r["aec"] is aec]
+        hours = sum(r["speech_s"] for r in runs) / 3600
+        result["aec" if aec else "none"] = {
+            "own_speech_min": hours * 60,
+            "self_wakes_per_h": sum(r["self_wakes"] for r in runs) / hours if hours else None,
+            "recall": {f"{r['ser_db']:+g} dB": (r["heard"] / r["planted"] if r["planted"] else None) for r in runs},
+        }
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=3.0, help="minutes of the assistant's own speech")
     parser.add_argument("--trials", type=int, default=6, help="planted phrases per phrase and ratio")
     parser.add_argument("--live", type=int, default=5, help="real-time daemon runs for stop-to-silence")
+    parser.add_argument("--aec-live", type=int, default=0, metavar="PLANTS",
+                        help="live daemon with its canceller on and off: PLANTS phrases per ratio and condition")
+    parser.add_argument("--no-offline", action="store_true", help="skip the offline part")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    report = offline(args.minutes, args.trials)
+    report = {} if args.no_offline else offline(args.minutes, args.trials)
     print(json.dumps(report), file=sys.stderr, flush=True)
+    if args.aec_live:
+        report["aec_live"] = live_aec(SERS, args.aec_live)
     if args.live:
         report["live"] = live(args.live)
     if args.json:
         print(json.dumps(report))
         return 0
-    print(f"own speech: {report['own_speech_min']:.1f} min through the room (50 ms, -6 dB, RT60 0.25 s)")
-    print(f"speex AEC: echo reduced by {report['erle_db']:.1f} dB, {report['aec_rtf']:.3f} x real time")
-    print(f"self-wakes per hour of own speech: without canceller {report['self_wakes_per_h']['none']:.1f}, "
-          f"with {report['self_wakes_per_h']['aec']:.1f}")
-    print(f"{'barge-in recall':38} {'no AEC':>7} {'AEC':>7}")
-    for name, r in report["recall"].items():
-        print(f"{name:38} {r['none']:7.0%} {r['aec']:7.0%}")
+    if "aec_live" in report:
+        lv = report["aec_live"]
+        print("live daemon, its canceller (tts.echo_cancel) off / on, room 50 ms, -6 dB, RT60 0.25 s:")
+        for kind in ("none", "aec"):
+            print(f"  {kind:4}: {lv[kind]['own_speech_min']:.1f} min of own speech, self-wakes/h "
+                  f"{lv[kind]['self_wakes_per_h']:.1f}, recall " +
+                  ", ".join(f"{k} {'-' if v is None else f'{v:.0%}'}" for k, v in lv[kind]["recall"].items()))
+        for run in lv["runs"]:
+            erle = "-" if run["erle_db"] is None else f"{run['erle_db']:.1f} dB"
+            print(f"  aec={run['aec']!s:5} {run['ser_db']:+3g} dB: heard {run['heard']}/{run['planted']} "
+                  f"{run['by_kind']}, self-wakes {run['self_wakes']}, speech {run['speech_s']:.0f} s, "
+                  f"echo removed after {ADAPT_S:g} s {erle}, late reference samples {run['late_ref_samples']}")
+    if not args.no_offline:
+        print(f"own speech: {report['own_speech_min']:.1f} min through the room (50 ms, -6 dB, RT60 0.25 s)")
+        print(f"speex AEC: echo reduced by {report['erle_db']:.1f} dB, {report['aec_rtf']:.3f} x real time")
+        print(f"self-wakes per hour of own speech: without canceller {report['self_wakes_per_h']['none']:.1f}, "
+              f"with {report['self_wakes_per_h']['aec']:.1f}")
+        print(f"{'barge-in recall':38} {'no AEC':>7} {'AEC':>7}")
+        for name, r in report["recall"].items():
+            print(f"{name:38} {r['none']:7.0%} {r['aec']:7.0%}")
     if "live" in report:
         lv = report["live"]
         print(f"stop-to-silence (live daemon, no AEC, SORROW at +20 dB): median {lv['median_ms']} ms over "

@@ -10,8 +10,9 @@ bench/bargein.py (a helper module, not a test).
   the echo that reached the microphone by then. `plant(audio, t)` adds user audio at input time t, also while
   the daemon runs (a test plants "stop" once it hears the assistant speak).
 
-The audio clock: input time t = seconds since the source's first chunk. An output slice written at monotonic
-time w is played at input time w - origin; its echo reaches the input `room.delay_s` later.
+The audio clock: input time t = seconds since the source's first chunk. An output slice the sink plays at
+monotonic time w (its output clock, reply/tts.py WavFileOutput) is at input time w - origin; its echo reaches
+the input `room.delay_s` later.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from assistant.audio.aec import ReferenceStream
 from assistant.audio.chunk import AudioChunk
-from assistant.audio.resample import resample
 from assistant.reply.tts import WavFileOutput
 
 SAMPLE_RATE = 16000
@@ -67,21 +68,20 @@ class EchoLoop:
         self.echo = np.zeros(int(seconds * SAMPLE_RATE), dtype=np.float32)
         self.origin: float | None = None  # monotonic time of input t = 0
         self.played_until = 0.0  # input time at which the last output sample was played
-        self._next = -1_000_000
+        self._stream = ReferenceStream()  # the 16 kHz signal at input positions
 
     def played(self, samples: np.ndarray, rate: int, wall: float) -> None:
         if self.origin is None:
             return
-        x = resample(samples.astype(np.float32), rate, SAMPLE_RATE) if rate != SAMPLE_RATE else samples
-        start = int(round((wall - self.origin) * SAMPLE_RATE))
-        if abs(start - self._next) <= 0.03 * SAMPLE_RATE:
-            start = self._next  # a loudspeaker plays the slices back to back
-        self._next = start + len(x)
-        self.played_until = (start + len(x)) / SAMPLE_RATE
-        wet = np.convolve(x, self.ir)
-        end = min(len(self.echo), start + len(wet))
-        if start < end:
-            self.echo[start:end] += wet[: end - start]
+        # `wall` is the slice's play time on the sink's output clock (reply/tts.py WavFileOutput): back-to-back
+        # slices are exactly one period apart, as a sound card plays them, and go through one resampler (the
+        # loudspeaker plays a continuous signal).
+        for start, x in self._stream.add(samples, rate, wall - self.origin):
+            self.played_until = (start + len(x)) / SAMPLE_RATE
+            wet = np.convolve(x, self.ir)
+            end = min(len(self.echo), start + len(wet))
+            if start < end:
+                self.echo[start:end] += wet[: end - start]
 
     def take(self, start: int, count: int) -> np.ndarray:
         return self.echo[start : start + count]
@@ -95,12 +95,11 @@ class LoopbackOutput(WavFileOutput):
         self.loop = loop
         self.last_write_t: float | None = None  # input time the last written sample ends (audio clock)
 
-    def _on_write(self, samples: np.ndarray, sample_rate: int) -> None:
-        super()._on_write(samples, sample_rate)  # the daemon's echo canceller hears it first
-        now = time.monotonic()
-        self.loop.played(samples, sample_rate, now)
+    def _on_write(self, samples: np.ndarray, sample_rate: int, t: float) -> None:
+        super()._on_write(samples, sample_rate, t)  # the daemon's echo canceller hears it first
+        self.loop.played(samples, sample_rate, t)
         if self.loop.origin is not None:
-            self.last_write_t = now - self.loop.origin + len(samples) / sample_rate
+            self.last_write_t = t - self.loop.origin + len(samples) / sample_rate
 
 
 class LiveSource:

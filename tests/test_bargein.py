@@ -24,7 +24,6 @@ import numpy as np
 import pytest
 
 from assistant import pipeline
-from assistant.audio.aec import available as aec_available
 from assistant.audio.ring import AudioRing
 from assistant.daemon import Daemon, State, make_executor
 from assistant.events import Event, Interrupted, StateChange
@@ -208,24 +207,4 @@ def test_own_voice_saying_the_phrases_does_not_interrupt(parts, tmp_path):
     assert np.isfinite(output.last_write_t or 0.0)
 
 
-AEC_ROOM = Room(delay_s=0.05, gain_db=-6.0)  # a loud loudspeaker: the echo as loud as the user
-
-
-@pytest.mark.skipif(not aec_available(), reason="needs speexdsp (pip install edge-assistant[aec])")
-@pytest.mark.xfail(reason="the daemon's echo canceller removes only 2-4 dB of the simulated echo so far "
-                   "(26 dB offline, bench/bargein.py): the live reference is not yet sample-aligned", strict=False)
-def test_with_the_echo_canceller_a_stop_at_0_db_is_heard(parts, tmp_path):
-    """The target case: the phrase as loud as our own echo (0 dB), heard through the Speex canceller."""
-    planted: list[float] = []
-
-    def on_event(event: Event, source: LiveSource, daemon: Daemon) -> None:
-        if isinstance(event, StateChange) and event.state == "speaking" and not planted:
-            clip = parts["sorrow"]
-            # 1.5 s in: the canceller has had our voice to adapt on (it starts from nothing each run).
-            planted.append(source.plant(clip, source.t + 1.5, ser_gain(parts, clip, 0.0, AEC_ROOM))[0])
-        if isinstance(event, Interrupted):
-            source.end = source.t + 2.0
-
-    events, daemon, source, output = run_live(parts, tmp_path, on_event, room=AEC_ROOM, aec=True)
-    assert daemon.aec is not None
-    check_stopped(events, daemon, output, planted)
+# The echo canceller, live in the daemon: tests/test_bargein_aec.py.

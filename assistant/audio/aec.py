@@ -1,40 +1,53 @@
 """Acoustic echo cancellation of our own voice: Speex's MDF echo canceller (Debian's libspeexdsp, through the
 `speexdsp` Python binding), fed the TTS output as the reference.
 
-Status: experimental, off by default (tts.echo_cancel). Offline, with the reference aligned by construction, it
-does what is described below; inside the daemon, fed the paced output slices stamped with the audio clock, the
-simulated-room test removes only 2-4 dB of echo (tests/test_bargein.py, xfail): the reference and the echo
-agree on a ~74 ms lag, but not yet sample-exactly; finding out why is the next step.
+Why Speex (docs/echo-cancellation.md): measured with bench/bargein.py on the simulated room it takes ~35 dB of
+echo out offline and over 20 dB live in the daemon, at ~2 % of a core, and lifts the spotter's recall of a
+phrase said over the echo from ~0 to ~100 % at 0 dB speech-to-echo. speexdsp builds in seconds against the
+Debian package (`apt-get install libspeexdsp-dev swig`, then `pip install edge-assistant[aec]`). Without it the
+daemon falls back to the hold-off and the text check (daemon.py).
 
-Why Speex: measured with bench/bargein.py on the simulated room (50 ms, -6 dB, RT60 0.25 s) it takes ~26 dB
-of echo out at ~3% of a core, and lifts the spotter's recall of a phrase said over the echo from 0 to 100 % at
-0 dB speech-to-echo. The WebRTC module's binding (`aec-audio-processing`) builds WebRTC from source: too heavy
-for a Pi install; speexdsp builds in seconds against the Debian package (`apt-get install libspeexdsp-dev
-swig`, then `pip install edge-assistant[aec]`). Without it the daemon falls back to the hold-off and the text
-check (daemon.py).
+The reference path. Speex subtracts a filtered copy of the reference from each 10 ms microphone frame: it
+needs, for every input frame, the reference that was playing at that input time, with the echo never ahead of
+its reference and a constant delay between them (its adaptive filter learns a fixed echo path of up to FILTER
+samples; a path that jumps by even one sample must be learnt again, which costs most of the cancellation). So:
 
-The reference is kept by input sample position: the output reports each slice as it starts playing, stamped
-with the input time of that moment (the daemon's audio clock), and `process` subtracts the echo of the slices
-that were playing during an input chunk. Alignment within the canceller's filter (256 ms) is enough: the
-adaptive filter finds the room's delay itself.
+- The speech output plays on a clock of its own (reply/tts.py: WavFileOutput's period grid, like a sound
+  card) and reports each slice with the monotonic time it starts playing.
+- `ReferenceStream` turns those slices into 16 kHz pieces at input sample positions: a run of back-to-back
+  slices goes through one streaming resampler and is placed sample by sample after the run's first position,
+  which is the only one read from a clock. Stamping every slice from the wall clock (the first version) made
+  the reference jitter by 1-30 samples against the echo and removed only 2-4 dB.
+- Monotonic time maps to input time through the daemon's audio clock (monotonic - input time, at its smallest),
+  fixed when the first slice arrives: a later, slightly better estimate would shift the path again. The
+  estimate can only be late, which places the reference early: the safe side, inside the filter's reach.
+- `process` consumes the reference in lockstep with the input, frame by frame; where nothing plays the
+  reference is silence. A run whose end is reached without a next slice is flushed then (its resampler holds
+  the last few samples back until it knows what follows). Reference that arrives for input already processed
+  is counted (`late_samples`).
+
+A real sound card (SpeakerOutput) opens a stream per sentence and reports the call time, which is off by the
+device's unknown output latency, constant only within a sentence: the filter then re-learns at each sentence.
+A duplex stream with a shared clock is what real devices need; not done yet.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 
 import numpy as np
 
 from assistant.audio.chunk import SAMPLE_RATE, AudioChunk
-from assistant.audio.resample import resample
+from assistant.audio.resample import Resampler
 
 log = logging.getLogger(__name__)
 
 FRAME = 160  # 10 ms frames
 FILTER = 4096  # 256 ms of echo path
-KEEP_S = 30.0  # seconds of reference kept
-CONTIGUOUS_S = 0.03  # a slice stamped within this of the previous one's end continues it
+TAIL_S = 0.5  # the canceller keeps running this long after our output ends (the room's echo tail)
+REANCHOR_S = 0.03  # the audio clock improved by more than this while nothing plays: re-anchor the reference
 
 
 def available() -> bool:
@@ -45,6 +58,49 @@ def available() -> bool:
     return True
 
 
+class ReferenceStream:
+    """The played output as 16 kHz pieces at input sample positions (not thread-safe: callers lock).
+
+    `add(samples, rate, input_t)`: a slice starting to play at input time `input_t`. A slice that starts where the
+    previous one ended (within half an output sample) continues its run: same resampler, next position."""
+
+    def __init__(self) -> None:
+        self._resampler: Resampler | None = None
+        self._rate = 0
+        self._next_t = 0.0  # input time where the current run's last slice ends
+        self._pos = 0  # input sample position of the next resampled output of the current run
+
+    def add(self, samples: np.ndarray, rate: int, input_t: float) -> list[tuple[int, np.ndarray]]:
+        pieces: list[tuple[int, np.ndarray]] = []
+        x = np.asarray(samples, dtype=np.float32)
+        contiguous = self._resampler is not None and rate == self._rate and abs(input_t - self._next_t) < 0.5 / rate
+        if not contiguous:
+            pieces += self.flush()
+            self._resampler, self._rate = Resampler(rate, SAMPLE_RATE), rate
+            self._pos = int(round(input_t * SAMPLE_RATE))
+        assert self._resampler is not None
+        out = self._resampler.process(x)
+        if len(out):
+            pieces.append((self._pos, out))
+            self._pos += len(out)
+        self._next_t = input_t + len(x) / rate
+        return pieces
+
+    def run_end(self) -> int | None:
+        """Input sample position where the current run's played audio ends; None between runs."""
+        return None if self._resampler is None else int(round(self._next_t * SAMPLE_RATE))
+
+    def flush(self) -> list[tuple[int, np.ndarray]]:
+        """The resampler's last outputs of the current run (it holds a few samples back for its filter)."""
+        if self._resampler is None:
+            return []
+        out = self._resampler.process(np.zeros(0, np.float32), final=True)
+        self._resampler = None
+        piece = [(self._pos, out)] if len(out) else []
+        self._pos += len(out)
+        return piece
+
+
 class EchoCanceller:
     """Holds the played reference and cancels it out of input chunks (thread-safe: TTS thread vs loop)."""
 
@@ -53,48 +109,71 @@ class EchoCanceller:
 
         self._ec = speexdsp.EchoCanceller.create(FRAME, FILTER, SAMPLE_RATE)
         self._lock = threading.Lock()
-        self._ref = np.zeros(int(KEEP_S * SAMPLE_RATE), dtype=np.float32)
-        self._base = 0  # input sample position of self._ref[0]
+        self._stream = ReferenceStream()
+        self._pieces: collections.deque[tuple[int, np.ndarray]] = collections.deque()  # by position, in order
+        self._offset: float | None = None  # monotonic - input time, fixed at the first slice
         self._pending = np.zeros(0, dtype=np.float32)  # input samples not yet a whole frame
         self._pending_ref = np.zeros(0, dtype=np.float32)
-        self._pending_t = 0.0
+        self._done = 0  # input sample position up to which the reference has been consumed
         self.active_until = 0.0  # input time up to which reference audio exists
-        self._next = -1_000_000  # input sample where the last played slice ended
+        self.late_samples = 0  # reference samples that came after their input had been processed
+        self.energy_in = 0.0  # sum of squares of the input, and of the output, over frames with a reference
+        self.energy_out = 0.0
 
-    def played(self, samples: np.ndarray, rate: int, input_t: float) -> None:
-        """`samples` start playing at input time `input_t`."""
-        x = resample(samples.astype(np.float32), rate, SAMPLE_RATE) if rate != SAMPLE_RATE else samples
-        start = int(round(input_t * SAMPLE_RATE))
+    def played(self, samples: np.ndarray, rate: int, t: float, clock_offset: float) -> None:
+        """`samples` start playing at monotonic time `t`; `clock_offset` is the audio clock's monotonic - input
+        time now (daemon.py)."""
+        if not np.isfinite(clock_offset):
+            return  # no input yet: nothing to cancel it from
         with self._lock:
-            # A slice that follows the previous one goes right after it: a sound card plays them back to back,
-            # and the wall-clock stamps jitter by samples, which the adaptive filter cannot follow (measured:
-            # 2-4 dB of echo removed with stamped slices, ~20 dB back to back).
-            if abs(start - self._next) <= CONTIGUOUS_S * SAMPLE_RATE:
-                start = self._next
-            self._next = start + len(x)
-            self._slide(start + len(x))
-            i = start - self._base
-            if i < 0:
-                x, i = x[-i:], 0
-            self._ref[i : i + len(x)] += x
-            self.active_until = max(self.active_until, (start + len(x)) / SAMPLE_RATE)
+            idle = self.active_until * SAMPLE_RATE <= self._done
+            if self._offset is None or (idle and clock_offset < self._offset - REANCHOR_S):
+                if self._offset is not None:
+                    log.info("echo canceller: audio clock re-anchored by %.1f ms", (self._offset - clock_offset) * 1e3)
+                self._offset = clock_offset
+                self._pieces.extend(self._stream.flush())
+                self._stream = ReferenceStream()
+            for pos, piece in self._stream.add(samples, rate, t - self._offset):
+                late = max(0, min(len(piece), self._done - pos))
+                if late:
+                    log.debug("echo canceller: %d reference samples late at input %.3f s (%d processed)", late,
+                              pos / SAMPLE_RATE, self._done - pos)
+                self.late_samples += late
+                self._pieces.append((pos, piece))
+                self.active_until = max(self.active_until, (pos + len(piece)) / SAMPLE_RATE)
 
-    def _slide(self, end: int) -> None:
-        over = end - (self._base + len(self._ref))
-        if over > 0:
-            self._ref = np.roll(self._ref, -over)
-            self._ref[-over:] = 0.0
-            self._base += over
+    def active(self, t: float) -> bool:
+        """Whether input at time `t` needs the canceller: something we played may still be heard there."""
+        return self.active_until > 0 and t < self.active_until + TAIL_S
+
+    def _reference(self, start: int, count: int) -> np.ndarray:
+        """The reference for input samples [start, start + count), consumed (lock held)."""
+        ref = np.zeros(count, dtype=np.float32)
+        end = start + count
+        while self._pieces:
+            pos, piece = self._pieces[0]
+            if pos + len(piece) > start:
+                break
+            self._pieces.popleft()
+        for pos, piece in self._pieces:
+            if pos >= end:
+                break
+            lo, hi = max(pos, start), min(pos + len(piece), end)
+            if lo < hi:
+                ref[lo - start : hi - start] = piece[lo - pos : hi - pos]
+        self._done = max(self._done, end)
+        return ref
 
     def process(self, chunk: AudioChunk) -> AudioChunk:
         """The chunk with the echo of our own output taken out (whole 10 ms frames; the rest next time)."""
         start = int(round(chunk.t * SAMPLE_RATE))
         with self._lock:
-            self._slide(start + len(chunk.samples))
-            i = start - self._base
-            ref = self._ref[max(0, i) : i + len(chunk.samples)]
-            if len(ref) < len(chunk.samples):
-                ref = np.concatenate([np.zeros(len(chunk.samples) - len(ref), np.float32), ref])
+            end = self._stream.run_end()
+            if end is not None and end <= start + len(chunk.samples):
+                # No slice continued the run before its end is heard: the sentence ended (or the output
+                # underran). Its last resampled samples are needed now, not when the next sentence starts.
+                self._pieces.extend(self._stream.flush())
+            ref = self._reference(start, len(chunk.samples))
         mic = np.concatenate([self._pending, chunk.samples])
         far = np.concatenate([self._pending_ref, ref])
         whole = len(mic) // FRAME * FRAME
@@ -104,6 +183,15 @@ class EchoCanceller:
         for j in range(0, whole, FRAME):
             frame = self._ec.process(m16[j : j + FRAME].tobytes(), r16[j : j + FRAME].tobytes())
             out[j : j + FRAME] = np.frombuffer(frame, np.int16) / 32767.0
+            if r16[j : j + FRAME].any():
+                self.energy_in += float(np.sum(np.square(mic[j : j + FRAME], dtype=np.float64)))
+                self.energy_out += float(np.sum(np.square(out[j : j + FRAME], dtype=np.float64)))
         t0 = chunk.t - len(self._pending) / SAMPLE_RATE
         self._pending, self._pending_ref = mic[whole:], far[whole:]
         return AudioChunk(out, t0)
+
+    def reduction_db(self) -> float | None:
+        """Input over output energy on frames where we played something (echo removed, if the user was quiet)."""
+        if self.energy_in <= 0 or self.energy_out <= 0:
+            return None
+        return float(10 * np.log10(self.energy_in / self.energy_out))

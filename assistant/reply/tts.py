@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import shutil
 import subprocess
 import threading
@@ -155,7 +156,8 @@ class SpeakerOutput:
 
     def __init__(self, device: int | str | None = None) -> None:
         self._device = device
-        self.listener: Callable[[np.ndarray, int], None] | None = None  # told what starts playing (echo ref)
+        # told what starts playing and when (monotonic s): the echo canceller's reference
+        self.listener: Callable[[np.ndarray, int, float], None] | None = None
 
     def play(self, samples: np.ndarray, sample_rate: int, stop: threading.Event | None = None) -> None:
         try:
@@ -169,7 +171,9 @@ class SpeakerOutput:
         # Non-blocking play, then wait in short steps so a barge-in stops the sound mid-sentence.
         sounddevice.play(samples, samplerate=sample_rate, device=self._device)
         if self.listener is not None:
-            self.listener(samples, sample_rate)
+            # A new PortAudio stream per sentence: its start is known only to the device latency, so the echo
+            # canceller's reference is stamped with the call time (see audio/aec.py on real devices).
+            self.listener(samples, sample_rate, time.monotonic())
         deadline = time.monotonic() + len(samples) / sample_rate + 1.0
         while sounddevice.get_stream().active and time.monotonic() < deadline:
             if stop.wait(STOP_SLICE_S):
@@ -182,19 +186,32 @@ class SpeakerOutput:
 
 
 class WavFileOutput:
-    """Appends all spoken audio to one WAV file (tests, headless demos); paced like a speaker if asked."""
+    """Appends all spoken audio to one WAV file (tests, headless demos); paced like a speaker if asked.
+
+    Paced, it plays like a sound card's output stream: a continuous clock of STOP_SLICE_S periods from the first
+    sentence on (silence between sentences counts), each slice written one period ahead of when it plays (a
+    new sentence, or one whose writer fell behind, starts one whole period after the moment it is written).
+    A slice's play time is `clock0 + k * period`, on that grid whatever the thread scheduling: a late writer
+    leaves a gap (an underrun), it never squeezes slices together. The echo canceller and the simulated room
+    (speechdata/echo_room.py) both place a slice by that time, so they agree sample-exactly; stamps read from
+    the wall clock per slice jittered by samples and broke the canceller.
+    """
 
     def __init__(self, path: Path, *, realtime: bool = False) -> None:
         self._path = path
         self._file: sf.SoundFile | None = None
         self._realtime = realtime
         self.written = 0  # samples written while paced
-        self.listener: Callable[[np.ndarray, int], None] | None = None  # told what starts playing (echo ref)
+        # told what starts playing and when (monotonic s): the echo canceller's reference
+        self.listener: Callable[[np.ndarray, int, float], None] | None = None
+        self._clock0: float | None = None  # monotonic time of period 0 of the output clock
+        self._next_period = 0  # the first period not yet written
 
-    def _on_write(self, samples: np.ndarray, sample_rate: int) -> None:
-        """Called with each paced slice as it is written: the echo canceller's reference (and tests' room)."""
+    def _on_write(self, samples: np.ndarray, sample_rate: int, t: float) -> None:
+        """Called with each paced slice as it is written, with the monotonic time it starts playing: the echo
+        canceller's reference (and tests' room)."""
         if self.listener is not None:
-            self.listener(samples, sample_rate)
+            self.listener(samples, sample_rate, t)
 
     def play(self, samples: np.ndarray, sample_rate: int, stop: threading.Event | None = None) -> None:
         if self._file is None:
@@ -208,20 +225,36 @@ class WavFileOutput:
             self._file.write(samples)
             self._file.flush()
             return
-        # Paced like a speaker: a slice is written when it would start playing, so what is in the file at
+        # Paced like a speaker: a slice is written one period before it plays, so what is in the file at
         # any moment is what a speaker would have played (the barge-in benchmark reads it as the audio clock).
         step = max(1, int(rate * STOP_SLICE_S))
-        started = time.monotonic()
+        period = step / rate
+        if self._clock0 is None:
+            self._clock0 = time.monotonic()
         for i in range(0, len(samples), step):
             if stop is not None and stop.is_set():
                 break
+            k = self._next_period
+            now = time.monotonic()
+            if now > self._clock0 + k * period:
+                # a new sentence, or the writer fell behind (an underrun): start one whole period ahead, so the
+                # echo canceller has the slice before the microphone hears it even if this thread stalls
+                k = math.ceil((now - self._clock0) / period) + 1
+            self._next_period = k + 1
+            self._on_write(samples[i : i + step], rate, self._clock0 + k * period)  # told first: file IO stalls
             self._file.write(samples[i : i + step])
             self._file.flush()
             self.written += len(samples[i : i + step])
-            self._on_write(samples[i : i + step], rate)
-            wait = started + (i + step) / rate - time.monotonic()
+            wait = self._clock0 + k * period - time.monotonic()  # the next slice is written as this one plays
             if wait > 0 and (stop.wait(wait) if stop is not None else time.sleep(wait)):
                 break
+        if stop is None or not stop.is_set():
+            # the sentence ends when its last slice has played (a caller times sentences by play())
+            wait = self._clock0 + self._next_period * period - time.monotonic()
+            if wait > 0 and stop is not None:
+                stop.wait(wait)
+            elif wait > 0:
+                time.sleep(wait)
 
     def close(self) -> None:
         if self._file is not None:
