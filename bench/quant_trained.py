@@ -51,12 +51,15 @@ DEFAULT_MC = (
     DATASETS / "mmlu" / "dev",
     DATASETS / "arc-openbookqa",
 )
-# The recipe of --train-min: SFT from scratch. Small batches and short sequences give the most updates a busy
-# 2-core machine can make in half an hour; the rate is high for the same reason (gradients are clipped at 1).
+# The recipe of --train-min: SFT from scratch on the shared chats that fit in 128 tokens, plus MiniMind's identity
+# chats twice. On a busy 2-core machine half an hour buys ~100-200 small steps, so the data is the short, most
+# learnable part of the shared SFT data (repeated epochs rather than one pass over long medical answers), the
+# rate is high (gradients are clipped at 1) and one thread avoids OpenMP barriers stalling on a loaded machine.
 TRAIN = dict(
-    init_from="", max_length=192, batch_size=8, grad_accum=1, lr=1.5e-3, warmup_steps=10, min_lr_ratio=0.1,
-    log_every=10, save_every=100, progress=False, resume=False,
+    init_from="", max_length=128, batch_size=8, grad_accum=1, lr=1.5e-3, warmup_steps=10, min_lr_ratio=0.1,
+    log_every=10, save_every=50, progress=False, resume=False,
 )  # fmt: skip
+IDENTITY = DATASETS / "minimind-lora-identity" / "lora_identity.jsonl"
 
 
 # --- data ---
@@ -90,19 +93,31 @@ def split_shared(work: Path) -> tuple[Path, Path]:
 
 
 def demo_held(work: Path) -> Path:
-    """The demo recipe's held-out questions (training/recipes/corpus.py), as chats."""
+    """The demo recipe's held-out questions (training/recipes/corpus.py), as chats, in a seeded shuffled order
+    (the corpus lists 736 arithmetic questions first; a prefix of the file should sample every kind)."""
+    import random
+
     from training.recipes import corpus
 
     _, held = corpus.split(corpus.build())
+    random.Random(0).shuffle(held)
     return write_chats(work / "demo_held.jsonl", [q.record()["conversations"] for q in held])
 
 
 def train_small(work: Path, minutes: float, threads: int) -> tuple[Path, dict]:
+    from training.data import JsonlFile, encode_sft, load_tokenizer
     from training.loop import train
     from training.settings import SFTSettings
     from training.stages import STAGES
 
-    data, _ = split_shared(work)
+    shared, _ = split_shared(work)
+    tokenizer = load_tokenizer(str(TOKENIZER_DIR))
+    file = JsonlFile(shared)
+    records = [file.read(i) for i in range(len(file))]
+    short = [r for r in records if len(encode_sft(r, tokenizer, 10**6).ids) <= TRAIN["max_length"]]
+    identity = [json.loads(line) for line in IDENTITY.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    data = write_chats(work / "sft_short.jsonl", [r["conversations"] for r in short + identity * 2])
+    log.info("training data: %d short shared chats + %d identity chats x2 -> %s", len(short), len(identity), data)
     settings = SFTSettings(
         **TRAIN, data=str(data), out_dir=str(work / "sft"), tokenizer=str(TOKENIZER_DIR), threads=threads
     )
@@ -117,6 +132,7 @@ def train_small(work: Path, minutes: float, threads: int) -> tuple[Path, dict]:
         "max_length": TRAIN["max_length"],
         "first_loss": round(losses[0], 3),
         "final_loss_mean_last_20": round(sum(tail) / len(tail), 3),
+        "chats": len(short) + 2 * len(identity),
     }
     return result.final_path, info
 
@@ -260,7 +276,7 @@ def mc_rows(forms: dict[str, object], questions: list, tokenizer) -> dict[str, d
         log.info("mc %s: %d questions in %.0f s", name, len(questions), time.monotonic() - started)
     answers = [q.answer for q in questions]
     chance = sum(1 / len(q.choices) for q in questions) / len(questions)
-    base = next(iter(forms))  # torch when there is a checkpoint
+    base = next(iter(forms))  # the first of --mc-forms: torch by default
     right = {name: [p == a for p, a in zip(picks[name], answers, strict=True)] for name in forms}
     rows = {}
     n = len(questions)
@@ -291,7 +307,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
     report: dict = {}
     checkpoint = args.checkpoint
     if args.train_min:
-        checkpoint, report["training"] = train_small(work, args.train_min, args.threads)
+        checkpoint, report["training"] = train_small(work, args.train_min, args.train_threads or args.threads)
     tokenizer_dir = Path(args.tokenizer) if args.tokenizer else checkpoint.parent
     if not (tokenizer_dir / "tokenizer.json").is_file():
         tokenizer_dir = TOKENIZER_DIR
@@ -316,9 +332,15 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
         save_pth(random_twin(torch_lm.config), twin)
         report["parity_random"] = parity_rows(export_forms(twin, tokenizer_dir, work / "random", args.threads))
 
+    if not args.mc_forms:
+        return report
     questions = load_questions([Path(p) for p in args.mc] or list(DEFAULT_MC), args.mc_limit)
-    forms: dict[str, object] = {"torch": torch_lm}
-    forms.update({name: OnnxLM(d, threads=args.threads) for name, d in dirs.items()})
+    wanted = args.mc_forms.split(",")
+    unknown = sorted(set(wanted) - {"torch", *dirs})
+    if unknown:
+        raise SystemExit(f"--mc-forms: unknown form(s) {', '.join(unknown)} (torch, {', '.join(dirs)})")
+    forms: dict[str, object] = {"torch": torch_lm} if "torch" in wanted else {}
+    forms.update({name: OnnxLM(d, threads=args.threads) for name, d in dirs.items() if name in wanted})
     report["mc_sets"] = [str(p) for p in (args.mc or DEFAULT_MC)]
     report["mc_limit_per_file"] = args.mc_limit
     report["mc"] = mc_rows(forms, questions, tokenizer)
@@ -351,6 +373,8 @@ def table(report: dict) -> str:
                 f"{r['top1_agreement_all']:.3f} | {r['mean_kl']:.2e} | {'yes' if r['passes'] else 'no'} "
                 f"(>= {r['rule']}) | {size} |"
             )
+    if "mc" not in report:
+        return "\n".join(lines)
     mc = report["mc"]
     base = next(iter(mc))
     first = mc[base]
@@ -380,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", type=Path, help="a trained .pth (config.json and tokenizer beside it)")
     source.add_argument("--train-min", type=float, help="train a MiniMind2-Small-shaped model this long first")
+    parser.add_argument("--train-threads", type=int, default=1, help="torch threads while training (%(default)s)")
     parser.add_argument("--tokenizer", default="", help="tokenizer dir (default: beside the checkpoint)")
     parser.add_argument(
         "--held", default="", help="held-out chats (jsonl) for the peakedness figures; 'demo': the demo "
@@ -397,6 +422,11 @@ def main(argv: list[str] | None = None) -> int:
         "MMLU dev, ARC/OpenBookQA)"
     )  # fmt: skip
     parser.add_argument("--mc-limit", type=int, default=100, help="questions per file (0: all; default %(default)s)")
+    parser.add_argument(
+        "--mc-forms",
+        default="torch,fp32,int8,int8-dynamic,int4",
+        help="forms scored on the questions, the first is the baseline; empty: none (default %(default)s)",
+    )
     parser.add_argument("--random-baseline", action="store_true", help="also export random weights of the shape")
     parser.add_argument("--work", type=Path, help="keep exports and report.json here (default: a temp folder)")
     parser.add_argument("--threads", type=int, default=2, help="torch and onnxruntime threads")
