@@ -4,11 +4,12 @@
     python -m bench.quant_trained --train-min 28 --work /tmp/quant-trained      # train one first, then measure
 
 1. (--train-min) SFT a MiniMind2-Small-shaped model (training/model.py's defaults: hidden 512, 8 layers) from
-   scratch on the shared Chinese SFT data (../shared/assets/datasets: llamafactory-demo alpaca_zh_demo and
-   medicalgpt-zh medical_sft_1K, every 20th chat held out) for that many minutes by the clock (`budget_min`).
+   scratch on MiniMind's identity chats (../shared/assets/datasets/minimind-lora-identity, every 10th held out)
+   for that many minutes by the clock (`budget_min`); see TRAIN below for why that data.
 2. Peakedness, so the reader can see the weights are not random: mean max-softmax probability and entropy of the
-   next-token distribution on the assistant tokens of held-out chats, for the checkpoint and for seeded random
-   weights of the same shape.
+   next-token distribution on the assistant tokens of held-out chats (--held; default the held-out identity chats
+   after --train-min, else the held-out split of the shared Chinese SFT data: llamafactory-demo alpaca_zh_demo and
+   medicalgpt-zh medical_sft_1K, every 20th chat), for the checkpoint and for seeded random weights of its shape.
 3. Export with the project's exporter: `assistant-export CHECKPOINT --quant fp32`, then `assistant-export
    requantize` to each of int8, int8-dynamic and int4 with `--min-top1 0`, so every form is recorded rather
    than refused; the parity figures are model.json's, judged here by the export's own rule (top-1 agreement with
