@@ -447,7 +447,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--random-baseline", action="store_true", help="also export random weights of the shape")
     parser.add_argument("--work", type=Path, help="keep exports and report.json here (default: a temp folder)")
-    parser.add_argument("--threads", type=int, default=2, help="torch and onnxruntime threads")
+    parser.add_argument(
+        "--threads", type=int, default=2, help="torch and onnxruntime threads (1 on a busy machine: see BENCHMARKS.md)"
+    )
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
