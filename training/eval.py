@@ -48,7 +48,7 @@ from training.mc import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["OnnxLM", "Question", "TorchLM", "choice_accuracy", "read_choices"]
+__all__ = ["OnnxLM", "Question", "TorchLM", "choice_accuracy", "choice_predictions", "read_choices"]
 
 
 class TorchLM:
@@ -211,6 +211,14 @@ def mc_prompt(q: Question, *, chat: bool, think: bool = False) -> str:
 
 def choice_results(lm: TorchLM | OnnxLM, questions: list[Question], tokenizer, *, chat: bool = True) -> list[bool]:
     """Whether each question's highest-scoring letter is its answer."""
+    predicted = choice_predictions(lm, questions, tokenizer, chat=chat)
+    return [p == q.answer for p, q in zip(predicted, questions, strict=True)]
+
+
+def choice_predictions(
+    lm: TorchLM | OnnxLM, questions: list[Question], tokenizer, *, chat: bool = True
+) -> list[str]:
+    """Each question's highest-scoring letter (two forms of one model are compared question by question)."""
     think = has_think_tokens(tokenizer)
     out = []
     for q in questions:
@@ -220,7 +228,7 @@ def choice_results(lm: TorchLM | OnnxLM, questions: list[Question], tokenizer, *
             raise ModelError(f"the tokenizer has no single tokens for {'/'.join(letters)}")
         ids = tokenizer.encode(mc_prompt(q, chat=chat, think=think), add_special_tokens=False).ids
         logits = lm.last_logits(ids)
-        out.append(letters[int(np.argmax(logits[letter_ids]))] == q.answer)
+        out.append(letters[int(np.argmax(logits[letter_ids]))])
     return out
 
 
