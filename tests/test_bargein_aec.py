@@ -73,9 +73,17 @@ def test_live_canceller_removes_the_echo_and_hears_a_stop_at_0_db(parts, tmp_pat
         done[i : i + len(x)] = True
     echo = source.loop.echo[:n]
     window = slice(int((speaking[0] + ADAPT_S) * RATE), int((planted[0] - 0.1) * RATE))
-    assert done[window].all() and np.allclose(mic[window], echo[window], atol=1e-4)  # only our echo in it
-    erle = 10 * np.log10(np.sum(np.square(echo[window], dtype=np.float64)) /
-                         np.sum(np.square(out[window], dtype=np.float64)))
-    print(f"echo removed live: {erle:.1f} dB over {(window.stop - window.start) / RATE:.1f} s "
+    assert done[window].all() and not source.user[window].any()  # every chunk seen, no user speech in it
+    # The simulated room adds each slice's echo when the slice is played; on a busy machine the paced output
+    # can fall behind the input, and an echo added after its chunk was handed out never reached the
+    # canceller. Judge the canceller on the 100 ms blocks whose echo arrived whole (a real room is never late).
+    block = RATE // 10
+    starts = range(window.start, window.stop - block + 1, block)
+    whole = [i for i in starts if np.allclose(mic[i : i + block], echo[i : i + block], atol=1e-4)]
+    assert len(whole) >= len(starts) // 2, f"the simulated echo came late in {len(starts) - len(whole)} blocks"
+    kept = np.concatenate([np.arange(i, i + block) for i in whole])
+    erle = 10 * np.log10(np.sum(np.square(echo[kept], dtype=np.float64)) /
+                         np.sum(np.square(out[kept], dtype=np.float64)))
+    print(f"echo removed live: {erle:.1f} dB over {len(kept) / RATE:.1f} s of {len(starts) / 10:.1f} s "
           f"({daemon.aec.late_samples} reference samples came late)")
     assert erle >= 20.0
