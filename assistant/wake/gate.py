@@ -294,6 +294,11 @@ class GatedWakeWord:
         return getattr(self.wake, "stop_labels", [])
 
     @property
+    def barge_in(self) -> Any:
+        """The spotter behind the gate's own barge-in spotter (ungated: a live reply is not a quiet room)."""
+        return getattr(self.wake, "barge_in", None)
+
+    @property
     def decode_s(self) -> float:
         return self.wake.decode_s
 
