@@ -158,7 +158,7 @@ def acoustic_end(clip: np.ndarray, last_token_s: float) -> float:
     return last_token_s
 
 
-def live(runs: int, overrides: dict | None = None) -> dict:
+def live(runs: int, overrides: dict | None = None, block_ms: int = 100) -> dict:
     from assistant import pipeline
     from assistant.audio.ring import AudioRing
     from assistant.daemon import Daemon, make_executor
@@ -193,7 +193,7 @@ def live(runs: int, overrides: dict | None = None) -> dict:
         model = pipeline.build_chat(settings).model
         for run in range(runs):
             loop = EchoLoop(room)
-            source = LiveSource(loop, 60.0)
+            source = LiveSource(loop, 60.0, block=RATE * block_ms // 1000)
             output = LoopbackOutput(Path(tmp) / f"spoken{run}.wav", loop)
             speech = Speech(EspeakTts(TtsSettings(engine="espeak")), output)
             at = source.plant(head, 0.5)[1]
@@ -230,7 +230,7 @@ def live(runs: int, overrides: dict | None = None) -> dict:
             "median_from_estimate_ms": statistics.median(from_estimate) if from_estimate else None,
             "detection_to_silence_ms": after_detection, "sorrow_end_s": sorrow_end,
             "sorrow_end_estimate_s": sorrow_estimate, "stopped": f"{len(times)}/{runs}",
-            "settings": overrides or {}}
+            "settings": {**(overrides or {}), "audio block ms": block_ms}}
 
 
 def main() -> int:
@@ -239,6 +239,10 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=6, help="planted phrases per phrase and ratio")
     parser.add_argument("--live", type=int, default=5, help="real-time daemon runs for stop-to-silence")
     parser.add_argument("--live-only", action="store_true", help="skip the offline part (self-wakes, recall)")
+    parser.add_argument("--streams", type=int, nargs="+", default=[],
+                        help="wake.barge_in_streams values to time too (default: only the configured one)")
+    parser.add_argument("--block-ms", type=int, nargs="+", default=[],
+                        help="also time the configured spotter fed blocks this long (a microphone's audio.block_ms)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     report: dict = {}
@@ -249,6 +253,10 @@ def main() -> int:
         # The old path (the wake word's own stream) as the baseline, then the configured default, same session.
         report["live_baseline"] = live(args.live, {"wake.barge_in_streams": 0})
         report["live"] = live(args.live)
+        for streams in args.streams:
+            report[f"live_{streams}"] = live(args.live, {"wake.barge_in_streams": streams})
+        for block_ms in args.block_ms:
+            report[f"live_block{block_ms}"] = live(args.live, block_ms=block_ms)
     if args.json:
         print(json.dumps(report))
         return 0
@@ -260,9 +268,8 @@ def main() -> int:
         print(f"{'barge-in recall':38} {'no AEC':>7} {'AEC':>7}")
         for name, r in report["recall"].items():
             print(f"{name:38} {r['none']:7.0%} {r['aec']:7.0%}")
-    for key, name in (("live_baseline", "baseline: wake word's own stream"), ("live", "configured")):
-        if key not in report:
-            continue
+    for key in [k for k in report if k.startswith("live")]:
+        name = {"live_baseline": "baseline: wake word's own stream", "live": "configured"}.get(key, "")
         lv = report[key]
         print(f"stop-to-silence, {name} {lv['settings']} (live daemon, no AEC, SORROW at +20 dB): median "
               f"{lv['median_ms']} ms over {lv['stopped']} runs: {[round(t) for t in lv['stop_to_silence_ms']]}; "

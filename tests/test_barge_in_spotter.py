@@ -59,7 +59,7 @@ def test_settings_build_it_and_zero_streams_keep_the_old_path(tmp_path, keywords
     settings = load_settings(None, {**base, "wake.barge_in_streams": 0})
     assert pipeline.build_wake(settings, pipeline.load_keyword_list(settings)).barge_in is None
     defaults = load_settings(None, base).wake
-    assert (defaults.barge_in_streams, defaults.barge_in_trailing_blanks) == (2, 0)
+    assert (defaults.barge_in_streams, defaults.barge_in_trailing_blanks) == (4, 0)
     path = tmp_path / "config.yaml"
     path.write_text("wake:\n  barge_in_streams: -1\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"wake\.barge_in_streams"):
@@ -94,7 +94,7 @@ def test_no_detection_on_speech_without_the_phrases(wake):
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (the assistant's voice)")
 def test_stop_over_the_echo_with_three_streams_returns_to_idle(tmp_path, tiny_llm):
-    """tests/test_bargein.py runs the defaults (2 streams); here 3, through the daemon: stop -> IDLE, no self-wake."""
+    """tests/test_bargein.py runs the defaults (4 streams); here 3, through the daemon: stop -> IDLE, no self-wake."""
     from tests import test_bargein as live
 
     kw = tmp_path / "keywords.txt"
