@@ -223,7 +223,7 @@ def live(runs: int, overrides: dict | None = None, block_ms: int = 100) -> dict:
                 from_estimate.append((output.last_write_t - (planted[0] + sorrow_estimate)) * 1000)
                 after_detection.append((output.last_write_t - cut[0].t) * 1000)
             print(f"live run {run}: planted {planted}, cut {[c.t for c in cut]}, last write "
-                  f"{output.last_write_t}, stop-to-silence {times[-1] if times else None} ms",
+                  f"{output.last_write_t}, stop-to-silence {times[-1] if cut and times else None} ms",
                   file=sys.stderr, flush=True)
     return {"stop_to_silence_ms": times, "median_ms": statistics.median(times) if times else None,
             "from_estimate_ms": from_estimate,
