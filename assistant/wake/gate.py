@@ -295,7 +295,7 @@ class GatedWakeWord:
 
     @property
     def barge_in(self) -> Any:
-        """The spotter behind the gate's own barge-in spotter (ungated: a live reply is not a quiet room)."""
+        """The barge-in spotter of the spotter behind the gate; it runs ungated (a live reply is no quiet room)."""
         return getattr(self.wake, "barge_in", None)
 
     @property

@@ -332,7 +332,8 @@ class BargeInSpotter:
     is k decodes per chunk while a reply is live, never while idle (2.9 % of a core per stream here). Measured
     live (BENCHMARKS.md, barge-in): 4 streams and num_trailing_blanks 0 took the median stop-to-silence from
     432 to 336 ms (310 ms with 50 ms input blocks); the model's own floor (token emission + look-ahead) is
-    ~0.2 s of that. Detections of all streams are the same phrases: recall is that of the best-placed stream.
+    ~0.2 s of that. Offline over the assistant's echo its recall was not lower than one stream's; false alarms
+    rise a little with k (more chunk phases look at the same audio; BENCHMARKS.md, barge-in).
     """
 
     def __init__(self, wake: WakeWord, streams: int) -> None:
@@ -340,7 +341,6 @@ class BargeInSpotter:
             raise ValueError("streams must be >= 1")
         self.wake = wake
         self.streams = [wake.fork() for _ in range(streams)]
-        self._t: float | None = None
         self.reset()
 
     @property
