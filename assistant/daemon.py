@@ -397,11 +397,11 @@ class Daemon:
         if detection is not None:
             await self._on_wake(detection)
 
-    async def _detect(self, chunk: Chunk) -> Any:
+    async def _detect(self, chunk: Chunk, wake: Any = None) -> Any:
         """The spotter's verdict on one chunk: the silence gate decides on the loop (a closed gate keeps the chunk
         in its pre-roll ring), the model runs in the pool. None for no hit, and for a failure, which is reported
         as a wake error while the daemon (and any reply in progress) goes on with a clean spotter."""
-        wake = self.wake
+        wake = wake or self.wake
         try:
             if not wake.admit(chunk):
                 return None
@@ -413,8 +413,9 @@ class Daemon:
             return None
 
     async def _spot_during_reply(self, chunk: Chunk) -> None:
-        """Barge-in: the spotter hears the room while we think or speak; a hit cuts the reply off."""
-        detection = await self._detect(chunk)
+        """Barge-in: the spotter hears the room while we think or speak; a hit cuts the reply off. Its own
+        barge-in spotter when it has one (staggered streams that report sooner: wake/spotter.py)."""
+        detection = await self._detect(chunk, getattr(self.wake, "barge_in", None))
         if detection is None or self._reply_task is None or self._reply_task.done():
             return
         if self.state is State.SPEAKING and self._is_own_echo(detection):
@@ -786,8 +787,11 @@ class Daemon:
     # -- back to idle ------------------------------------------------------------------------------------
 
     async def _reset_wake(self) -> None:
+        barge_in = getattr(self.wake, "barge_in", None)
         try:
             await self._call(self.wake.reset)
+            if barge_in is not None:
+                await self._call(barge_in.reset)
         except Exception:  # noqa: BLE001
             log.exception("wake word reset failed")
 

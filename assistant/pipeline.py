@@ -57,7 +57,7 @@ def build_wake(settings: Settings, keywords: list[Any]) -> Any:
     from assistant.models.files import find_transducer
     from assistant.wake.gate import gated
     from assistant.wake.keywords import load_tokens, stop_phrase_keywords
-    from assistant.wake.spotter import WakeWord
+    from assistant.wake.spotter import WakeWord, barge_in_spotter
 
     files = find_transducer(settings.wake_model_dir(), settings.wake.model)
     stops = stop_phrase_keywords(settings.wake.stop_phrases, load_tokens(files.tokens, files.bpe_model))
@@ -69,6 +69,8 @@ def build_wake(settings: Settings, keywords: list[Any]) -> Any:
         num_threads=settings.wake.num_threads,
         stop_keywords=stops,
     )
+    if settings.wake.barge_in_streams:
+        wake.barge_in = barge_in_spotter(wake, settings.wake.barge_in_streams, settings.wake.barge_in_trailing_blanks)
     return gated(wake, settings.gate_settings())
 
 

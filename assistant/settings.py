@@ -137,6 +137,11 @@ class WakeSettings:
     # Phrases that stop a reply (live input), as keywords-file lines (plain text, optional :boost #threshold
     # @label); None = the defaults for the wake model's language (wake/keywords.py, DEFAULT_STOP_PHRASES).
     stop_phrases: tuple[str, ...] | None = None
+    # While a reply is live (barge-in): the spotter on this many streams staggered over its 0.32 s encoder chunk
+    # (0 = the wake word's own stream), each reporting after this many trailing blank frames (40 ms each;
+    # the wake word uses 1). Lower stop-to-silence, k decodes per chunk while thinking/speaking (BENCHMARKS.md).
+    barge_in_streams: int = _bound(4, ge=0, le=8)
+    barge_in_trailing_blanks: int = _bound(0, ge=0, le=10)
 
 
 @dataclass(frozen=True)

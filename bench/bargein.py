@@ -2,22 +2,27 @@
 
 Material: espeak-ng reading answers (OpenBookQA questions and answers; the assistant's own speech, --minutes of
 it), fed back through tests/echo_room.Room (50 ms, -6 dB, synthetic reverberant tail). The spotter is the one
-the daemon runs (gated, en KWS, wake word FELLOW AMERICANS, the default stop phrases plus SORROW).
+the daemon runs (gated, en KWS, wake word FELLOW AMERICANS, the default stop phrases plus SORROW), and beside
+it, without the canceller, the barge-in spotter it runs while a reply is live (4 staggered streams, 0 blanks).
 The canceller is speexdsp's (the Speex MDF echo canceller, Debian's libspeexdsp through the `speexdsp` binding,
 10 ms frames, 256 ms filter) given the exact reference, as the daemon would get it from its own output.
 
 1. self-wakes per hour of the assistant's own speech: any detection on the echo alone;
 2. barge-in recall at speech-to-echo ratios -10, -5, 0, +5 dB: the real JFK wake phrase ("And so, my fellow
    Americans,") and the real SORROW (LibriSpeech clip) planted over the echo at --trials positions;
-3. stop-to-silence (--live N): the daemon on a real-time source (tests/echo_room.LiveSource), SORROW planted
-   once the assistant speaks; the end of SORROW in the input (its token time in the clean clip) to the last TTS
-   sample the paced WAV sink wrote, both on the input's audio clock. Without the canceller, at +20 dB so
-   the stop is heard.
+3. stop-to-silence (--live N): the daemon on a real-time source (tests/echo_room.LiveSource, 100 ms blocks),
+   SORROW planted once the assistant speaks; the end of SORROW in the input to the last TTS sample the paced
+   WAV sink wrote, both on the input's audio clock. Without the canceller, at +20 dB so the stop is heard.
+   Run twice in the same session: the old barge-in path (wake.barge_in_streams 0: the wake word's own stream)
+   and the configured one (staggered streams, BargeInSpotter), N runs each. The end of SORROW is where its
+   sound ends (`acoustic_end`); the figure against the spotter's token-time estimate of the end (0.2 s
+   earlier, what earlier versions of this table used) is printed beside it.
 4. the canceller live in the daemon (--aec-live PLANTS, `live_aec`): self-wakes per hour and recall at each ratio
    with tts.echo_cancel off and on, the daemon fed by a real-time source through the room, the canceller's
    reference coming from the paced sink; and the echo it removes there (ERLE against the room's echo).
 
-    .venv/bin/python -m bench.bargein [--minutes 3] [--trials 6] [--live 5] [--aec-live 6] [--no-offline] [--json]
+    .venv/bin/python -m bench.bargein [--minutes 3] [--trials 6] [--live 5] [--aec-live 6] [--live-only]
+                                      [--streams N ...] [--block-ms MS ...] [--json]
 """
 
 from __future__ import annotations
@@ -97,11 +102,15 @@ def offline(minutes: float, trials: int) -> dict:
     cleaned = cancel_echo(echo, ref)
     aec_rtf = (time.perf_counter() - started) / (len(ref) / RATE)
     erle = 20 * np.log10(rms(echo[RATE * 5 :]) / max(rms(cleaned[RATE * 5 :]), 1e-9))
+    from assistant.wake.spotter import barge_in_spotter
+
     wake = make_spotter()
+    fast = barge_in_spotter(wake.wake, 4, 0)  # the daemon's default while a reply is live
     hours = len(ref) / RATE / 3600
     result = {
         "own_speech_min": len(ref) / RATE / 60,
-        "self_wakes_per_h": {"none": len(detect(wake, echo)) / hours, "aec": len(detect(wake, cleaned)) / hours},
+        "self_wakes_per_h": {"none": len(detect(wake, echo)) / hours, "aec": len(detect(wake, cleaned)) / hours,
+                             "barge-in spotter, none": len(detect(fast, echo)) / hours},
         "erle_db": erle, "aec_rtf": aec_rtf, "recall": {},
     }
     phrases = {
@@ -114,14 +123,16 @@ def offline(minutes: float, trials: int) -> dict:
     for name, (clip, want) in phrases.items():
         voiced = rms(clip[np.abs(clip) > 0.01])
         for ser in SERS:
-            hits = {"none": 0, "aec": 0}
+            hits = {"none": 0, "aec": 0, "barge-in spotter, none": 0}
             for _ in range(trials):
                 first = int(rng.integers(0, max(1, len(ref) - span)))
                 at = int(rng.integers(5 * RATE, span - len(clip) - RATE))
                 mic = echo[first : first + span].copy()
                 mic[at : at + len(clip)] += clip * (echo_level * 10 ** (ser / 20) / voiced)
-                for kind, audio in (("none", mic), ("aec", cancel_echo(mic, ref[first : first + span]))):
-                    found = detect(wake, audio)
+                for kind, audio, spotter in (("none", mic, wake),
+                                             ("aec", cancel_echo(mic, ref[first : first + span]), wake),
+                                             ("barge-in spotter, none", mic, fast)):
+                    found = detect(spotter, audio)
                     ok = any((d.kind == "wake") if want == "wake" else d.label == "sorrow" for d in found)
                     hits[kind] += ok
             result["recall"][f"{name} @ {ser:+g} dB"] = {k: v / trials for k, v in hits.items()}
@@ -129,15 +140,37 @@ def offline(minutes: float, trials: int) -> dict:
     return result
 
 
-def sorrow_end_in_clip() -> float:
-    """Where SORROW ends in the first 3.5 s of the clip: the timed keyword end on the clean clip."""
+def sorrow_end_in_clip() -> tuple[float, float]:
+    """Where SORROW ends in the first 3.5 s of the clip: (its sound, the spotter's token-time estimate)."""
+    from assistant.wake.spotter import TOKEN_DELAY_S
+
     wake = make_spotter()
     clip = load_clip(SORROW_CLIP)[: int(3.5 * RATE)]
     hits = [d for d in detect(wake, np.concatenate([clip, np.zeros(RATE, np.float32)])) if d.label == "sorrow"]
-    return hits[0].t_end
+    return acoustic_end(clip, hits[0].t_end + TOKEN_DELAY_S), hits[0].t_end
 
 
-def live(runs: int) -> dict:
+def acoustic_end(clip: np.ndarray, last_token_s: float) -> float:
+    """Where a word whose last token the spotter stamped at `last_token_s` stops sounding: the start of the
+    first 10 ms frame after the stamp that is 10 dB below the loudest frame of the 0.5 s before it.
+
+    The token-time estimate (stamp - TOKEN_DELAY_S) errs early on purpose, so the ASR never loses the next
+    word. On this clip it says 1.48 s; SORROW's last vowel goes on at -18..-24 dBFS to 1.70 s, then the level
+    drops to -29..-30 dBFS before the short unstressed OF (1.74-1.82 s) and HIS (1.90 s; the recogniser's
+    stamps: ROW 1.68 s, HIS 2.00 s). Cut at 1.48 s and padded with silence the clip still fires SORROW: the
+    spotter needs no more than that, but a person is still saying the word for another 0.2 s."""
+    frame = RATE // 100
+    level = [10 * np.log10(np.mean(np.square(clip[i : i + frame], dtype=np.float64)) + 1e-10)
+             for i in range(0, len(clip) - frame, frame)]
+    at = int(last_token_s * 100)
+    peak = max(level[max(0, at - 50) : at + 1])
+    for i in range(at, len(level)):
+        if level[i] <= peak - 10.0:
+            return i / 100
+    return last_token_s
+
+
+def live(runs: int, overrides: dict | None = None, block_ms: int = 100) -> dict:
     from assistant import pipeline
     from assistant.audio.ring import AudioRing
     from assistant.daemon import Daemon, make_executor
@@ -150,13 +183,14 @@ def live(runs: int) -> dict:
     from bench.soak import export_tiny_llm
 
     sorrow = load_clip(SORROW_CLIP)[: int(3.5 * RATE)]
-    sorrow_end = sorrow_end_in_clip()
+    sorrow_end, sorrow_estimate = sorrow_end_in_clip()
     head = load_clip(AUDIO / "en" / "whisper-jfk.flac")[: int(3.0 * RATE)]
     question = load_clip(AUDIO / "en" / "picovoice-leopard-test.wav")
     room = Room(delay_s=0.05, gain_db=-26.0)
     voice = rms(EspeakTts(TtsSettings(engine="espeak")).synthesize("This is how the assistant sounds.")[0])
     gain = voice * room.energy_gain() * 10 ** (20 / 20) / rms(sorrow[np.abs(sorrow) > 0.01])
     times: list[float] = []
+    from_estimate: list[float] = []
     after_detection: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         llm = export_tiny_llm(Path(tmp))
@@ -164,13 +198,14 @@ def live(runs: int) -> dict:
         kw.write_text("FELLOW AMERICANS\n", encoding="utf-8")
         settings = load_settings(None, {"wake.keywords_file": kw, "wake.model_dir": KWS_EN,
                                         "wake.stop_phrases": ["SORROW @stop"], "asr.model_dir": KWS_EN,
-                                        "llm.model_dir": llm, "llm.max_new_tokens": 40, "llm.threads": 1})
+                                        "llm.model_dir": llm, "llm.max_new_tokens": 40, "llm.threads": 1,
+                                        "tts.echo_cancel": False, **(overrides or {})})
         wake = pipeline.build_wake(settings, pipeline.load_keyword_list(settings))
         asr = pipeline.build_asr(settings)
         model = pipeline.build_chat(settings).model
         for run in range(runs):
             loop = EchoLoop(room)
-            source = LiveSource(loop, 60.0)
+            source = LiveSource(loop, 60.0, block=RATE * block_ms // 1000)
             output = LoopbackOutput(Path(tmp) / f"spoken{run}.wav", loop)
             speech = Speech(EspeakTts(TtsSettings(engine="espeak")), output)
             at = source.plant(head, 0.5)[1]
@@ -178,9 +213,9 @@ def live(runs: int) -> dict:
             planted: list[float] = []
             cut: list[Interrupted] = []
 
-            def emit(event, source=source, planted=planted, cut=cut) -> None:
+            def emit(event, source=source, planted=planted, cut=cut, run=run) -> None:
                 if isinstance(event, StateChange) and event.state == "speaking" and not planted:
-                    planted.append(source.plant(sorrow, source.t + 0.5 + 0.3 * len(times), gain)[0])
+                    planted.append(source.plant(sorrow, source.t + 0.5 + 0.07 * run, gain)[0])
                 if isinstance(event, Interrupted):
                     cut.append(event)
                     source.end = source.t + 1.5
@@ -197,13 +232,17 @@ def live(runs: int) -> dict:
                 speech.close()
             if planted and cut and output.last_write_t is not None:
                 times.append((output.last_write_t - (planted[0] + sorrow_end)) * 1000)
+                from_estimate.append((output.last_write_t - (planted[0] + sorrow_estimate)) * 1000)
                 after_detection.append((output.last_write_t - cut[0].t) * 1000)
             print(f"live run {run}: planted {planted}, cut {[c.t for c in cut]}, last write "
-                  f"{output.last_write_t}, stop-to-silence {times[-1] if times else None} ms",
+                  f"{output.last_write_t}, stop-to-silence {times[-1] if cut and times else None} ms",
                   file=sys.stderr, flush=True)
     return {"stop_to_silence_ms": times, "median_ms": statistics.median(times) if times else None,
+            "from_estimate_ms": from_estimate,
+            "median_from_estimate_ms": statistics.median(from_estimate) if from_estimate else None,
             "detection_to_silence_ms": after_detection, "sorrow_end_s": sorrow_end,
-            "stopped": f"{len(times)}/{runs}"}
+            "sorrow_end_estimate_s": sorrow_estimate, "stopped": f"{len(times)}/{runs}",
+            "settings": {**(overrides or {}), "audio block ms": block_ms}}
 
 
 def echo_removed(cleaned: list[tuple[float, np.ndarray]], source: LiveSource, start: float, end: float) -> float:
@@ -347,15 +386,28 @@ def main() -> int:
     parser.add_argument("--live", type=int, default=5, help="real-time daemon runs for stop-to-silence")
     parser.add_argument("--aec-live", type=int, default=0, metavar="PLANTS",
                         help="live daemon with its canceller on and off: PLANTS phrases per ratio and condition")
-    parser.add_argument("--no-offline", action="store_true", help="skip the offline part")
+    parser.add_argument("--live-only", "--no-offline", dest="live_only", action="store_true",
+                        help="skip the offline part (self-wakes, recall)")
+    parser.add_argument("--streams", type=int, nargs="+", default=[],
+                        help="wake.barge_in_streams values to time too (default: only the configured one)")
+    parser.add_argument("--block-ms", type=int, nargs="+", default=[],
+                        help="also time the configured spotter fed blocks this long (a microphone's audio.block_ms)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    report = {} if args.no_offline else offline(args.minutes, args.trials)
-    print(json.dumps(report), file=sys.stderr, flush=True)
+    report: dict = {}
+    if not args.live_only:
+        report = offline(args.minutes, args.trials)
+        print(json.dumps(report), file=sys.stderr, flush=True)
     if args.aec_live:
         report["aec_live"] = live_aec(SERS, args.aec_live)
     if args.live:
+        # The old path (the wake word's own stream) as the baseline, then the configured default, same session.
+        report["live_baseline"] = live(args.live, {"wake.barge_in_streams": 0})
         report["live"] = live(args.live)
+        for streams in args.streams:
+            report[f"live_{streams}"] = live(args.live, {"wake.barge_in_streams": streams})
+        for block_ms in args.block_ms:
+            report[f"live_block{block_ms}"] = live(args.live, block_ms=block_ms)
     if args.json:
         print(json.dumps(report))
         return 0
@@ -371,20 +423,23 @@ def main() -> int:
             print(f"  aec={run['aec']!s:5} {run['ser_db']:+3g} dB: heard {run['heard']}/{run['planted']} "
                   f"{run['by_kind']}, self-wakes {run['self_wakes']}, speech {run['speech_s']:.0f} s, "
                   f"echo removed after {ADAPT_S:g} s {erle}, late reference samples {run['late_ref_samples']}")
-    if not args.no_offline:
+    if "recall" in report:
         print(f"own speech: {report['own_speech_min']:.1f} min through the room (50 ms, -6 dB, RT60 0.25 s)")
         print(f"speex AEC: echo reduced by {report['erle_db']:.1f} dB, {report['aec_rtf']:.3f} x real time")
         print(f"self-wakes per hour of own speech: without canceller {report['self_wakes_per_h']['none']:.1f}, "
-              f"with {report['self_wakes_per_h']['aec']:.1f}")
-        print(f"{'barge-in recall':38} {'no AEC':>7} {'AEC':>7}")
+              f"with {report['self_wakes_per_h']['aec']:.1f}; barge-in spotter (4 streams, 0 blanks) without "
+              f"canceller {report['self_wakes_per_h']['barge-in spotter, none']:.1f}")
+        print(f"{'barge-in recall':38} {'no AEC':>7} {'AEC':>7} {'4 streams, no AEC':>18}")
         for name, r in report["recall"].items():
-            print(f"{name:38} {r['none']:7.0%} {r['aec']:7.0%}")
-    if "live" in report:
-        lv = report["live"]
-        print(f"stop-to-silence (live daemon, no AEC, SORROW at +20 dB): median {lv['median_ms']} ms over "
-              f"{lv['stopped']} runs: {[round(t) for t in lv['stop_to_silence_ms']]}; of which detection -> "
-              f"silence {[round(t) for t in lv['detection_to_silence_ms']]} ms (SORROW ends {lv['sorrow_end_s']:.2f} s "
-              "into its clip)")
+            print(f"{name:38} {r['none']:7.0%} {r['aec']:7.0%} {r['barge-in spotter, none']:18.0%}")
+    for key in [k for k in report if k.startswith("live")]:
+        name = {"live_baseline": "baseline: wake word's own stream", "live": "configured"}.get(key, "")
+        lv = report[key]
+        print(f"stop-to-silence, {name} {lv['settings']} (live daemon, no AEC, SORROW at +20 dB): median "
+              f"{lv['median_ms']} ms over {lv['stopped']} runs: {[round(t) for t in lv['stop_to_silence_ms']]}; "
+              f"from the token-time estimate of the end: median {lv['median_from_estimate_ms']} ms; detection -> "
+              f"silence {[round(t) for t in lv['detection_to_silence_ms']]} ms (SORROW ends "
+              f"{lv['sorrow_end_s']:.2f} s into its clip, estimate {lv['sorrow_end_estimate_s']:.2f} s)")
     return 0
 
 

@@ -9,7 +9,12 @@ and every detection is a false alarm. As a sanity check that a candidate can fir
 alone between silences (`heard`: detections of 1). A candidate that espeak cannot make fire is not ruled out
 (espeak is not a person) but is marked.
 
-    .venv/bin/python -m bench.stop_phrases [--replies 30] [--json]
+With --barge-in K each phrase is also counted by the barge-in spotter the daemon runs while a reply is live
+(K staggered streams, num_trailing_blanks --trailing-blanks; wake/spotter.py BargeInSpotter) on the same audio,
+beside the plain spotter as the baseline; --phrases limits the run to some candidates (e.g. the defaults).
+
+    .venv/bin/python -m bench.stop_phrases [--replies 30] [--lang en] [--phrases STOP "NEVER MIND"]
+        [--barge-in 2 --trailing-blanks 0] [--json]
 """
 
 from __future__ import annotations
@@ -86,7 +91,10 @@ def count(wake, audio: np.ndarray) -> int:
     return hits
 
 
-def measure(lang: str, replies_n: int) -> list[dict]:
+def measure(lang: str, replies_n: int, phrases: list[str] | None = None, barge_in: int = 0,
+            trailing_blanks: int = 0) -> list[dict]:
+    from assistant.wake.spotter import barge_in_spotter
+
     clips = sorted((AUDIO / lang).glob("*.*"))
     if lang == "zh":
         clips += sorted((KWS["zh"] / "test_wavs").glob("*.wav"))
@@ -97,6 +105,8 @@ def measure(lang: str, replies_n: int) -> list[dict]:
     own = np.concatenate([np.concatenate([espeak(t, lang), np.zeros(RATE // 2, np.float32)]) for t in texts])
     rows = []
     for phrase in CANDIDATES[lang]:
+        if phrases and phrase not in phrases:
+            continue
         started = time.perf_counter()
         wake = spotter(lang, phrase)
         said = np.concatenate([np.zeros(RATE, np.float32), espeak(phrase, lang), np.zeros(RATE, np.float32)])
@@ -106,6 +116,11 @@ def measure(lang: str, replies_n: int) -> list[dict]:
             "false_own": count(wake, own), "own_min": len(own) / RATE / 60,
             "heard": count(wake, said),
         })
+        if barge_in:
+            fast = barge_in_spotter(wake, barge_in, trailing_blanks)
+            rows[-1].update(barge_in=f"{barge_in} streams, {trailing_blanks} trailing blanks",
+                            false_real_bi=count(fast, real), false_own_bi=count(fast, own),
+                            heard_bi=count(fast, said))
         print(f"{lang} {phrase}: {rows[-1]} ({time.perf_counter() - started:.1f} s)", file=sys.stderr)
     return rows
 
@@ -115,8 +130,12 @@ def main() -> int:
     parser.add_argument("--replies", type=int, default=30)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--lang", choices=["en", "zh"], action="append")
+    parser.add_argument("--phrases", nargs="+", help="only these candidates")
+    parser.add_argument("--barge-in", type=int, default=0, help="also count with K staggered streams")
+    parser.add_argument("--trailing-blanks", type=int, default=0, help="their num_trailing_blanks")
     args = parser.parse_args()
-    rows = [row for lang in args.lang or ["en", "zh"] for row in measure(lang, args.replies)]
+    rows = [row for lang in args.lang or ["en", "zh"]
+            for row in measure(lang, args.replies, args.phrases, args.barge_in, args.trailing_blanks)]
     if args.json:
         print(json.dumps(rows, ensure_ascii=False))
         return 0
@@ -124,6 +143,9 @@ def main() -> int:
     for r in rows:
         print(f"{r['lang']:4} {r['phrase']:16} {r['false_real']:5d} in {r['real_min']:4.1f} min "
               f"{r['false_own']:5d} in {r['own_min']:4.1f} min {r['heard']:14d}")
+        if "barge_in" in r:
+            print(f"{'':4} {'  barge-in':16} {r['false_real_bi']:5d} {'':7} {r['false_own_bi']:5d} {'':7} "
+                  f"{r['heard_bi']:14d}   ({r['barge_in']})")
     return 0
 
 

@@ -105,8 +105,9 @@ class LoopbackOutput(WavFileOutput):
 class LiveSource:
     """Real-time paced chunks: planted user audio plus the room's echo of our own output."""
 
-    def __init__(self, loop: EchoLoop, seconds: float, *, echo: bool = True) -> None:
+    def __init__(self, loop: EchoLoop, seconds: float, *, echo: bool = True, block: int = BLOCK) -> None:
         self.loop = loop
+        self.block = block  # samples per chunk (a microphone's audio.block_ms)
         self.user = np.zeros(int(seconds * SAMPLE_RATE), dtype=np.float32)
         self.use_echo = echo
         self.t = 0.0  # input time of the end of the last chunk handed out
@@ -122,14 +123,15 @@ class LiveSource:
     async def _chunks(self) -> AsyncIterator[AudioChunk]:
         origin = time.monotonic()
         self.loop.origin = origin
-        for start in range(0, len(self.user), BLOCK):
+        block = self.block
+        for start in range(0, len(self.user), block):
             if self.end is not None and start / SAMPLE_RATE >= self.end:
                 break
             # A chunk is handed out once it has been "recorded": at the wall time of its last sample.
-            wait = origin + (start + BLOCK) / SAMPLE_RATE - time.monotonic()
+            wait = origin + (start + block) / SAMPLE_RATE - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
-            samples = self.user[start : start + BLOCK].copy()
+            samples = self.user[start : start + block].copy()
             if self.use_echo:
                 samples += self.loop.take(start, len(samples))
             self.t = (start + len(samples)) / SAMPLE_RATE

@@ -294,6 +294,11 @@ class GatedWakeWord:
         return getattr(self.wake, "stop_labels", [])
 
     @property
+    def barge_in(self) -> Any:
+        """The barge-in spotter of the spotter behind the gate; it runs ungated (a live reply is no quiet room)."""
+        return getattr(self.wake, "barge_in", None)
+
+    @property
     def decode_s(self) -> float:
         return self.wake.decode_s
 

@@ -135,12 +135,14 @@ class WakeWord:
                              num_threads=num_threads, provider=provider, max_active_paths=max_active_paths,
                              num_trailing_blanks=num_trailing_blanks)
         self.latency_s = latency_s
+        self._keywords, self._stop_keywords = list(keywords), list(stop_keywords or [])
         self._spotter, self._by_tag = self._build(keywords, stop_keywords or [])
         self.chunk_s = self._measure_chunk()
         self._stream = self._spotter.create_stream()
         self._t = 0.0  # input time of the end of the audio fed so far
         self._new_stream_bookkeeping()
         self.decode_s = 0.0  # CPU-side time spent in decode, for RTF reports
+        self.barge_in: BargeInSpotter | None = None  # what listens while a reply is live (barge_in_spotter)
 
     def _build(self, keywords: list[Keyword], stop_keywords: list[Keyword]):
         import sherpa_onnx
@@ -206,6 +208,11 @@ class WakeWord:
     def stop_labels(self) -> list[str]:
         return [kw.label for kw, kind in self._by_tag.values() if kind == "stop"]
 
+    @property
+    def trailing_blanks(self) -> int:
+        """num_trailing_blanks the loaded spotter was built with."""
+        return int(self._options["num_trailing_blanks"])
+
     def fork(self) -> WakeWord:
         """A spotter with its own stream and clock over this one's loaded model (one per network client)."""
         twin = copy.copy(self)
@@ -213,6 +220,7 @@ class WakeWord:
         twin._new_stream_bookkeeping()  # fresh lists, not the shared ones copy.copy would keep
         twin._t = 0.0
         twin.decode_s = 0.0
+        twin.barge_in = None  # the daemon's barge-in streams are its own, never a client's
         return twin
 
     def reset(self, t: float | None = None) -> None:
@@ -221,6 +229,15 @@ class WakeWord:
         self._new_stream_bookkeeping()
         if t is not None:
             self._t = t
+
+    def lead(self, seconds: float) -> None:
+        """Feed `seconds` of silence to a fresh stream before its first chunk: its encoder chunks then end that
+        much earlier in input time (BargeInSpotter staggers its streams so)."""
+        samples = int(round(seconds * SAMPLE_RATE))
+        if samples > 0:
+            self._stream.accept_waveform(SAMPLE_RATE, np.zeros(samples, np.float32))
+            self._fed += samples
+            self._decode()  # nothing can fire on silence; keeps the decode count in step with the stream
 
     def admit(self, chunk: AudioChunk) -> bool:
         return True  # ungated: the spotter sees every chunk
@@ -302,3 +319,76 @@ class WakeWord:
             if sample >= start:
                 return t + (sample - start) / SAMPLE_RATE
         return None
+
+
+class BargeInSpotter:
+    """The spotter while a reply is live (THINKING, SPEAKING): the same keywords on `streams` streams whose
+    encoder chunks are staggered by chunk_s / streams, and a keyword reports as soon as any of them has seen it.
+
+    Why: the streaming encoder consumes fixed 0.32 s chunks (the model's export; both shared KWS models are
+    chunk-16), so a keyword is decoded only when the chunk holding its end, plus the encoder's look-ahead, has
+    been fed: on average half a chunk after the keyword ends, at worst a whole one. With k staggered streams one
+    of them completes a chunk every 0.32/k s. The streams share the loaded model (WakeWord.fork), so the cost
+    is k decodes per chunk while a reply is live, never while idle (2.9 % of a core per stream here). Measured
+    live (BENCHMARKS.md, barge-in): 4 streams and num_trailing_blanks 0 took the median stop-to-silence from
+    432 to 336 ms (310 ms with 50 ms input blocks); the model's own floor (token emission + look-ahead) is
+    ~0.2 s of that. Offline over the assistant's echo its recall was not lower than one stream's; false alarms
+    rise a little with k (more chunk phases look at the same audio; BENCHMARKS.md, barge-in).
+    """
+
+    def __init__(self, wake: WakeWord, streams: int) -> None:
+        if streams < 1:
+            raise ValueError("streams must be >= 1")
+        self.wake = wake
+        self.streams = [wake.fork() for _ in range(streams)]
+        self.reset()
+
+    @property
+    def labels(self) -> list[str]:
+        return self.wake.labels
+
+    @property
+    def stop_labels(self) -> list[str]:
+        return self.wake.stop_labels
+
+    @property
+    def decode_s(self) -> float:
+        return sum(s.decode_s for s in self.streams)
+
+    def reset(self, t: float | None = None) -> None:
+        """Fresh streams, stream k led by k/n of a chunk of silence; `t` = input time of the next chunk."""
+        step = self.wake.chunk_s / len(self.streams)
+        for k, stream in enumerate(self.streams):
+            stream.reset(t)
+            stream.lead(k * step)
+
+    def admit(self, chunk: AudioChunk) -> bool:
+        return True  # a reply is live: the room is not quiet for long, and the reply's echo keeps a gate open
+
+    def accept(self, chunk: AudioChunk) -> Detection | None:
+        return self.spot(chunk)
+
+    def spot(self, chunk: AudioChunk) -> Detection | None:
+        """Feed every stream; the first keyword any of them completed (all restart after one, so the same
+        phrase is not reported again by a slower stream)."""
+        found = [d for d in (stream.spot(chunk) for stream in self.streams) if d is not None]
+        if not found:
+            return None
+        self.reset(chunk.t_end)
+        return min(found, key=lambda d: d.t_end)
+
+    def flush(self) -> Detection | None:
+        found = [d for d in (stream.flush() for stream in self.streams) if d is not None]
+        return min(found, key=lambda d: d.t_end) if found else None
+
+
+def barge_in_spotter(wake: WakeWord, streams: int = 2, trailing_blanks: int | None = 0) -> BargeInSpotter:
+    """The BargeInSpotter for `wake` (its keywords and stop phrases). `trailing_blanks` None or equal to the
+    wake word's shares its loaded model; another value loads the model once more with that num_trailing_blanks
+    (a spotter option, not a stream one): 0 reports a keyword after one blank frame (40 ms) instead of two."""
+    if trailing_blanks is None or trailing_blanks == wake.trailing_blanks:
+        return BargeInSpotter(wake, streams)
+    options = dict(wake._options, num_trailing_blanks=trailing_blanks)
+    twin = WakeWord(wake.files, wake._keywords, stop_keywords=wake._stop_keywords, latency_s=wake.latency_s,
+                    **options)
+    return BargeInSpotter(twin, streams)
