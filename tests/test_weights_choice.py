@@ -315,3 +315,14 @@ def test_bad_weights_setting_names_the_key(tmp_path: Path) -> None:
         load_settings(path)
     path.write_text("llm:\n  weights: dynamic\n")
     assert load_settings(path).llm.weights == "dynamic"
+
+
+def test_reply_time_decides_over_decode_rate(tiny_dirs, tmp_path) -> None:
+    # Blocks decode faster but prefill slower: the round a first sentence waits for decides.
+    directory = two_form_copy(tiny_dirs, tmp_path)
+    zen4 = parse_cpuinfo(ZEN4_VNNI)
+    record = {"tokens_per_s": {"blocks": 800.0, "dynamic": 600.0}, "reply_ms": {"blocks": 60.0, "dynamic": 40.0}}
+    edit_manifest(directory, speed={zen4.key: record})
+    model = MiniMindOnnx(directory, threads=1, cpu=zen4)
+    assert model.weights.form.name == "dynamic"
+    assert model.weights.reason == f"measured at export on {zen4.key}: dynamic 1.50x faster"

@@ -135,12 +135,19 @@ def forms_of(raw: dict, path: Path) -> dict[str, Form]:
 
 
 def measured(raw: dict, cpu: CpuInfo) -> dict[str, float]:
-    """{form: decode tokens/s} that export measured on this CPU (model.json "speed"), or {}."""
+    """{form: speed, higher is faster} that export measured on this CPU (model.json "speed"), or {}.
+
+    The speed is 1 / "reply_ms" (a 64-token prefill and 32 decode steps: what a first sentence waits for), or
+    the decode "tokens_per_s" of a record without it."""
     record = raw.get("speed", {}).get(cpu.key) if isinstance(raw.get("speed"), dict) else None
-    rates = record.get("tokens_per_s") if isinstance(record, dict) else None
-    if not isinstance(rates, dict):
+    if not isinstance(record, dict):
         return {}
-    return {k: float(v) for k, v in rates.items() if isinstance(v, int | float) and not isinstance(v, bool) and v > 0}
+    invert = isinstance(record.get("reply_ms"), dict)
+    figures = record.get("reply_ms") if invert else record.get("tokens_per_s")
+    if not isinstance(figures, dict):
+        return {}
+    numbers = {k: float(v) for k, v in figures.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    return {k: (1000 / v if invert else v) for k, v in numbers.items() if v > 0}
 
 
 def choose(setting: str, forms: dict[str, Form], cpu: CpuInfo, rates: dict[str, float] | None = None) -> Choice:
