@@ -272,7 +272,9 @@ def run_measure(args: argparse.Namespace) -> None:
     if record is None:
         raise ModelError(f"{directory} carries one weight form: nothing to compare (export with --quant int8)")
     manifest["speed"] = {**manifest.get("speed", {}), **record}
-    mf.write_manifest(directory, manifest)
+    # Written beside and renamed over: an interrupted write never leaves a half model.json.
+    with staging_file(directory / mf.MANIFEST) as staged:
+        mf.write_manifest(staged, manifest)
     (entry,) = record.values()
     print(f"{directory}: {entry['tokens_per_s']} tokens/s on {next(iter(record))} -> {entry['faster']}")
 
@@ -356,6 +358,17 @@ def merge_lora(model, adapter: Path) -> None:
             f"--lora needs training.lora.merge_lora_file, which is not available ({exc})"
         ) from exc
     merge_lora_file(model, adapter)
+
+
+@contextmanager
+def staging_file(target: Path) -> Iterator[Path]:
+    """A private folder beside `target` whose file of the same name replaces `target` on success."""
+    folder = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    try:
+        yield folder
+        os.replace(folder / target.name, target)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextmanager

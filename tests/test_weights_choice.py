@@ -288,6 +288,7 @@ def test_measure_subcommand_records_this_cpu(tiny_dirs, tmp_path) -> None:
     speed = json.loads((directory / "model.json").read_text())["speed"]
     assert set(speed) == {"Some Other CPU [avx2]", this_cpu().key}
     assert speed[this_cpu().key]["threads"] == 1
+    assert not list(directory.glob(".*"))  # model.json was replaced whole: no staging folder left
     assert export_main(["verify", str(directory)]) == 0  # both forms run; model.json edits touch no file
 
 
