@@ -126,6 +126,7 @@ def build_chat(settings: Settings) -> Any:
         threads=llm.threads,
         max_context_tokens=llm.max_context_tokens,
         verify_sha256=llm.verify_sha256,
+        weights=llm.weights,
     )
     tokenizer = Tokenizer.from_dir(model_dir)
     return Conversation(

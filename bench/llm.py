@@ -17,8 +17,15 @@ tokenizer; its targets are int8 >= 250 tokens/s at 2 threads and TTFT <= 40 ms.
 --extra LABEL=DIR (repeatable) times more exported directories in the same interleaved rounds, e.g. another
 quantization or an export made by an older version, as extra rows (and table entries in --json).
 
+--prompt-tokens (default 64 300) times each engine at every prompt length in the same rounds: a voice reply's
+first sentence waits for the prefill, and 300 tokens is a follow-up question with its history. An int8 export
+with both weight forms (`--quant int8`) is timed three ways: int8-blocks, int8-dynamic and "int8" (auto: the
+form the runtime picks on this CPU, named in the report), with the ratios printed. The report starts with the
+CPU and its SIMD features (bench/cpu.py).
+
     .venv/bin/python -m bench.llm [--runs 5] [--json] [--model-dir DIR [--fp32-dir DIR]] [--keep DIR]
                                  [--extra LABEL=DIR ...] [--shape minimind2-small|minimind3]
+                                 [--prompt-tokens 64 300]
 
 Why ~360 lines: export, worker processes and interleaved rounds belong to one measurement.
 """
@@ -38,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.cpu import describe_cpu
 from speechdata.assets import REPO, TOKENIZER_DIR
 
 TOKENIZER = TOKENIZER_DIR / "tokenizer.json"
@@ -52,25 +60,27 @@ THREADS = (1, 2)
 PAUSE_S = 0.2  # idle time before each timed run
 
 
-def prompt_ids(vocab_size: int) -> list[int]:
-    """A fixed 64-token prompt of ordinary (non-special) ids."""
-    return np.random.default_rng(1234).integers(3, vocab_size, PROMPT_TOKENS).tolist()
+def prompt_ids(vocab_size: int, tokens: int = PROMPT_TOKENS) -> list[int]:
+    """A fixed prompt of ordinary (non-special) ids (the first 64 are the same at every length)."""
+    return np.random.default_rng(1234).integers(3, vocab_size, tokens).tolist()
 
 
 # --- onnxruntime worker (a separate process: no torch, honest RSS) ---
 
 
-def worker(model_dir: Path, threads: int) -> int:
+def worker(model_dir: Path, threads: int, weights: str = "auto") -> int:
     from assistant.llm.runtime import MiniMindOnnx
     from assistant.llm.sampling import Sampling
 
-    model = MiniMindOnnx(model_dir, threads=threads)
-    prompt = prompt_ids(model.architecture.vocab_size)
+    model = MiniMindOnnx(model_dir, threads=threads, weights=weights)
     sampling = Sampling(greedy=True, max_new_tokens=NEW_TOKENS)
-    print(json.dumps({"ready": True, "torch_loaded": "torch" in sys.modules}), flush=True)
+    form = {"form": model.weights.form.name, "why": model.weights.reason}
+    print(json.dumps({"ready": True, "torch_loaded": "torch" in sys.modules, **form}), flush=True)
     for line in sys.stdin:
-        if line.strip() != "run":
+        command, _, tokens = line.strip().partition(" ")
+        if command != "run":
             break
+        prompt = prompt_ids(model.architecture.vocab_size, int(tokens or PROMPT_TOKENS))
         started = time.perf_counter()
         first = last = started
         count = 0
@@ -102,11 +112,12 @@ def _figures(started: float, first: float, last: float, count: int) -> dict:
 
 
 class Worker:
-    def __init__(self, name: str, model_dir: Path, threads: int) -> None:
+    def __init__(self, name: str, model_dir: Path, threads: int, weights: str = "auto") -> None:
         self.name = name
         self.proc = subprocess.Popen(
             # -m from the repo root: the worker imports this checkout's assistant, whatever is installed
-            [sys.executable, "-m", "bench.llm", "--worker", str(model_dir), "--threads", str(threads)],
+            [sys.executable, "-m", "bench.llm", "--worker", str(model_dir), "--threads", str(threads),
+             "--weights", weights],  # fmt: skip
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -115,6 +126,7 @@ class Worker:
         ready = self._read()
         if ready.get("torch_loaded"):
             raise SystemExit(f"{name}: the onnxruntime worker imported torch")
+        self.form, self.why = ready.get("form"), ready.get("why")
 
     def _read(self) -> dict:
         line = self.proc.stdout.readline()
@@ -122,8 +134,8 @@ class Worker:
             raise SystemExit(f"{self.name}: worker died (exit {self.proc.wait()})")
         return json.loads(line)
 
-    def run(self) -> dict:
-        self.proc.stdin.write("run\n")
+    def run(self, prompt_tokens: int = PROMPT_TOKENS) -> dict:
+        self.proc.stdin.write(f"run {prompt_tokens}\n")
         self.proc.stdin.flush()
         return self._read()
 
@@ -143,12 +155,12 @@ class TorchEngine:
         self.model = model
         self.threads = threads
 
-    def run(self) -> dict:
+    def run(self, prompt_tokens: int = PROMPT_TOKENS) -> dict:
         import torch
 
         torch.set_num_threads(self.threads)
         config = self.model.config
-        prompt = torch.tensor([prompt_ids(config.vocab_size)], dtype=torch.long)
+        prompt = torch.tensor([prompt_ids(config.vocab_size, prompt_tokens)], dtype=torch.long)
         started = time.perf_counter()
         first = last = started
         count = 0
@@ -209,44 +221,67 @@ def measure(args: argparse.Namespace, root: Path) -> dict:
         int8_dir, fp32_dir = args.model_dir, args.fp32_dir
     engines: dict[str, object] = {}
     workers: list[Worker] = []
+    # An export with both int8 forms: each form forced, besides "int8" (auto, the runtime's own choice).
+    forms = int8_forms(int8_dir)
     for threads in THREADS:
-        for name, directory in (("int8", int8_dir), ("fp32", fp32_dir), *args.extra):
+        for name, directory, weights in (
+            ("int8", int8_dir, "auto"), *forms, ("fp32", fp32_dir, "auto"), *((n, d, "auto") for n, d in args.extra)
+        ):
             if directory is not None:
-                worker_ = Worker(f"{name}@{threads}", directory, threads)
+                worker_ = Worker(f"{name}@{threads}", directory, threads, weights)
                 workers.append(worker_)
                 engines[f"{name}@{threads}"] = worker_
         engines[f"torch@{threads}"] = TorchEngine(model, threads)
-    results: dict[str, list[dict]] = {name: [] for name in engines}
+    lengths = args.prompt_tokens
+    results: dict[str, dict[int, list[dict]]] = {name: {n: [] for n in lengths} for name in engines}
     try:
         for engine in engines.values():  # warm-up: first-run allocations and thread pools
-            engine.run()
+            engine.run(max(lengths))
         for _ in range(args.runs):
             for name, engine in engines.items():
-                # The previous engine's thread pool keeps spinning for a while after its run (onnxruntime's
-                # and OpenMP's default); without a pause that spinning lands on this engine's first token.
-                # A reply starts after idle listening too.
-                time.sleep(PAUSE_S)
-                results[name].append(engine.run())
+                for length in lengths:
+                    # The previous engine's thread pool keeps spinning for a while after its run (onnxruntime's
+                    # and OpenMP's default); without a pause that spinning lands on this engine's first token.
+                    # A reply starts after idle listening too.
+                    time.sleep(PAUSE_S)
+                    results[name][length].append(engine.run(length))
         rss = {w.name: w.close()["rss_mb"] for w in workers}
     finally:
         for w in workers:
             if w.proc.poll() is None:
                 w.proc.kill()
     table = {}
-    for name, runs in results.items():
-        table[name] = {
-            "ttft_ms": statistics.median(r["ttft_ms"] for r in runs),
-            "tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs),
-            "tokens": min(r["tokens"] for r in runs),
-            "rss_mb": rss.get(name),
+    for name, by_length in results.items():
+        prompts = {
+            length: {
+                "ttft_ms": statistics.median(r["ttft_ms"] for r in runs),
+                "tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs),
+                "tokens": min(r["tokens"] for r in runs),
+            }
+            for length, runs in by_length.items()
         }
+        # The first prompt length's figures at the top level, as before --prompt-tokens.
+        table[name] = {**prompts[lengths[0]], "rss_mb": rss.get(name), "prompts": prompts}
+        engine = engines[name]
+        if isinstance(engine, Worker):
+            table[name]["form"] = engine.form
+            table[name]["form_reason"] = engine.why
     return {
         "table": table,
+        "cpu": describe_cpu(),
+        "prompt_tokens": lengths,
         "extra": {label: str(directory) for label, directory in args.extra},
         "torch_version": torch.__version__,
         "int8_dir": str(int8_dir),
         "fp32_dir": str(fp32_dir) if fp32_dir else None,
     }
+
+
+def int8_forms(int8_dir: Path) -> list[tuple[str, Path, str]]:
+    """("int8-blocks", dir, "blocks"), ("int8-dynamic", dir, "dynamic") when the export carries both forms."""
+    manifest = json.loads((Path(int8_dir) / "model.json").read_text(encoding="utf-8"))
+    usable = [name for name, entry in manifest.get("forms", {}).items() if entry.get("passed")]
+    return [(f"int8-{name}", Path(int8_dir), name) for name in usable] if len(usable) > 1 else []
 
 
 def summary(report: dict) -> dict:
@@ -277,7 +312,8 @@ def print_table(report: dict, args: argparse.Namespace) -> None:
     t = report["table"]
     load = os.getloadavg()[0]
     name, _, (rate_target, ttft_target, rss_target) = SHAPES[args.shape]
-    print(f"{name} shape, {PROMPT_TOKENS}-token prompt + {NEW_TOKENS} new tokens, greedy, batch 1, "
+    print(report["cpu"])
+    print(f"{name} shape, {report['prompt_tokens'][0]}-token prompt + {NEW_TOKENS} new tokens, greedy, batch 1, "
           f"median of {args.runs} interleaved runs; 1-min load average at the end {load:.1f}")  # fmt: skip
     print()
     print("| engine | threads | TTFT ms | tokens/s | tok/s vs torch | tok/s vs fp32 | peak RSS MB |")
@@ -285,7 +321,13 @@ def print_table(report: dict, args: argparse.Namespace) -> None:
     for threads in THREADS:
         torch_rate = t[f"torch@{threads}"]["tokens_per_s"]
         fp32_rate = t.get(f"fp32@{threads}", {}).get("tokens_per_s")
-        labels = {"int8": "onnxruntime int8", "fp32": "onnxruntime fp32", "torch": "torch eager fp32"}
+        labels = {
+            "int8": "onnxruntime int8" + (f" (auto: {t[f'int8@{threads}']['form']})" if "int8-blocks@1" in t else ""),
+            "int8-blocks": "onnxruntime int8-blocks",
+            "int8-dynamic": "onnxruntime int8-dynamic",
+            "fp32": "onnxruntime fp32",
+            "torch": "torch eager fp32",
+        }
         labels.update({name: f"onnxruntime {name} (extra)" for name, _ in args.extra})
         for engine, label in labels.items():
             row = t.get(f"{engine}@{threads}")
@@ -302,14 +344,40 @@ def print_table(report: dict, args: argparse.Namespace) -> None:
     print(f"at 2 threads: int8 {s['int8_tokens_per_s']:.0f} tok/s = {s['int8_over_torch']:.2f}x torch "
           f"(target >= {rate_note} tok/s); TTFT {s['int8_ttft_ms']:.1f} ms (target <= {ttft_target}); "
           f"RSS {s['rss_mb']:.0f} MB{rss_note}")  # fmt: skip
+    print_prompt_lengths(report)
     short = [name for name, row in t.items() if row["tokens"] < NEW_TOKENS]
     if short:
         print(f"note: stopped at eos before {NEW_TOKENS} tokens: {', '.join(short)}")
 
 
+def print_prompt_lengths(report: dict) -> None:
+    """TTFT and decode at every --prompt-tokens length, and the int8 forms' ratios at each."""
+    t = report["table"]
+    lengths = report["prompt_tokens"]
+    print()
+    print("| engine | threads | " + " | ".join(f"TTFT ms @{n} | tok/s @{n}" for n in lengths) + " |")
+    print("|---|---|" + "---|---|" * len(lengths))
+    for key, row in t.items():
+        name, _, threads = key.partition("@")
+        cells = " | ".join(f"{p['ttft_ms']:.1f} | {p['tokens_per_s']:.0f}" for p in row["prompts"].values())
+        print(f"| {name} | {threads} | {cells} |")
+    for threads in THREADS:
+        blocks, dynamic, auto = (t.get(f"{n}@{threads}") for n in ("int8-blocks", "int8-dynamic", "int8"))
+        if not (blocks and dynamic and auto):
+            continue
+        print()
+        print(f"int8 forms at {threads} threads: auto chose {auto['form']} ({auto['form_reason']})")
+        for n in lengths:
+            b, d, a = blocks["prompts"][n], dynamic["prompts"][n], auto["prompts"][n]
+            best = max(b["tokens_per_s"], d["tokens_per_s"])
+            print(f"  @{n}: dynamic/blocks decode {d['tokens_per_s'] / b['tokens_per_s']:.2f}x, "
+                  f"TTFT blocks/dynamic {b['ttft_ms'] / d['ttft_ms']:.2f}x; auto decode = "
+                  f"{a['tokens_per_s'] / best:.2f}x the faster form")  # fmt: skip
+
+
 def _labelled_dir(text: str) -> tuple[str, Path]:
     label, sep, directory = text.partition("=")
-    if not sep or not label or label in ("int8", "fp32", "torch"):
+    if not sep or not label or label in ("int8", "int8-blocks", "int8-dynamic", "fp32", "torch"):
         raise argparse.ArgumentTypeError(f"{text!r}: expected LABEL=DIR with a label other than int8/fp32/torch")
     return label, Path(directory)
 
@@ -332,12 +400,21 @@ def main() -> int:
         metavar="LABEL=DIR",
         help="also time this exported directory (repeatable)",
     )
+    parser.add_argument(
+        "--prompt-tokens",
+        type=int,
+        nargs="+",
+        default=[PROMPT_TOKENS, 300],
+        metavar="N",
+        help="prompt lengths timed in the same rounds (default: %(default)s; the first is the main table's)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=2, help=argparse.SUPPRESS)
+    parser.add_argument("--weights", default="auto", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker is not None:
-        return worker(args.worker, args.threads)
+        return worker(args.worker, args.threads, args.weights)
     import logging
 
     logging.basicConfig(level=logging.WARNING)

@@ -1,8 +1,14 @@
 """`assistant-export`: checkpoint -> exported MiniMind directory (model.onnx, tokenizer, model.json).
 
-    assistant-export CHECKPOINT --out DIR [--quant int8|int8-dynamic|int4|fp32] [--tokenizer PATH] [--lora ADAPTER]
-    assistant-export requantize FP32_DIR --out DIR [--quant int8|int8-dynamic|int4]     (works without torch)
-    assistant-export verify DIR                                            (sha256 + a run of the graph)
+    assistant-export CHECKPOINT --out DIR [--quant int8|int8-blocks|int8-dynamic|int4|fp32] [--tokenizer PATH]
+                     [--lora ADAPTER]
+    assistant-export requantize FP32_DIR --out DIR [--quant int8|int8-blocks|int8-dynamic|int4] (without torch)
+    assistant-export verify DIR                                            (sha256 + a run of each form)
+    assistant-export measure DIR       (time the int8 forms on this CPU; recorded in DIR/model.json "speed")
+
+--quant int8 (the default) writes both int8 weight forms, the 8-bit MatMulNBits blocks and per-tensor dynamic
+int8, each checked for parity separately, and times them on this CPU; the runtime loads one of them, chosen per
+CPU (export/forms.py, assistant/llm/weights.py). int8-blocks / int8-dynamic write one form alone.
 
 A directory is built in a hidden staging folder beside DIR and moved into place only after parity passed, so
 a refused or failed export leaves DIR as it was. torch is imported only by the checkpoint export.
@@ -29,6 +35,7 @@ from pathlib import Path
 from assistant.errors import FAILURE, INTERRUPTED, AssistantError, ModelError
 from export import manifest as mf
 from export import parity
+from export.forms import measure_forms, write_int8_forms
 from export.quantize import QUANTS, quantize
 
 log = logging.getLogger(__name__)
@@ -43,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("export", "training"):
         logging.getLogger(name).setLevel(logging.INFO)
     parser = _parser(argv[0] if argv else "")
-    args = parser.parse_args(argv[1:] if argv and argv[0] in ("requantize", "verify") else argv)
+    args = parser.parse_args(argv[1:] if argv and argv[0] in ("requantize", "verify", "measure") else argv)
     try:
         args.run(args)
         return 0
@@ -63,6 +70,15 @@ def _parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("directory", type=Path)
         p.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0: its default)")
         p.set_defaults(run=run_verify)
+        return p
+    if command == "measure":
+        p = argparse.ArgumentParser(
+            prog="assistant-export measure",
+            description="time the int8 forms of an export on this CPU and record it in its model.json",
+        )
+        p.add_argument("directory", type=Path)
+        p.add_argument("--threads", type=int, default=2, help="onnxruntime threads (default %(default)s)")
+        p.set_defaults(run=run_measure)
         return p
     if command == "requantize":
         p = argparse.ArgumentParser(
@@ -102,8 +118,9 @@ def _parser(command: str) -> argparse.ArgumentParser:
         "--quant",
         choices=QUANTS,
         default="int8",
-        help="weight format (default %(default)s: 8-bit blocks, MatMulNBits; int8-dynamic: the previous "
-        "per-tensor int8, for CPUs without a fast 8-bit MatMulNBits kernel)",
+        help="weight format (default %(default)s: both int8 forms, the runtime picks per CPU; int8-blocks: "
+        "8-bit MatMulNBits blocks alone; int8-dynamic: per-tensor int8 alone, for CPUs without a fast 8-bit "
+        "MatMulNBits kernel)",
     )
     p.add_argument(
         "--min-top1",
@@ -147,7 +164,13 @@ def run_export(args: argparse.Namespace) -> None:
             fp32, parity.chat_prompts(stage / "tokenizer.json"), config.eos_token_id
         )
         figures = {"fp32_vs_torch": parity.check_fp32(model, fp32, sequences, tol)}
-        if args.quant != "fp32":
+        forms = None
+        if args.quant == "int8":
+            forms, quantized_figures, weights = write_int8_forms(fp32_path, stage, fp32, sequences, tol, args.threads)
+            figures.update(quantized_figures)
+            del fp32
+            fp32_path.unlink()
+        elif args.quant != "fp32":
             weights = quantize(fp32_path, stage / "model.onnx", args.quant)
             quantized = parity.open_session(stage / "model.onnx", args.threads)
             figures[f"{args.quant}_vs_fp32"] = parity.check_quantized(
@@ -168,8 +191,9 @@ def run_export(args: argparse.Namespace) -> None:
             kv_buffer=KV_BUFFER if graph == "fused" else None,
             weights=weights,
             generation=config.generation,
+            forms=forms,
         )
-        mf.write_manifest(stage, manifest)
+        write_and_measure(stage, manifest, args.threads)
     log.info("wrote %s (%s, %s)", args.out, args.quant, config.label)
 
 
@@ -186,15 +210,23 @@ def run_requantize(args: argparse.Namespace) -> None:
     tol = parity.Tolerances(min_top1=args.min_top1)
     with staging(args.out) as stage:
         copy_tokenizer([source / n for n in TOKENIZER_FILES if (source / n).is_file()], stage)
-        weights = quantize(source / "model.onnx", stage / "model.onnx", args.quant)
         fp32 = parity.open_session(source / "model.onnx", args.threads)
-        quantized = parity.open_session(stage / "model.onnx", args.threads)
         sequences = parity.build_sequences(
             fp32, parity.chat_prompts(stage / "tokenizer.json"), manifest["eos_token_id"]
         )
         figures = dict(manifest.get("parity", {}))
-        figures[f"{args.quant}_vs_fp32"] = parity.check_quantized(fp32, quantized, sequences, args.quant, tol)
-        del fp32, quantized
+        forms = None
+        if args.quant == "int8":
+            forms, quantized_figures, weights = write_int8_forms(
+                source / "model.onnx", stage, fp32, sequences, tol, args.threads
+            )
+            figures.update(quantized_figures)
+        else:
+            weights = quantize(source / "model.onnx", stage / "model.onnx", args.quant)
+            quantized = parity.open_session(stage / "model.onnx", args.threads)
+            figures[f"{args.quant}_vs_fp32"] = parity.check_quantized(fp32, quantized, sequences, args.quant, tol)
+            del quantized
+        del fp32
         new = mf.build_manifest(
             stage,
             architecture=manifest["architecture"],
@@ -207,25 +239,54 @@ def run_requantize(args: argparse.Namespace) -> None:
             kv_buffer=manifest.get("kv_buffer"),
             weights=weights,
             generation=manifest.get("generation", "minimind2"),
+            forms=forms,
         )
-        mf.write_manifest(stage, new)
+        write_and_measure(stage, new, args.threads)
     log.info("wrote %s (%s, requantized from %s)", args.out, args.quant, source)
 
 
 def run_verify(args: argparse.Namespace) -> None:
     directory: Path = args.directory
     manifest = mf.read_manifest(directory)
-    model_file = directory / manifest.get("model", "model.onnx")
-    if not model_file.is_file():
-        raise ModelError(f"{model_file} is missing; re-export the model")
+    names = [manifest.get("model", "model.onnx")]
+    names += [e["file"] for e in manifest.get("forms", {}).values() if e.get("file") and e["file"] not in names]
+    for name in names:
+        if not (directory / name).is_file():
+            raise ModelError(f"{directory / name} is missing; re-export the model")
     mf.verify_files(directory, manifest)
-    session = parity.open_session(model_file, args.threads)
     prompt = parity.chat_prompts(directory / manifest["tokenizer"])[0]
-    tokens = parity.greedy(session, prompt, 4, manifest["eos_token_id"])
-    print(
-        f"{directory}: ok ({manifest['quantization']}, {len(manifest['files'])} files, "
-        f"greedy {tokens[len(prompt) :]})"
-    )
+    for name in names:
+        session = parity.open_session(directory / name, args.threads)
+        tokens = parity.greedy(session, prompt, 4, manifest["eos_token_id"])
+        print(
+            f"{directory}: ok ({manifest['quantization']} {name}, {len(manifest['files'])} files, "
+            f"greedy {tokens[len(prompt) :]})"
+        )
+
+
+def run_measure(args: argparse.Namespace) -> None:
+    directory: Path = args.directory
+    manifest = mf.read_manifest(directory)
+    mf.verify_files(directory, manifest)
+    record = measure_forms(directory, manifest, args.threads)
+    if record is None:
+        raise ModelError(f"{directory} carries one weight form: nothing to compare (export with --quant int8)")
+    manifest["speed"] = {**manifest.get("speed", {}), **record}
+    # Written beside and renamed over: an interrupted write never leaves a half model.json.
+    with staging_file(directory / mf.MANIFEST) as staged:
+        mf.write_manifest(staged, manifest)
+    (entry,) = record.values()
+    print(f"{directory}: {entry['tokens_per_s']} tokens/s on {next(iter(record))} -> {entry['faster']}")
+
+
+def write_and_measure(stage: Path, manifest: dict, threads: int) -> None:
+    """Write model.json; with two int8 forms, time them on this CPU (at the runtime's default of 2 threads
+    unless --threads says otherwise) and record that too."""
+    mf.write_manifest(stage, manifest)
+    record = measure_forms(stage, manifest, threads or 2)
+    if record is not None:
+        manifest["speed"] = record
+        mf.write_manifest(stage, manifest)
 
 
 def find_tokenizer(given: Path | None, checkpoint: Path) -> list[Path]:
@@ -297,6 +358,17 @@ def merge_lora(model, adapter: Path) -> None:
             f"--lora needs training.lora.merge_lora_file, which is not available ({exc})"
         ) from exc
     merge_lora_file(model, adapter)
+
+
+@contextmanager
+def staging_file(target: Path) -> Iterator[Path]:
+    """A private folder beside `target` whose file of the same name replaces `target` on success."""
+    folder = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    try:
+        yield folder
+        os.replace(folder / target.name, target)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextmanager

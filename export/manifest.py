@@ -25,12 +25,14 @@ def build_manifest(
     kv_buffer: str | None = None,
     weights: dict | None = None,
     generation: str = "minimind2",
+    forms: dict | None = None,
 ) -> dict:
     """Manifest for the files now in `directory` (everything but model.json itself).
 
     `kv_buffer` "shared": the graph also takes the optional input total_sequence_length, so past and present
     may share one preallocated buffer (export/fused_graph.py); None leaves the key out. `weights` describes
-    the quantized weight format. There is no "io" key: both graphs keep the base I/O contract. `generation`
+    the quantized weight format (of model.onnx); `forms` the int8 forms of a two-form export. There is no
+    "io" key: both graphs keep the base I/O contract. `generation`
     ("minimind2" or "minimind3") names the model and its chat template ("chat_template"): the runtime refuses a
     tokenizer of the other generation.
     """
@@ -62,6 +64,10 @@ def build_manifest(
         manifest["kv_buffer"] = kv_buffer
     if weights is not None:
         manifest["weights"] = weights
+    if forms is not None:
+        # Both int8 forms (export/forms.py): the runtime loads one, chosen per CPU; "weights" and "model"
+        # describe model.onnx, the form an older runtime loads.
+        manifest["forms"] = forms
     return manifest
 
 

@@ -13,7 +13,9 @@ log = logging.getLogger(__name__)
 # int8-dynamic: the previous int8 format (quantize_dynamic: per-tensor int8 weights, DynamicQuantizeMatMul),
 # kept for CPUs where onnxruntime has no fast 8-bit MatMulNBits kernel (its ARM64 one needs the dot-product
 # extension, which e.g. the Raspberry Pi 4's Cortex-A72 lacks: measure with bench/llm.py --extra).
-QUANTS = ("int8", "int8-dynamic", "int4", "fp32")
+# int8: both int8 forms in one export, the runtime picks per CPU (export/forms.py, assistant/llm/weights.py);
+# int8-blocks / int8-dynamic: one of them alone.
+QUANTS = ("int8", "int8-blocks", "int8-dynamic", "int4", "fp32")
 INT4_BLOCK = 32  # K elements sharing one scale at 4 bits
 # At 8 bits the rounding error is small enough that one scale per 128 K elements costs little accuracy, and
 # fewer scales decode faster: 128 ran 1.15-1.3x the speed of 32 here (BENCHMARKS.md, LLM section).
@@ -27,7 +29,7 @@ def quantize(src: Path, dst: Path, quant: str) -> dict:
     """Write the `quant` version of the fp32 graph `src` to `dst`; return a description of the weight format
     for model.json."""
     started = time.perf_counter()
-    if quant == "int8":
+    if quant in ("int8", "int8-blocks"):  # quantize() writes one file: "int8" is the blocks form here
         described = _blockwise(src, dst, bits=8, blocks=INT8_BLOCKS)
     elif quant == "int4":
         described = _blockwise(src, dst, bits=4, blocks=(INT4_BLOCK,))

@@ -41,8 +41,14 @@ def _edit_manifest(model_dir: Path, edit) -> Path:
     return path
 
 
+# These tests damage model.onnx, the blocks form of the two-form int8 export: pinned, since auto may load the
+# other form on this CPU and then never reads model.onnx (tests/test_weights_choice.py).
+BLOCKS = "blocks"
+
+
 def _ask(model_dir: Path, cwd: Path, config: str = "") -> subprocess.CompletedProcess[str]:
-    (cwd / "config.yaml").write_text("llm:\n  max_new_tokens: 4\n  threads: 1\n  greedy: true\n" + config)
+    settings = "llm:\n  max_new_tokens: 4\n  threads: 1\n  greedy: true\n  weights: blocks\n"
+    (cwd / "config.yaml").write_text(settings + config)
     return subprocess.run(
         [sys.executable, "-m", "assistant", "ask", "--model-dir", str(model_dir), "hello"],
         cwd=cwd,
@@ -57,7 +63,7 @@ def test_flipped_byte_is_refused_naming_the_file_and_both_hashes(model_dir: Path
     recorded = json.loads((model_dir / "model.json").read_text())["files"]["model.onnx"]["sha256"]
     _flip_byte(model_dir / "model.onnx")
     with pytest.raises(ModelError) as info:
-        MiniMindOnnx(model_dir, threads=1)
+        MiniMindOnnx(model_dir, threads=1, weights=BLOCKS)
     message = str(info.value)
     assert str(model_dir / "model.onnx") in message and recorded in message
     from export.manifest import sha256_file
@@ -86,8 +92,8 @@ def test_damaged_tokenizer_is_refused(model_dir: Path) -> None:
 def test_unlisted_model_file_is_refused_unless_opted_out(model_dir: Path) -> None:
     _edit_manifest(model_dir, lambda m: m["files"].pop("model.onnx"))
     with pytest.raises(ModelError, match=r"lists no sha256 for model\.onnx.*llm\.verify_sha256: false"):
-        MiniMindOnnx(model_dir, threads=1)
-    MiniMindOnnx(model_dir, threads=1, verify_sha256=False)
+        MiniMindOnnx(model_dir, threads=1, weights=BLOCKS)
+    MiniMindOnnx(model_dir, threads=1, verify_sha256=False, weights=BLOCKS)
 
 
 def _set(*keys: str, value: object):

@@ -41,6 +41,7 @@ from onnxruntime.capi import _pybind_state as ort_c
 
 from assistant.errors import ModelError
 from assistant.llm.sampling import Sampler, Sampling
+from assistant.llm.weights import CpuInfo, choose, forms_of, measured, other_form_files, this_cpu
 
 log = logging.getLogger(__name__)
 
@@ -461,9 +462,16 @@ class MiniMindOnnx:
         threads: int = 2,
         max_context_tokens: int | None = None,
         verify_sha256: bool = True,
+        weights: str = "auto",
+        cpu: CpuInfo | None = None,
     ) -> None:
         self.model_dir = Path(model_dir)
         self.manifest = load_manifest(self.model_dir)
+        # Which weight form to load (assistant/llm/weights.py): one file, so RSS is one model's worth.
+        forms = forms_of(self.manifest.raw, self.manifest.path)
+        cpu = cpu or this_cpu()
+        self.weights = choose(weights, forms, cpu, measured(self.manifest.raw, cpu))
+        log.info("weights: %s (%s)", self.weights.form.name, self.weights.reason)
         self.architecture = self.manifest.architecture
         limit = self.architecture.max_position_embeddings
         self.max_context_tokens = min(limit, max_context_tokens) if max_context_tokens else limit
@@ -473,7 +481,9 @@ class MiniMindOnnx:
         self.past_names = [f"past_{kind}.{i}" for i in layers for kind in ("key", "value")]
         self.present_names = [f"present_{kind}.{i}" for i in layers for kind in ("key", "value")]
         started = time.perf_counter()
-        model = self.model_dir / "model.onnx"
+        model = self.model_dir / (self.weights.form.file or "model.onnx")
+        self.model_file = model
+        skipped = other_form_files(forms, self.weights.form)
         source: Path | bytes = model
         verify_ms = 0.0
         if verify_sha256:
@@ -484,6 +494,8 @@ class MiniMindOnnx:
                 if name not in self.manifest.files:
                     verify_file(self.manifest, name)  # raises: a required file without a recorded hash
             for name in self.manifest.files:
+                if name in skipped:
+                    continue  # another weight form: never read
                 data = verify_file(self.manifest, name)
                 if name == model.name:
                     source = data  # the checked bytes are what onnxruntime loads
@@ -491,9 +503,10 @@ class MiniMindOnnx:
         self.session = self._open_session(source, threads, model)
         self._check_io()
         log.info(
-            "loaded %s (%s, %d layers, context %d) with %d threads in %.0f ms (sha256 %s)",
+            "loaded %s (%s %s, %d layers, context %d) with %d threads in %.0f ms (sha256 %s)",
             self.model_dir,
             self.manifest.quantization,
+            model.name,
             self.architecture.num_hidden_layers,
             self.max_context_tokens,
             threads,
@@ -533,7 +546,7 @@ class MiniMindOnnx:
             optional = {i.name for i in self.session.get_overridable_initializers()}
             if TOTAL_INPUT not in optional | inputs:
                 raise ModelError(
-                    f"{self.model_dir / 'model.onnx'} has no {TOTAL_INPUT} input but {self.manifest.path} "
+                    f"{self.model_file} has no {TOTAL_INPUT} input but {self.manifest.path} "
                     'says "kv_buffer": "shared"; re-export the model'
                 )
             inputs.discard(TOTAL_INPUT)
@@ -542,7 +555,7 @@ class MiniMindOnnx:
         if isinstance(width, int) and width != self.architecture.vocab_size:
             raise ModelError(
                 f"{self.manifest.path}: key 'architecture.vocab_size' is {self.architecture.vocab_size} but "
-                f"{self.model_dir / 'model.onnx'} produces {width} logits; re-export the model"
+                f"{self.model_file} produces {width} logits; re-export the model"
             )
         past = next((i for i in self.session.get_inputs() if i.name == "past_key.0"), None)
         shape = past.shape if past is not None else []
@@ -551,14 +564,14 @@ class MiniMindOnnx:
             if len(shape) == 4 and isinstance(shape[axis], int) and shape[axis] != value:
                 raise ModelError(
                     f"{self.manifest.path}: key 'architecture.{key}' is {value} but "
-                    f"{self.model_dir / 'model.onnx'} has {shape[axis]} (past_key.0 {shape}); re-export the model"
+                    f"{self.model_file} has {shape[axis]} (past_key.0 {shape}); re-export the model"
                 )
         want_out = {"logits", *self.present_names}
         if inputs != want_in or not want_out <= outputs:
             missing = sorted((want_in - inputs) | (want_out - outputs))
             extra = sorted(inputs - want_in)
             raise ModelError(
-                f"{self.model_dir / 'model.onnx'} does not match {self.manifest.path}: "
+                f"{self.model_file} does not match {self.manifest.path}: "
                 f"missing {missing or 'nothing'}, unexpected inputs {extra or 'none'}; re-export the model"
             )
 
