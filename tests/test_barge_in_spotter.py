@@ -95,22 +95,9 @@ def test_no_detection_on_speech_without_the_phrases(wake):
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (the assistant's voice)")
 def test_stop_over_the_echo_with_three_streams_returns_to_idle(tmp_path, tiny_llm):
     """tests/test_bargein.py runs the defaults (4 streams); here 3, through the daemon: stop -> IDLE, no self-wake."""
-    from tests import test_bargein as live
+    from tests.support import bargein as live
 
-    kw = tmp_path / "keywords.txt"
-    kw.write_text("FELLOW AMERICANS\n", encoding="utf-8")
-    settings = load_settings(None, {
-        "wake.keywords_file": kw, "wake.model_dir": require(KWS_EN), "wake.stop_phrases": ["SORROW @stop"],
-        "wake.barge_in_streams": 3, "asr.model_dir": KWS_EN, "llm.model_dir": tiny_llm,
-        "llm.max_new_tokens": 40, "llm.threads": 1,
-    })
-    parts: dict[str, Any] = {
-        "settings": settings, "wake": pipeline.build_wake(settings, pipeline.load_keyword_list(settings)),
-        "asr": pipeline.build_asr(settings), "tiny_llm": tiny_llm,
-        "wake_head": load_clip(JFK)[: int(3.0 * RATE)], "question": load_clip(live.QUESTION),
-        "sorrow": load_clip(SORROW)[: int(3.5 * RATE)],
-    }
-    parts["voice_rms"] = live.rms(live.EspeakTts(live.TtsSettings(engine="espeak")).synthesize(live.VOICE_SAMPLE)[0])
+    parts = live.make_parts(tmp_path, tiny_llm, **{"wake.barge_in_streams": 3})
     assert len(parts["wake"].barge_in.streams) == 3
     planted: list[float] = []
 

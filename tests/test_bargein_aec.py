@@ -22,7 +22,7 @@ from assistant.audio.aec import available as aec_available
 from assistant.daemon import Daemon
 from assistant.events import Event, Interrupted, StateChange
 from speechdata.echo_room import LiveSource, Room
-from tests.test_bargein import check_stopped, parts, run_live, ser_gain  # noqa: F401 - parts is a fixture
+from tests.support.bargein import check_stopped, make_parts, run_live, ser_gain
 
 pytestmark = pytest.mark.skipif(not aec_available(), reason="needs speexdsp (pip install edge-assistant[aec])")
 
@@ -31,7 +31,12 @@ ADAPT_S = 8.0  # seconds of our speech the canceller adapts on before the phrase
 RATE = 16000
 
 
-def test_live_canceller_removes_the_echo_and_hears_a_stop_at_0_db(parts, tmp_path):  # noqa: F811
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory: pytest.TempPathFactory, tiny_llm) -> dict[str, Any]:
+    return make_parts(tmp_path_factory.mktemp("kw"), tiny_llm)
+
+
+def test_live_canceller_removes_the_echo_and_hears_a_stop_at_0_db(parts, tmp_path):
     long_parts = dict(parts)
     settings = parts["settings"]
     long_parts["settings"] = dataclasses.replace(settings, llm=dataclasses.replace(settings.llm, max_new_tokens=80))
