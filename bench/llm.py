@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import llamacpp
+from bench.cpu import describe_cpu
 from speechdata.assets import REPO, TOKENIZER_DIR
 
 TOKENIZER = TOKENIZER_DIR / "tokenizer.json"
@@ -102,11 +104,12 @@ def _figures(started: float, first: float, last: float, count: int) -> dict:
 
 
 class Worker:
-    def __init__(self, name: str, model_dir: Path, threads: int) -> None:
+    def __init__(self, name: str, model_dir: Path, threads: int, module: str = "bench.llm") -> None:
         self.name = name
         self.proc = subprocess.Popen(
-            # -m from the repo root: the worker imports this checkout's assistant, whatever is installed
-            [sys.executable, "-m", "bench.llm", "--worker", str(model_dir), "--threads", str(threads)],
+            # -m from the repo root: the worker imports this checkout's assistant, whatever is installed.
+            # module: bench.llamacpp for the llama.cpp rows (same protocol, a GGUF file for model_dir).
+            [sys.executable, "-m", module, "--worker", str(model_dir), "--threads", str(threads)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -196,6 +199,16 @@ def export_dirs(model, root: Path, tokenizer: Path = TOKENIZER) -> tuple[Path, P
     return int8, fp32
 
 
+def int4_dir(fp32: Path, root: Path) -> Path:
+    """Our int4 (MatMulNBits 4-bit blocks) requantized from the fp32 export: the row llama.cpp Q4_0 is compared with."""
+    from export.cli import main as export_main
+
+    int4 = root / "int4"
+    if export_main(["requantize", str(fp32), "--out", str(int4), "--quant", "int4", "--min-top1", "0"]) != 0:
+        raise SystemExit("int4 requantize failed")
+    return int4
+
+
 # --- main ---
 
 
@@ -207,12 +220,17 @@ def measure(args: argparse.Namespace, root: Path) -> dict:
         int8_dir, fp32_dir = export_dirs(model, root, SHAPES[args.shape][1])
     else:
         int8_dir, fp32_dir = args.model_dir, args.fp32_dir
+    ours = [("int8", int8_dir), ("fp32", fp32_dir), *args.extra]
+    if args.model_dir is None:
+        ours.insert(2, ("int4", int4_dir(fp32_dir, root)))
+    gguf = {} if llamacpp.available() else llamacpp.prepare(model, root, SHAPES[args.shape][1])
+    rows = [(n, d, "bench.llm") for n, d in ours] + [(n, p, "bench.llamacpp") for n, p in gguf.items()]
     engines: dict[str, object] = {}
     workers: list[Worker] = []
     for threads in THREADS:
-        for name, directory in (("int8", int8_dir), ("fp32", fp32_dir), *args.extra):
-            if directory is not None:
-                worker_ = Worker(f"{name}@{threads}", directory, threads)
+        for name, target, module in rows:
+            if target is not None:
+                worker_ = Worker(f"{name}@{threads}", target, threads, module)
                 workers.append(worker_)
                 engines[f"{name}@{threads}"] = worker_
         engines[f"torch@{threads}"] = TorchEngine(model, threads)
@@ -244,6 +262,8 @@ def measure(args: argparse.Namespace, root: Path) -> dict:
         "table": table,
         "extra": {label: str(directory) for label, directory in args.extra},
         "torch_version": torch.__version__,
+        "cpu": describe_cpu(),
+        "llamacpp": {name: str(path) for name, path in gguf.items()},
         "int8_dir": str(int8_dir),
         "fp32_dir": str(fp32_dir) if fp32_dir else None,
     }
@@ -277,6 +297,8 @@ def print_table(report: dict, args: argparse.Namespace) -> None:
     t = report["table"]
     load = os.getloadavg()[0]
     name, _, (rate_target, ttft_target, rss_target) = SHAPES[args.shape]
+    print(report["cpu"])
+    print(llamacpp.available() or f"llama.cpp: {llamacpp.system_info()}")
     print(f"{name} shape, {PROMPT_TOKENS}-token prompt + {NEW_TOKENS} new tokens, greedy, batch 1, "
           f"median of {args.runs} interleaved runs; 1-min load average at the end {load:.1f}")  # fmt: skip
     print()
@@ -285,7 +307,8 @@ def print_table(report: dict, args: argparse.Namespace) -> None:
     for threads in THREADS:
         torch_rate = t[f"torch@{threads}"]["tokens_per_s"]
         fp32_rate = t.get(f"fp32@{threads}", {}).get("tokens_per_s")
-        labels = {"int8": "onnxruntime int8", "fp32": "onnxruntime fp32", "torch": "torch eager fp32"}
+        labels = {"int8": "onnxruntime int8", "fp32": "onnxruntime fp32", "int4": "onnxruntime int4"}
+        labels.update({"torch": "torch eager fp32", **{name: name for name in report["llamacpp"]}})
         labels.update({name: f"onnxruntime {name} (extra)" for name, _ in args.extra})
         for engine, label in labels.items():
             row = t.get(f"{engine}@{threads}")
@@ -302,6 +325,8 @@ def print_table(report: dict, args: argparse.Namespace) -> None:
     print(f"at 2 threads: int8 {s['int8_tokens_per_s']:.0f} tok/s = {s['int8_over_torch']:.2f}x torch "
           f"(target >= {rate_note} tok/s); TTFT {s['int8_ttft_ms']:.1f} ms (target <= {ttft_target}); "
           f"RSS {s['rss_mb']:.0f} MB{rss_note}")  # fmt: skip
+    for line in llamacpp.ratio_lines(t, THREADS):
+        print(line)
     short = [name for name, row in t.items() if row["tokens"] < NEW_TOKENS]
     if short:
         print(f"note: stopped at eos before {NEW_TOKENS} tokens: {', '.join(short)}")
@@ -309,8 +334,8 @@ def print_table(report: dict, args: argparse.Namespace) -> None:
 
 def _labelled_dir(text: str) -> tuple[str, Path]:
     label, sep, directory = text.partition("=")
-    if not sep or not label or label in ("int8", "fp32", "torch"):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected LABEL=DIR with a label other than int8/fp32/torch")
+    if not sep or not label or label in ("int8", "fp32", "int4", "torch"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected LABEL=DIR with a label other than int8/fp32/int4/torch")
     return label, Path(directory)
 
 
