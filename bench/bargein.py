@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.cpu import describe_cpu
 from bench.stop_phrases import espeak, replies
 from speechdata.assets import AUDIO, KWS_EN
 from speechdata.audio import load_clip
@@ -216,6 +217,7 @@ def main() -> int:
     if args.json:
         print(json.dumps(report))
         return 0
+    print(describe_cpu())
     print(f"own speech: {report['own_speech_min']:.1f} min through the room (50 ms, -6 dB, RT60 0.25 s)")
     print(f"speex AEC: echo reduced by {report['erle_db']:.1f} dB, {report['aec_rtf']:.3f} x real time")
     print(f"self-wakes per hour of own speech: without canceller {report['self_wakes_per_h']['none']:.1f}, "
