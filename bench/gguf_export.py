@@ -6,9 +6,11 @@ tied embeddings), so it is written as a `llama` GGUF with the `gguf` package, ll
 - q and k rows permuted from the rotate-half RoPE layout (pairs i, i + D/2) to llama.cpp's (pairs 2i, 2i+1), the
   permutation llama.cpp's convert_hf_to_gguf.py applies to Llama checkpoints;
 - no output.weight: with it absent llama.cpp uses token_embd for the lm_head, which is MiniMind's tying;
-- the tokenizer as gguf's "gpt2" (byte-level BPE) with the pre-tokenizer named "smollm", as MiniMind's README
-  does for llama.cpp (its converter does not recognise the tokenizer's hash; smollm's is the GPT-2 split regex,
-  which is what tokenizer.json's ByteLevel pre-tokenizer with use_regex does).
+- the tokenizer as gguf's "gpt2" (byte-level BPE) with its pre-tokenizer named explicitly, as MiniMind's README
+  does for llama.cpp (whose converter does not recognise the tokenizer's hash). The README names "smollm"; that
+  one splits every digit apart ("12" -> "1" "2") while tokenizer.json's ByteLevel pre-tokenizer (use_regex) keeps
+  digit runs, so this writes "gpt-2", whose regex is exactly the ByteLevel one: llama.cpp then tokenizes Chinese,
+  English, digits, whitespace and the special tokens as `tokenizers` does (compare_tokenizer, SAMPLE_TEXTS).
 
 Q8_0 and Q4_0 are made from the f32 file by llama.cpp's own quantizer (llama_model_quantize through
 llama-cpp-python), so they are the files a llama.cpp user would make with llama-quantize: for Q4_0 that keeps the
@@ -32,7 +34,7 @@ import numpy as np
 
 from speechdata.assets import TOKENIZER_DIR
 
-PRE_TOKENIZER = "smollm"  # MiniMind's README: `res = "smollm"` in convert_hf_to_gguf.py for its tokenizer
+PRE_TOKENIZER = "gpt-2"  # MiniMind's README says "smollm", which splits digits apart: see the module docstring
 QUANT_TYPES = ("Q8_0", "Q4_0")
 # llama.cpp's llama_ftype values (llama.h): the whole-file type llama_model_quantize makes.
 _FTYPES = {"Q8_0": 7, "Q4_0": 2}

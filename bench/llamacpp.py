@@ -27,8 +27,10 @@ KINDS = ("Q8_0", "Q4_0")
 PAIRS = {"Q8_0": ("int8", 1.1), "Q4_0": ("int4", 1.0)}
 
 
-def available() -> str | None:
-    """None when llama.cpp rows can run, else why not (one line)."""
+def available(config=None) -> str | None:
+    """None when llama.cpp rows can run (for a model of training.model.MiniMindConfig `config`), else why not."""
+    if config is not None and (config.generation != "minimind2" or config.use_moe):
+        return f"llama.cpp rows skipped: {config.label} is not Llama-shaped (bench/gguf_export.py writes MiniMind2)"
     missing = [name for name in ("llama_cpp", "gguf") if importlib.util.find_spec(name) is None]
     if missing:
         return (

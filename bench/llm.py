@@ -1,4 +1,4 @@
-"""MiniMind decode speed: our int8 and fp32 ONNX runtime vs torch eager fp32 (KV cache), same weights and run.
+"""MiniMind decode speed: our int8, int4 and fp32 ONNX runtime vs torch eager fp32 and llama.cpp, same weights.
 
 For each engine and thread count (1 and 2): time to first token (64-token prompt -> first new token, prefill
 included) and decode tokens/s (the 127 steps after the first token of 128), greedy, batch 1. Runs are
@@ -14,13 +14,19 @@ export) and optionally --fp32-dir, it uses those, and torch runs random weights 
 norms; ../shared/reference/minimind3/minimind3-state-dict.tsv), random weights too, exported with the minimind-3
 tokenizer; its targets are int8 >= 250 tokens/s at 2 threads and TTFT <= 40 ms.
 
+The report starts with the CPU and its SIMD features (bench/cpu.py). Without --model-dir it also times our int4
+(requantized from the same fp32 export) and, when the `bench` extra is installed (llama-cpp-python, gguf),
+llama.cpp on GGUF Q8_0 and Q4_0 files of the same weights (bench/llamacpp.py, bench/gguf_export.py), each in its
+own worker process in the same rounds, with the ratios ours int8 / llama.cpp Q8_0 and ours int4 / llama.cpp
+Q4_0; without the extra those rows are skipped with one printed line.
+
 --extra LABEL=DIR (repeatable) times more exported directories in the same interleaved rounds, e.g. another
 quantization or an export made by an older version, as extra rows (and table entries in --json).
 
     .venv/bin/python -m bench.llm [--runs 5] [--json] [--model-dir DIR [--fp32-dir DIR]] [--keep DIR]
                                  [--extra LABEL=DIR ...] [--shape minimind2-small|minimind3]
 
-Why ~360 lines: export, worker processes and interleaved rounds belong to one measurement.
+Why ~380 lines: export, worker processes and interleaved rounds belong to one measurement.
 """
 
 from __future__ import annotations
@@ -223,7 +229,10 @@ def measure(args: argparse.Namespace, root: Path) -> dict:
     ours = [("int8", int8_dir), ("fp32", fp32_dir), *args.extra]
     if args.model_dir is None:
         ours.insert(2, ("int4", int4_dir(fp32_dir, root)))
-    gguf = {} if llamacpp.available() else llamacpp.prepare(model, root, SHAPES[args.shape][1])
+    skipped = llamacpp.available(model.config)
+    if args.model_dir is not None:  # the GGUF would hold torch's random weights, not those of --model-dir
+        skipped = "llama.cpp rows skipped: --model-dir (llama.cpp runs the weights bench/llm.py exports itself)"
+    gguf = {} if skipped else llamacpp.prepare(model, root, SHAPES[args.shape][1])
     rows = [(n, d, "bench.llm") for n, d in ours] + [(n, p, "bench.llamacpp") for n, p in gguf.items()]
     engines: dict[str, object] = {}
     workers: list[Worker] = []
@@ -264,6 +273,7 @@ def measure(args: argparse.Namespace, root: Path) -> dict:
         "torch_version": torch.__version__,
         "cpu": describe_cpu(),
         "llamacpp": {name: str(path) for name, path in gguf.items()},
+        "llamacpp_info": skipped or f"llama.cpp: {llamacpp.system_info()}",
         "int8_dir": str(int8_dir),
         "fp32_dir": str(fp32_dir) if fp32_dir else None,
     }
@@ -298,7 +308,7 @@ def print_table(report: dict, args: argparse.Namespace) -> None:
     load = os.getloadavg()[0]
     name, _, (rate_target, ttft_target, rss_target) = SHAPES[args.shape]
     print(report["cpu"])
-    print(llamacpp.available() or f"llama.cpp: {llamacpp.system_info()}")
+    print(report["llamacpp_info"])
     print(f"{name} shape, {PROMPT_TOKENS}-token prompt + {NEW_TOKENS} new tokens, greedy, batch 1, "
           f"median of {args.runs} interleaved runs; 1-min load average at the end {load:.1f}")  # fmt: skip
     print()

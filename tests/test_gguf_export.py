@@ -80,11 +80,12 @@ def test_metadata_is_llama_with_minimind_hyperparameters(written: Path) -> None:
     assert _field(reader, "llama.attention.layer_norm_rms_epsilon") == pytest.approx(1e-5)
 
 
-def test_tokenizer_is_byte_level_bpe_with_the_smollm_pre_tokenizer(written: Path, tokenizer_json: Path) -> None:
+def test_tokenizer_is_byte_level_bpe_with_the_gpt2_pre_tokenizer(written: Path, tokenizer_json: Path) -> None:
     reader = gguf.GGUFReader(str(written))
     source = json.loads(tokenizer_json.read_text(encoding="utf-8"))
     assert _field(reader, "tokenizer.ggml.model") == "gpt2"
-    assert _field(reader, "tokenizer.ggml.pre") == PRE_TOKENIZER == "smollm"
+    # gpt-2's split regex is the ByteLevel one of tokenizer.json (smollm, MiniMind README's, splits digits apart)
+    assert _field(reader, "tokenizer.ggml.pre") == PRE_TOKENIZER == "gpt-2"
     tokens = _field(reader, "tokenizer.ggml.tokens")
     assert len(tokens) == 6400
     for token, index in list(source["model"]["vocab"].items())[:50]:
@@ -171,5 +172,5 @@ def test_llama_cpp_runs_it_like_torch(written: Path, tiny_model, tokenizer_json:
     assert figures["max_abs_diff"] < 1e-3 * max(1.0, figures["ref_max_abs"]), figures
     assert figures["top1_agreement"] == 1.0, figures
     assert figures["greedy_gguf"] == figures["greedy_torch"]
-    texts = ["你好，我是MiniMind。Hello world! 今天天气怎么样？", "<|im_start|>user\nit's 3.14 ok?<|im_end|>\n"]
+    texts = ["你好，我是MiniMind。Hello world! 今天天气怎么样？", "<|im_start|>user\nit's 12 + 30 ¥200?<|im_end|>\n"]
     assert compare_tokenizer(written, tokenizer_json, texts) == [(t, True) for t in texts]
