@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.cpu import describe_cpu
 from bench.stop_phrases import espeak, replies
 from speechdata.assets import AUDIO, KWS_EN
 from speechdata.audio import load_clip
@@ -411,6 +412,7 @@ def main() -> int:
     if args.json:
         print(json.dumps(report))
         return 0
+    print(describe_cpu())
     if "aec_live" in report:
         lv = report["aec_live"]
         print("live daemon, its canceller (tts.echo_cancel) off / on, room 50 ms, -6 dB, RT60 0.25 s:")

@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench.cpu import describe_cpu
 from bench.llm import PAUSE_S, THREADS, Worker
 
 
@@ -74,6 +75,7 @@ def main() -> int:
     if args.json:
         print(json.dumps({"a": str(args.a), "b": str(args.b), "runs": args.runs, "load": load, "rows": rows}))
         return 0
+    print(describe_cpu())
     print(f"a = {args.a}, b = {args.b}; median of {args.runs} interleaved runs; load at the end {load[0]:.1f}")
     print("| threads | a tok/s | b tok/s | b/a | a TTFT ms | b TTFT ms | b/a |")
     print("|---|---|---|---|---|---|---|")

@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.cpu import describe_cpu
 from bench.llm import export_dirs, small_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,6 +93,7 @@ def main() -> int:
     if args.json:
         print(json.dumps(rows))
         return 0
+    print(describe_cpu())
     print(f"follow-up TTFT, {args.history}-token history target, {args.threads} threads, median of {args.runs}")
     print(f"{'model':6} {'history':>7} {'prompt':>6} {'cached':>6} {'warm ms':>8} {'cold ms':>8} {'warm/cold':>9} "
           f"{'same tokens':>11}")

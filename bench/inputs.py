@@ -33,6 +33,7 @@ from assistant.audio.sources import open_source
 from assistant.errors import AssistantError
 from assistant.settings import load_settings
 from assistant.wake.keywords import MAX_KEYWORD_LINES, load_tokens, parse_keywords
+from bench.cpu import describe_cpu
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -150,6 +151,7 @@ def main() -> int:
     if not KWS.is_dir():
         print(f"shared KWS models not found under {KWS}", file=sys.stderr)
         return 1
+    print(describe_cpu())
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"\nkeyword expansion (parse_keywords), median of {args.runs} calls (the file: {max(1, args.runs // 10)})")
     print(f"{'line':40} {'table':5} {'ms':>9}  {'result':44} old (issue 15)")

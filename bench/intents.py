@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.cpu import describe_cpu
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ASSISTANT_SHARED", REPO.parent / "shared")).resolve()
 TARGET_MS = 20.0
@@ -138,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=1))
         return 0
+    print(describe_cpu())
     print(f"intent engine (en + zh + pinyin) loaded and warmed in {load_ms:.0f} ms; {args.rounds} rounds; "
           f"load average {result['load']:.2f}")
     print(f"{'style':<26}{'n':>3}{'median ms':>11}{'p95 ms':>9}{'max ms':>9}")

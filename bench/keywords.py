@@ -20,6 +20,7 @@ from pathlib import Path
 from assistant.models.files import find_transducer
 from assistant.wake import samples, tuning
 from assistant.wake.keywords import load_tokens, parse_keywords
+from bench.cpu import describe_cpu
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = Path(os.environ.get("ASSISTANT_SHARED", REPO.parent / "shared")).resolve() / "assets"
@@ -103,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     languages = ["en", "zh"] if args.language == "both" else [args.language]
+    print(describe_cpu())
     print(f"load average before: {os.getloadavg()[0]:.1f}")
     print("| language | keywords | settings | recall on real clips | false alarms | per hour | tuning time |")
     print("|---|---|---|---|---|---|---|")

@@ -1,4 +1,4 @@
-"""MiniMind decode speed: our int8 and fp32 ONNX runtime vs torch eager fp32 (KV cache), same weights and run.
+"""MiniMind decode speed: our int8, int4 and fp32 ONNX runtime vs torch eager fp32 and llama.cpp, same weights.
 
 For each engine and thread count (1 and 2): time to first token (64-token prompt -> first new token, prefill
 included) and decode tokens/s (the 127 steps after the first token of 128), greedy, batch 1. Runs are
@@ -14,6 +14,12 @@ export) and optionally --fp32-dir, it uses those, and torch runs random weights 
 norms; ../shared/reference/minimind3/minimind3-state-dict.tsv), random weights too, exported with the minimind-3
 tokenizer; its targets are int8 >= 250 tokens/s at 2 threads and TTFT <= 40 ms.
 
+The report starts with the CPU and its SIMD features (bench/cpu.py). Without --model-dir it also times our int4
+(requantized from the same fp32 export) and, when the `bench` extra is installed (llama-cpp-python, gguf),
+llama.cpp on GGUF Q8_0 and Q4_0 files of the same weights (bench/llamacpp.py, bench/gguf_export.py), each in its
+own worker process in the same rounds, with the ratios ours int8 / llama.cpp Q8_0 and ours int4 / llama.cpp
+Q4_0; without the extra those rows are skipped with one printed line.
+
 --extra LABEL=DIR (repeatable) times more exported directories in the same interleaved rounds, e.g. another
 quantization or an export made by an older version, as extra rows (and table entries in --json).
 
@@ -27,7 +33,7 @@ CPU and its SIMD features (bench/cpu.py).
                                  [--extra LABEL=DIR ...] [--shape minimind2-small|minimind3]
                                  [--prompt-tokens 64 300]
 
-Why ~360 lines: export, worker processes and interleaved rounds belong to one measurement.
+Why ~380 lines: export, worker processes and interleaved rounds belong to one measurement.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import llamacpp
 from bench.cpu import describe_cpu
 from speechdata.assets import REPO, TOKENIZER_DIR
 
@@ -112,12 +119,13 @@ def _figures(started: float, first: float, last: float, count: int) -> dict:
 
 
 class Worker:
-    def __init__(self, name: str, model_dir: Path, threads: int, weights: str = "auto") -> None:
+    def __init__(self, name: str, model_dir: Path, threads: int, weights: str = "auto", module: str = "bench.llm"):
         self.name = name
+        # module: bench.llamacpp for the llama.cpp rows (same protocol, a GGUF file for model_dir).
+        extra = ["--weights", weights] if module == "bench.llm" else []
         self.proc = subprocess.Popen(
             # -m from the repo root: the worker imports this checkout's assistant, whatever is installed
-            [sys.executable, "-m", "bench.llm", "--worker", str(model_dir), "--threads", str(threads),
-             "--weights", weights],  # fmt: skip
+            [sys.executable, "-m", module, "--worker", str(model_dir), "--threads", str(threads), *extra],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -208,6 +216,16 @@ def export_dirs(model, root: Path, tokenizer: Path = TOKENIZER) -> tuple[Path, P
     return int8, fp32
 
 
+def int4_dir(fp32: Path, root: Path) -> Path:
+    """Our int4 (MatMulNBits 4-bit blocks) requantized from the fp32 export: the row llama.cpp Q4_0 is compared with."""
+    from export.cli import main as export_main
+
+    int4 = root / "int4"
+    if export_main(["requantize", str(fp32), "--out", str(int4), "--quant", "int4", "--min-top1", "0"]) != 0:
+        raise SystemExit("int4 requantize failed")
+    return int4
+
+
 # --- main ---
 
 
@@ -219,16 +237,24 @@ def measure(args: argparse.Namespace, root: Path) -> dict:
         int8_dir, fp32_dir = export_dirs(model, root, SHAPES[args.shape][1])
     else:
         int8_dir, fp32_dir = args.model_dir, args.fp32_dir
-    engines: dict[str, object] = {}
-    workers: list[Worker] = []
+    ours = [("int8", int8_dir), ("fp32", fp32_dir), *args.extra]
+    if args.model_dir is None:
+        ours.insert(2, ("int4", int4_dir(fp32_dir, root)))
+    skipped = llamacpp.available(model.config)
+    if args.model_dir is not None:  # the GGUF would hold torch's random weights, not those of --model-dir
+        skipped = "llama.cpp rows skipped: --model-dir (llama.cpp runs the weights bench/llm.py exports itself)"
+    gguf = {} if skipped else llamacpp.prepare(model, root, SHAPES[args.shape][1])
     # An export with both int8 forms: each form forced, besides "int8" (auto, the runtime's own choice).
     forms = int8_forms(int8_dir)
+    rows = [(n, d, "auto", "bench.llm") for n, d in ours[:1]] + [(n, d, w, "bench.llm") for n, d, w in forms]
+    rows += [(n, d, "auto", "bench.llm") for n, d in ours[1:]]
+    rows += [(n, path, "auto", "bench.llamacpp") for n, path in gguf.items()]
+    engines: dict[str, object] = {}
+    workers: list[Worker] = []
     for threads in THREADS:
-        for name, directory, weights in (
-            ("int8", int8_dir, "auto"), *forms, ("fp32", fp32_dir, "auto"), *((n, d, "auto") for n, d in args.extra)
-        ):
-            if directory is not None:
-                worker_ = Worker(f"{name}@{threads}", directory, threads, weights)
+        for name, target, weights, module in rows:
+            if target is not None:
+                worker_ = Worker(f"{name}@{threads}", target, threads, weights, module)
                 workers.append(worker_)
                 engines[f"{name}@{threads}"] = worker_
         engines[f"torch@{threads}"] = TorchEngine(model, threads)
@@ -272,6 +298,8 @@ def measure(args: argparse.Namespace, root: Path) -> dict:
         "prompt_tokens": lengths,
         "extra": {label: str(directory) for label, directory in args.extra},
         "torch_version": torch.__version__,
+        "llamacpp": {name: str(path) for name, path in gguf.items()},
+        "llamacpp_info": skipped or f"llama.cpp: {llamacpp.system_info()}",
         "int8_dir": str(int8_dir),
         "fp32_dir": str(fp32_dir) if fp32_dir else None,
     }
@@ -313,6 +341,7 @@ def print_table(report: dict, args: argparse.Namespace) -> None:
     load = os.getloadavg()[0]
     name, _, (rate_target, ttft_target, rss_target) = SHAPES[args.shape]
     print(report["cpu"])
+    print(report["llamacpp_info"])
     print(f"{name} shape, {report['prompt_tokens'][0]}-token prompt + {NEW_TOKENS} new tokens, greedy, batch 1, "
           f"median of {args.runs} interleaved runs; 1-min load average at the end {load:.1f}")  # fmt: skip
     print()
@@ -325,8 +354,10 @@ def print_table(report: dict, args: argparse.Namespace) -> None:
             "int8": "onnxruntime int8" + (f" (auto: {t[f'int8@{threads}']['form']})" if "int8-blocks@1" in t else ""),
             "int8-blocks": "onnxruntime int8-blocks",
             "int8-dynamic": "onnxruntime int8-dynamic",
+            "int4": "onnxruntime int4",
             "fp32": "onnxruntime fp32",
             "torch": "torch eager fp32",
+            **{name: name for name in report["llamacpp"]},
         }
         labels.update({name: f"onnxruntime {name} (extra)" for name, _ in args.extra})
         for engine, label in labels.items():
@@ -344,6 +375,8 @@ def print_table(report: dict, args: argparse.Namespace) -> None:
     print(f"at 2 threads: int8 {s['int8_tokens_per_s']:.0f} tok/s = {s['int8_over_torch']:.2f}x torch "
           f"(target >= {rate_note} tok/s); TTFT {s['int8_ttft_ms']:.1f} ms (target <= {ttft_target}); "
           f"RSS {s['rss_mb']:.0f} MB{rss_note}")  # fmt: skip
+    for line in llamacpp.ratio_lines(t, THREADS):
+        print(line)
     print_prompt_lengths(report)
     short = [name for name, row in t.items() if row["tokens"] < NEW_TOKENS]
     if short:
@@ -377,8 +410,8 @@ def print_prompt_lengths(report: dict) -> None:
 
 def _labelled_dir(text: str) -> tuple[str, Path]:
     label, sep, directory = text.partition("=")
-    if not sep or not label or label in ("int8", "int8-blocks", "int8-dynamic", "fp32", "torch"):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected LABEL=DIR with a label other than int8/fp32/torch")
+    if not sep or not label or label in ("int8", "int8-blocks", "int8-dynamic", "int4", "fp32", "torch"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected LABEL=DIR with a label other than int8/int4/fp32/torch")
     return label, Path(directory)
 
 

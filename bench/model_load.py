@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.cpu import describe_cpu
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -75,6 +77,7 @@ def main() -> int:
         print(json.dumps(report))
         return 0
     m = report["median_ms"]
+    print(describe_cpu())
     print(f"{report['model_dir']}: {report['bytes_hashed'] / 1e6:.1f} MB hashed, median of {report['runs']} loads")
     print(f"  load, sha256 verified (default)   {m['verified']:8.1f} ms")
     print(f"  load, llm.verify_sha256: false    {m['unverified']:8.1f} ms   (baseline)")

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.cpu import describe_cpu
 from speechdata.assets import (
     NON_WAKE_CLIPS,
     REPO,
@@ -403,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
                 "command": f".venv/bin/python -m bench.soak --minutes {args.minutes:g} --seed {args.seed}"}
         print(json.dumps(body))
     else:
+        print(describe_cpu())
         print(report(result))
     return 0
 

@@ -25,14 +25,21 @@ INT8_BLOCKS = (128, 64, 32, 16)  # the first that divides K is used
 ACCURACY_LEVEL = 4
 
 
-def quantize(src: Path, dst: Path, quant: str) -> dict:
+def quantize(
+    src: Path, dst: Path, quant: str, *, block_size: int | None = None, accuracy_level: int = ACCURACY_LEVEL
+) -> dict:
     """Write the `quant` version of the fp32 graph `src` to `dst`; return a description of the weight format
-    for model.json."""
+    for model.json.
+
+    block_size and accuracy_level (int8/int4 blocks only) override the defaults above, for experiments
+    (bench/llm_variants.py); a block size that does not divide a MatMul's K leaves that MatMul per tensor."""
     started = time.perf_counter()
     if quant in ("int8", "int8-blocks"):  # quantize() writes one file: "int8" is the blocks form here
-        described = _blockwise(src, dst, bits=8, blocks=INT8_BLOCKS)
+        blocks = (block_size,) if block_size else INT8_BLOCKS
+        described = _blockwise(src, dst, bits=8, blocks=blocks, accuracy_level=accuracy_level)
     elif quant == "int4":
-        described = _blockwise(src, dst, bits=4, blocks=(INT4_BLOCK,))
+        blocks = (block_size,) if block_size else (INT4_BLOCK,)
+        described = _blockwise(src, dst, bits=4, blocks=blocks, accuracy_level=accuracy_level)
     elif quant == "int8-dynamic":
         described = _dynamic(src, dst)
     else:
@@ -49,7 +56,7 @@ def quantize(src: Path, dst: Path, quant: str) -> dict:
     return described
 
 
-def _blockwise(src: Path, dst: Path, *, bits: int, blocks: tuple[int, ...]) -> dict:
+def _blockwise(src: Path, dst: Path, *, bits: int, blocks: tuple[int, ...], accuracy_level: int) -> dict:
     """Weights of every constant MatMul as `bits`-bit blocks (MatMulNBits); the embedding table as int8.
 
     MatMulNBits (one scale per block of K) replaced quantize_dynamic's MatMulInteger/DynamicQuantizeMatMul
@@ -90,7 +97,7 @@ def _blockwise(src: Path, dst: Path, *, bits: int, blocks: tuple[int, ...]) -> d
                 N=n,
                 bits=bits,
                 block_size=block,
-                accuracy_level=ACCURACY_LEVEL,
+                accuracy_level=accuracy_level,
             )
         )
         replaced += 1
@@ -121,7 +128,7 @@ def _blockwise(src: Path, dst: Path, *, bits: int, blocks: tuple[int, ...]) -> d
         "operator": "MatMulNBits",
         "bits": bits,
         "block_size": max(used),
-        "accuracy_level": ACCURACY_LEVEL,
+        "accuracy_level": accuracy_level,
         "embedding": "int8",
     }
 

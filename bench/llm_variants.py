@@ -1,0 +1,88 @@
+"""MatMulNBits variants of one fp32 export (block size, accuracy level), to time with bench/llm.py --extra.
+
+Each variant is requantized from the fp32 export with export/quantize.py's block_size / accuracy_level options
+and gets its own model.json (files' sha256, the parity figures against fp32, measured, not enforced: random
+weights have flat logits, so top-1 agreement says little about them; the default's parity rule is checked by
+tests/test_export.py on the real conformance models). It prints the --extra arguments to pass to bench/llm.py.
+
+    .venv/bin/python -m bench.llm --runs 1 --keep /tmp/llm              # makes /tmp/llm/fp32
+    .venv/bin/python -m bench.llm_variants /tmp/llm/fp32 --out /tmp/llm/variants \\
+        int8:32:4 int8:64:4 int8:128:4 int8:256:4 int8:128:0 int4:32:4 int4:64:4 int4:128:4 int4:32:0
+    .venv/bin/python -m bench.llm --runs 5 --extra LABEL=DIR ...         (the printed arguments)
+
+A variant is QUANT:BLOCK:LEVEL: int8 or int4, the K elements per scale, accuracy_level (0: fp32 compute,
+4: int8 activations and int8 dot products, VNNI where the CPU has it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from export import manifest as mf
+from export import parity
+from export.cli import TOKENIZER_FILES, copy_tokenizer, staging
+from export.quantize import quantize
+
+
+def parse_variant(text: str) -> tuple[str, int, int]:
+    quant, block, level = (text.split(":") + ["", ""])[:3]
+    if quant not in ("int8", "int4") or not block.isdigit() or level not in ("0", "1", "2", "3", "4"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected QUANT:BLOCK:LEVEL, e.g. int8:64:4")
+    return quant, int(block), int(level)
+
+
+def make_variant(source: Path, out: Path, quant: str, block: int, level: int) -> dict:
+    """Requantize the fp32 export `source` into `out` with these MatMulNBits settings; return its parity."""
+    manifest = mf.read_manifest(source)
+    with staging(out) as stage:
+        copy_tokenizer([source / n for n in TOKENIZER_FILES if (source / n).is_file()], stage)
+        weights = quantize(source / "model.onnx", stage / "model.onnx", quant, block_size=block, accuracy_level=level)
+        fp32 = parity.open_session(source / "model.onnx")
+        quantized = parity.open_session(stage / "model.onnx")
+        sequences = parity.build_sequences(
+            fp32, parity.chat_prompts(stage / "tokenizer.json"), manifest["eos_token_id"]
+        )
+        figures = {
+            f"{quant}_vs_fp32": parity.check_quantized(fp32, quantized, sequences, quant, parity.Tolerances(min_top1=0))
+        }
+        del fp32, quantized
+        mf.write_manifest(
+            stage,
+            mf.build_manifest(
+                stage,
+                architecture=manifest["architecture"],
+                quantization=quant,
+                parity=figures,
+                source=manifest.get("source", source.name),
+                graph=manifest.get("graph", "traced"),
+                bos_token_id=manifest["bos_token_id"],
+                eos_token_id=manifest["eos_token_id"],
+                kv_buffer=manifest.get("kv_buffer"),
+                weights=weights,
+                generation=manifest.get("generation", "minimind2"),
+            ),
+        )
+    return figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("source", type=Path, help="an fp32 export (bench/llm.py --keep DIR makes DIR/fp32)")
+    parser.add_argument("variants", type=parse_variant, nargs="+", metavar="QUANT:BLOCK:LEVEL")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the variant exports")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    extras = []
+    for quant, block, level in args.variants:
+        label = f"{quant}-b{block}-a{level}"
+        figures = make_variant(args.source, args.out / label, quant, block, level)
+        print(f"{label}: {figures}")
+        extras.append(f"--extra {label}={args.out / label}")
+    print(" ".join(extras))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
