@@ -5,7 +5,7 @@ from __future__ import annotations
 from assistant.models.files import find_transducer
 from assistant.wake import search, tuning
 from assistant.wake.keywords import load_tokens, parse_keywords
-from speechdata.assets import AUDIO, JFK, KWS_EN, LEOPARD
+from speechdata.assets import AUDIO, JFK, KWS_EN, KWS_ZH, LEOPARD
 from speechdata.audio import load_clip, wake_phrase
 from tests.conftest import require
 
@@ -47,3 +47,26 @@ def test_negatives_are_cut_into_overlapping_pieces_that_count_each_second_once()
     assert [round(s.clip.seconds, 2) for s in segs] == [10.0, 12.0, 7.0, 1.0]
     assert [s.owned_from for s in segs] == [0.0, 2.0, 2.0, 0.0]
     assert abs(sum(s.hours for s in segs) * 3600 - 25.0) < 1e-6 and segs[-1].exclude == "X"
+
+
+def test_leave_one_out_holds_each_instance_out_once() -> None:
+    from bench.keywords import leave_one_out
+
+    assert leave_one_out(["a", "b", "c"]) == [(["b", "c"], "a"), (["a", "c"], "b"), (["a", "b"], "c")]
+
+
+def test_instances_of_a_word_are_found_and_cut_from_real_speech() -> None:
+    # 全球 is said once in each of three zh KWS test clips: each is found, and its cut fires on its own.
+    from bench.keywords import ZH_WAVS, cut, locate
+
+    files = find_transducer(require(KWS_ZH), "kws-zh")
+    scanner = tuning.Scanner(files, parse_keywords("全球\n", load_tokens(files.tokens, files.bpe_model)))
+    label = scanner.keywords[0].label
+    loose = scanner.keyword_text(tuning.Setting(3.0, 0.05))
+    for name in ("1.wav", "2.wav", "3.wav"):
+        clip = tuning.Clip(name, load_clip(require(ZH_WAVS / name)))
+        places = locate(scanner, clip, label)
+        assert len(places) == 1, (name, places)
+        piece = cut(clip, *places[0], label, 0)
+        assert 0.5 < piece.seconds < 2.0 and piece.label == label
+        assert any(h.label == label for h in scanner.scan(piece, loose))

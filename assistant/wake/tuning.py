@@ -61,6 +61,7 @@ class Hit:
     label: str
     t: float  # seconds into the clip at which the keyword's last token was emitted
     tokens: tuple[str, ...]
+    t_first: float | None = None  # ... and its first token (None when the result carries no times)
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,8 @@ class Scanner:
             t = offset + (times[-1] if times else 0.0)
             offset = t
             if tag != _BASE_TAG:
-                hits.append(Hit(clip.name, self.labels.get(tag, tag), round(t, 2), tuple(result.tokens)))
+                first_t = round(offset - (times[-1] - times[0]), 2) if times else None
+                hits.append(Hit(clip.name, self.labels.get(tag, tag), round(t, 2), tuple(result.tokens), first_t))
                 if first:
                     break
         return hits
