@@ -135,13 +135,17 @@ class _Track:
     def current(self) -> Setting:
         return self.order[self.index]
 
+    def _implied(self, setting: Setting) -> bool:
+        return setting != AS_WRITTEN and any(
+            d != AS_WRITTEN and d.boost == setting.boost and (setting.threshold or 0) <= (d.threshold or 0)
+            for d, _, _ in self.dropped)
+
     def next_candidate(self) -> None:
         blown = self.current
         self.dropped.append((blown, self.alarms, self.hours))
         self.index += 1
-        # A looser threshold at the same boost fires wherever this one did: drop it unseen.
-        while (self.index < len(self.order) and blown != AS_WRITTEN and self.current != AS_WRITTEN
-               and self.current.boost == blown.boost and (self.current.threshold or 0) <= (blown.threshold or 0)):
+        # A looser threshold at the same boost fires wherever a dropped one did: drop it unseen.
+        while self.index < len(self.order) and self._implied(self.current):
             self.index += 1
         self.verified, self.alarms, self.hours = set(), 0, 0.0
         if self.index >= len(self.order):
