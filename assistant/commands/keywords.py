@@ -249,7 +249,8 @@ def _print_report(report: dict) -> None:
     print(f"negatives: {report['negative_minutes']} min of {report['negatives']}")
     if report["synthetic_positives"]:
         print("note: tuned on synthetic positives only; record your own (`assistant keywords record`) to do better")
-    print(f"{'label':20s} {'setting':14s} {'recall':>7s} {'95% CI':>10s} {'false/h':>8s}  default    next looser")
+    print(f"{'label':20s} {'setting':14s} {'recall':>7s} {'95% CI':>10s} {'false/h':>8s}  {'default':>14s}  "
+          "next ruled out")
     for row in report["keywords"]:
         low, high = row["recall_ci95"]
         nxt = row["next_looser"]
