@@ -335,9 +335,9 @@ def loo_word(case: LooCase, word: str, expected: dict[str, int]) -> list[str]:
 
     synthetic = tune(samples.synthetic_positives({label: word.lower()}, case.speak, case.voices))
     chosen_real = []
-    for others, held in leave_one_out(instances):
+    for rest, held in leave_one_out(instances):
         with tempfile.TemporaryDirectory() as work:  # through the --positives loader, as a user's folder
-            for i, clip in enumerate(others):
+            for i, clip in enumerate(rest):
                 sf.write(Path(work) / f"{samples.label_key(label)}-{i + 1}.wav", clip.samples, 16000)
             real = tune(samples.load_positives(Path(work), [label]))
         chosen_real.append(real.label())
