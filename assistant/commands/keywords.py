@@ -19,7 +19,7 @@ from pathlib import Path
 from assistant.errors import ConfigError
 from assistant.models.files import find_transducer
 from assistant.settings import DEFAULT_CONFIG, Settings, find_config, load_settings
-from assistant.wake import samples, tuning
+from assistant.wake import samples, search, tuning
 from assistant.wake.keywords import Keyword, load_keywords, load_tokens
 
 log = logging.getLogger(__name__)
@@ -157,16 +157,22 @@ def _espeak(language: str) -> samples.Speak:
     return speak
 
 
-def _progress(label: str):
+def _progress():
+    """A bar per phase on a terminal; in a log, one line at half way and one at the end of each phase."""
     started = time.monotonic()
+    last: dict[str, int] = {}
 
-    def show(done: int, total: int) -> None:
-        if not sys.stderr.isatty() and done not in (total, total // 2):
+    def show(phase: str, done: int, total: int) -> None:
+        previous = last.get(phase, -1)
+        last[phase] = done
+        if total <= 0 or previous >= total:
+            return
+        if not sys.stderr.isatty() and not (done >= total or previous < total // 2 <= done):
             return
         width = 30
-        bar = "#" * (width * done // total)
-        sys.stderr.write(f"\r{label} [{bar:{width}s}] {done}/{total} {time.monotonic() - started:.0f} s")
-        if done == total:
+        bar = "#" * (width * min(done, total) // total)
+        sys.stderr.write(f"\r{phase:9s} [{bar:{width}s}] {done}/{total} {time.monotonic() - started:.0f} s")
+        if done >= total or not sys.stderr.isatty():
             sys.stderr.write("\n")
         sys.stderr.flush()
 
@@ -196,11 +202,9 @@ def _tune(args: argparse.Namespace) -> int:
              negative_source)
     if any(not 0 < t < 1 for t in args.thresholds):
         raise ConfigError(f"--thresholds {args.thresholds}: each must be between 0 and 1")
-    grid = [tuning.AS_WRITTEN] + [tuning.Setting(b, t) for b in args.boosts for t in args.thresholds]
     started = time.monotonic()
-    results = tuning.scan_all(scanner, positives + negatives, grid, workers=args.threads,
-                              progress=_progress("tuning"))
-    choices = tuning.choose(labels, results, positives, negative_hours, budget_per_hour=args.max_false_per_hour)
+    choices = search.search(scanner, positives, negatives, args.boosts, args.thresholds,
+                            budget_per_hour=args.max_false_per_hour, workers=args.threads, progress=_progress())
     elapsed = time.monotonic() - started
     note = (f"{time.strftime('%Y-%m-%d %H:%M')}, {source}, {negative_hours * 60:.1f} min of negatives, "
             f"budget {args.max_false_per_hour:g} false/h")
@@ -226,11 +230,14 @@ def _report(choices, source: str, negative_source: str, hours: float, elapsed: f
             "recall_ci95": [round(low, 2), round(high, 2)],
             "false_per_hour": round(c.chosen.false_per_hour, 2),
             "default_recall": f"{c.default.found}/{c.default.positives}",
-            "default_false_per_hour": round(c.default.false_per_hour, 2),
+            "false_alarms": c.chosen.false_alarms,
+            "default_false_per_hour": round(c.default.false_per_hour, 2) if c.default.measured else None,
+            # the nearest setting ruled out by the budget (more recall or looser); its count stopped once over it
             "next_looser": None if c.runner_up is None else {
                 "setting": c.runner_up.setting.label(),
                 "recall": f"{c.runner_up.found}/{c.runner_up.positives}",
                 "false_per_hour": round(c.runner_up.false_per_hour, 2),
+                "false_alarms_at_least": c.runner_up.false_alarms,
             },
         })
     return {"positives": source, "synthetic_positives": synthetic, "negatives": negative_source,
@@ -242,12 +249,14 @@ def _print_report(report: dict) -> None:
     print(f"negatives: {report['negative_minutes']} min of {report['negatives']}")
     if report["synthetic_positives"]:
         print("note: tuned on synthetic positives only; record your own (`assistant keywords record`) to do better")
-    print(f"{'label':20s} {'setting':14s} {'recall':>7s} {'95% CI':>10s} {'false/h':>8s}  default    next looser")
+    print(f"{'label':20s} {'setting':14s} {'recall':>7s} {'95% CI':>10s} {'false/h':>8s}  {'default':>14s}  "
+          "next ruled out")
     for row in report["keywords"]:
         low, high = row["recall_ci95"]
         nxt = row["next_looser"]
-        nxt_text = f"{nxt['setting']} {nxt['recall']} {nxt['false_per_hour']}/h" if nxt else "-"
+        nxt_text = f"{nxt['setting']} {nxt['recall']} >={nxt['false_per_hour']}/h" if nxt else "-"
+        default_fa = row["default_false_per_hour"]
+        default_text = "not run" if default_fa is None else f"{default_fa:.1f}/h"
         print(f"{row['label'][:20]:20s} {row['setting']:14s} {row['recall']:>7s} {low:>4.0%}-{high:<4.0%} "
-              f"{row['false_per_hour']:>8.2f}  {row['default_recall']:>5s} {row['default_false_per_hour']:.1f}/h"
-              f"  {nxt_text}")
+              f"{row['false_per_hour']:>8.2f}  {row['default_recall']:>5s} {default_text:>8s}  {nxt_text}")
     print(f"took {report['seconds']:.0f} s")

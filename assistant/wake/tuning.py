@@ -22,7 +22,7 @@ import math
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -61,6 +61,7 @@ class Hit:
     label: str
     t: float  # seconds into the clip at which the keyword's last token was emitted
     tokens: tuple[str, ...]
+    t_first: float | None = None  # ... and its first token (None when the result carries no times)
 
 
 @dataclass(frozen=True)
@@ -100,17 +101,23 @@ class Scanner:
 
     def keyword_text(self, setting: Setting, labels: Iterable[str] | None = None) -> str:
         """The per-stream keyword list: the chosen labels' lines at `setting` (as written when None)."""
-        wanted = None if labels is None else set(labels)
+        wanted = {kw.label for kw in self.keywords} if labels is None else set(labels)
+        return self.keyword_text_per({label: setting for label in wanted})
+
+    def keyword_text_per(self, settings: Mapping[str, Setting]) -> str:
+        """The per-stream keyword list with each label at its own setting; labels not in `settings` left out."""
         chosen = []
         for kw in self.keywords:
-            if wanted is not None and kw.label not in wanted:
+            setting = settings.get(kw.label)
+            if setting is None:
                 continue
             if setting != AS_WRITTEN:
                 kw = dataclasses.replace(kw, boost=setting.boost, threshold=setting.threshold)
             chosen.append(kw)
         return format_keywords(chosen).strip()
 
-    def scan(self, clip: Clip, keyword_text: str) -> list[Hit]:
+    def scan(self, clip: Clip, keyword_text: str, *, first: bool = False) -> list[Hit]:
+        """Every keyword reported in `clip`; with `first`, stop decoding at the first one."""
         spotter = self._spotter
         stream = spotter.create_stream(keyword_text)
         stream.accept_waveform(SAMPLE_RATE, clip.samples)
@@ -129,7 +136,10 @@ class Scanner:
             t = offset + (times[-1] if times else 0.0)
             offset = t
             if tag != _BASE_TAG:
-                hits.append(Hit(clip.name, self.labels.get(tag, tag), round(t, 2), tuple(result.tokens)))
+                first_t = round(offset - (times[-1] - times[0]), 2) if times else None
+                hits.append(Hit(clip.name, self.labels.get(tag, tag), round(t, 2), tuple(result.tokens), first_t))
+                if first:
+                    break
         return hits
 
 
@@ -167,6 +177,8 @@ class Score:
     positives: int
     false_alarms: int  # firings on negatives, and on positives of other labels
     negative_hours: float
+    partial: bool = False  # counting stopped once the budget was blown: false_alarms is a lower bound
+    measured: bool = True  # False: the negatives were never decoded at this setting (search.py had no need)
 
     @property
     def recall(self) -> float:
