@@ -229,6 +229,7 @@ class Daemon:
         self.aec = self._make_aec()
         self._pending: Reloaded | None = None
         self._pending_since = 0.0  # input time the pending reload was requested
+        self._holding: Any = None  # the live source while run() reads it, when it can hold quiet chunks back
         self.last_wake_wall: str | None = None
         self._status_detail = ""  # what THINKING is answering, for the STATUS line
         self.replies = 0
@@ -307,6 +308,8 @@ class Daemon:
         """Swap in new settings and wake/ASR models at the next chunk boundary while idle and quiet."""
         self._pending = reloaded
         self._pending_since = self._t
+        if self._holding is not None:  # a reload is applied at a chunk boundary: let quiet chunks come now
+            self._holding.hold_quiet_db = None
 
     def _apply_reload(self) -> None:
         reloaded = self._pending
@@ -336,6 +339,7 @@ class Daemon:
         log.info("listening for the wake word (%s input)", "live" if self.live else "file")
         self._timers_start()
         holds = hasattr(source, "hold_quiet_db")  # a live source that can hold quiet chunks back (audio/handoff)
+        self._holding = source if holds else None
         try:
             try:
                 async for chunk in source:
@@ -372,7 +376,7 @@ class Daemon:
         them is a closed energy gate: idle, not muted, the gate closed. A chunk HOLD_MARGIN_DB under the gate's
         open_db above the room's floor still comes at once. None: every chunk at once."""
         gate = self.settings.wake.gate
-        if (self.state is not State.IDLE or not gate.enabled or gate.kind != "energy"
+        if (self.state is not State.IDLE or not gate.enabled or gate.kind != "energy" or self._pending is not None
                 or getattr(self.wake, "in_speech", True) or time.monotonic() < self._mute_until):
             return None
         return gate.open_db - HOLD_MARGIN_DB

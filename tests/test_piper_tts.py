@@ -360,7 +360,7 @@ def test_an_interrupt_stops_a_piper_sentence_between_and_within_chunks(joe, tmp_
     full = sum(len(c) for c, _ in joe.stream(text)) / JOE_RATE
     stopped = threading.Event()
 
-    def on_write(samples: np.ndarray, rate: int) -> None:
+    def on_write(samples: np.ndarray, rate: int, t: float) -> None:
         if output.written >= rate // 2 and not stopped.is_set():  # half a second in: the user says "stop"
             stopped.set()
             speech.interrupt()
