@@ -49,20 +49,7 @@ def make_variant(source: Path, out: Path, quant: str, block: int, level: int) ->
         }
         del fp32, quantized
         mf.write_manifest(
-            stage,
-            mf.build_manifest(
-                stage,
-                architecture=manifest["architecture"],
-                quantization=quant,
-                parity=figures,
-                source=manifest.get("source", source.name),
-                graph=manifest.get("graph", "traced"),
-                bos_token_id=manifest["bos_token_id"],
-                eos_token_id=manifest["eos_token_id"],
-                kv_buffer=manifest.get("kv_buffer"),
-                weights=weights,
-                generation=manifest.get("generation", "minimind2"),
-            ),
+            stage, mf.requantized_manifest(stage, manifest, source, quantization=quant, parity=figures, weights=weights)
         )
     return figures
 

@@ -227,19 +227,8 @@ def run_requantize(args: argparse.Namespace) -> None:
             figures[f"{args.quant}_vs_fp32"] = parity.check_quantized(fp32, quantized, sequences, args.quant, tol)
             del quantized
         del fp32
-        new = mf.build_manifest(
-            stage,
-            architecture=manifest["architecture"],
-            quantization=args.quant,
-            parity=figures,
-            source=manifest.get("source", source.name),
-            graph=manifest.get("graph", "traced"),
-            bos_token_id=manifest["bos_token_id"],
-            eos_token_id=manifest["eos_token_id"],
-            kv_buffer=manifest.get("kv_buffer"),
-            weights=weights,
-            generation=manifest.get("generation", "minimind2"),
-            forms=forms,
+        new = mf.requantized_manifest(
+            stage, manifest, source, quantization=args.quant, parity=figures, weights=weights, forms=forms
         )
         write_and_measure(stage, new, args.threads)
     log.info("wrote %s (%s, requantized from %s)", args.out, args.quant, source)

@@ -71,6 +71,28 @@ def build_manifest(
     return manifest
 
 
+
+def requantized_manifest(
+    directory: Path, fp32: dict, source_dir: Path, *, quantization: str, parity: dict, weights: dict | None,
+    forms: dict | None = None,
+) -> dict:
+    """Manifest for a quantized copy of the fp32 export `source_dir` (its model.json: `fp32`), now in
+    `directory`: architecture, tokens, graph and generation carried over from the fp32 one."""
+    return build_manifest(
+        directory,
+        architecture=fp32["architecture"],
+        quantization=quantization,
+        parity=parity,
+        source=fp32.get("source", source_dir.name),
+        graph=fp32.get("graph", "traced"),
+        bos_token_id=fp32["bos_token_id"],
+        eos_token_id=fp32["eos_token_id"],
+        kv_buffer=fp32.get("kv_buffer"),
+        weights=weights,
+        generation=fp32.get("generation", "minimind2"),
+        forms=forms,
+    )
+
 def write_manifest(directory: Path, manifest: dict) -> None:
     (directory / MANIFEST).write_text(
         json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
