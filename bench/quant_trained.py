@@ -219,9 +219,12 @@ def parity_rows(dirs: dict[str, Path]) -> dict[str, dict]:
     return rows
 
 
-def held_out_parity(dirs: dict[str, Path], tokenizer, held: Path, *, limit: int, threads: int) -> dict[str, dict]:
-    """The parity rule on more positions: each quantized form against fp32 ONNX, teacher-forced through the
-    decode path (export.parity's method) on held-out chats: the prompt as prefill, the reply a token a step."""
+def held_out_parity(
+    dirs: dict[str, Path], tokenizer, held: Path, *, limit: int, threads: int, forms: tuple[str, ...] = QUANTS
+) -> dict[str, dict]:
+    """The parity rule on more positions: each quantized form (`forms`, keys of `dirs`) against fp32 ONNX
+    (dirs["fp32"]), teacher-forced through the decode path (export.parity's method) on held-out chats: the
+    prompt as prefill, the reply a token a step."""
     from export.parity import Tolerances, compare, open_session, teacher_forced
     from training.data import JsonlFile, encode_sft
 
@@ -236,7 +239,7 @@ def held_out_parity(dirs: dict[str, Path], tokenizer, held: Path, *, limit: int,
     ref = np.concatenate([teacher_forced(fp32, s, n) for s, n in sequences])
     rule = Tolerances().min_top1
     rows = {}
-    for quant in QUANTS:
+    for quant in forms:
         session = open_session(dirs[quant] / "model.onnx", threads)
         figures = compare(ref, np.concatenate([teacher_forced(session, s, n) for s, n in sequences]))
         figures.pop("max_abs_diff")
