@@ -17,9 +17,13 @@ array updated in place. How the KV cache moves depends on the graph (model.json 
   new positions in place, so a step copies nothing and nothing is rebound. L grows (doubling, copied once)
   when a sequence outgrows it.
 
+Under `llm.weights: hybrid` (assistant/llm/weights.py) both int8 forms are loaded: a second session, whose IO
+binding shares the KV buffers, the total_sequence_length scalar and the logits buffer with the first, runs every
+feed of more than one token (the dynamic form: faster prefill); one-token steps run through the blocks.
+
 A model.json with an "io" key declares a graph I/O this runtime does not know: it is refused.
 
-Why ~630 lines: the manifest contract and the two KV-cache strategies share one session and one IO binding;
+Why ~690 lines: the manifest contract and the two KV-cache strategies share the sessions and IO bindings;
 split, the per-step hot path would cross modules for no reader's benefit.
 """
 
