@@ -204,8 +204,8 @@ class LlmSettings:
     model_dir: Path | None = None  # explicit exported model folder (model.onnx + model.json + tokenizer)
     threads: int = _bound(2, ge=1)  # onnxruntime intra-op threads
     verify_sha256: bool = True  # check model.json's sha256 of each file at load (false: experts editing files)
-    # int8 weight form of a two-form export: auto (per CPU: assistant/llm/weights.py), blocks or dynamic
-    weights: Literal["auto", "blocks", "dynamic"] = "auto"
+    # int8 weight form of a two-form export: auto (per CPU: assistant/llm/weights.py), blocks, dynamic or hybrid
+    weights: Literal["auto", "blocks", "dynamic", "hybrid"] = "auto"
     system_prompt: str | None = None  # None: the chat module's default prompt
     temperature: float = _bound(0.7, ge=0)  # 0 with greedy=false still samples from the argmax only
     top_p: float = _bound(0.85, gt=0, le=1)  # nucleus mass kept, 0..1

@@ -25,8 +25,9 @@ quantization or an export made by an older version, as extra rows (and table ent
 
 --prompt-tokens (default 64 300) times each engine at every prompt length in the same rounds: a voice reply's
 first sentence waits for the prefill, and 300 tokens is a follow-up question with its history. An int8 export
-with both weight forms (`--quant int8`) is timed three ways: int8-blocks, int8-dynamic and "int8" (auto: the
-form the runtime picks on this CPU, named in the report), with the ratios printed. The report starts with the
+with both weight forms (`--quant int8`) is timed four ways: int8-blocks, int8-dynamic, int8-hybrid (both loaded:
+dynamic prefill, blocks decode; `llm.weights: hybrid`) and "int8" (auto: the form the runtime picks on this
+CPU, named in the report), with the ratios and hybrid's RSS over the blocks' printed. The report starts with the
 CPU and its SIMD features (bench/cpu.py).
 
     .venv/bin/python -m bench.llm [--runs 5] [--json] [--model-dir DIR [--fp32-dir DIR]] [--keep DIR]
@@ -306,10 +307,13 @@ def measure(args: argparse.Namespace, root: Path) -> dict:
 
 
 def int8_forms(int8_dir: Path) -> list[tuple[str, Path, str]]:
-    """("int8-blocks", dir, "blocks"), ("int8-dynamic", dir, "dynamic") when the export carries both forms."""
+    """("int8-blocks", dir, "blocks"), ("int8-dynamic", dir, "dynamic") and ("int8-hybrid", dir, "hybrid": both
+    loaded, dynamic prefill, blocks decode) when the export carries both forms."""
     manifest = json.loads((Path(int8_dir) / "model.json").read_text(encoding="utf-8"))
     usable = [name for name, entry in manifest.get("forms", {}).items() if entry.get("passed")]
-    return [(f"int8-{name}", Path(int8_dir), name) for name in usable] if len(usable) > 1 else []
+    if len(usable) < 2:
+        return []
+    return [(f"int8-{name}", Path(int8_dir), name) for name in (*usable, "hybrid")]
 
 
 def summary(report: dict) -> dict:
@@ -354,6 +358,7 @@ def print_table(report: dict, args: argparse.Namespace) -> None:
             "int8": "onnxruntime int8" + (f" (auto: {t[f'int8@{threads}']['form']})" if "int8-blocks@1" in t else ""),
             "int8-blocks": "onnxruntime int8-blocks",
             "int8-dynamic": "onnxruntime int8-dynamic",
+            "int8-hybrid": "onnxruntime int8-hybrid (dynamic prefill, blocks decode)",
             "int4": "onnxruntime int4",
             "fp32": "onnxruntime fp32",
             "torch": "torch eager fp32",
@@ -406,11 +411,20 @@ def print_prompt_lengths(report: dict) -> None:
             print(f"  @{n}: dynamic/blocks decode {d['tokens_per_s'] / b['tokens_per_s']:.2f}x, "
                   f"TTFT blocks/dynamic {b['ttft_ms'] / d['ttft_ms']:.2f}x; auto decode = "
                   f"{a['tokens_per_s'] / best:.2f}x the faster form")  # fmt: skip
+            hybrid = t.get(f"int8-hybrid@{threads}")
+            if hybrid:
+                h = hybrid["prompts"][n]
+                print(f"        hybrid: TTFT {h['ttft_ms'] / d['ttft_ms']:.2f}x dynamic's, decode "
+                      f"{h['tokens_per_s'] / b['tokens_per_s']:.2f}x blocks'")  # fmt: skip
+        hybrid = t.get(f"int8-hybrid@{threads}")
+        if hybrid and hybrid["rss_mb"] and blocks["rss_mb"]:
+            extra = hybrid["rss_mb"] - blocks["rss_mb"]
+            print(f"  hybrid peak RSS {hybrid['rss_mb']:.0f} MB = blocks' + {extra:.0f} MB")
 
 
 def _labelled_dir(text: str) -> tuple[str, Path]:
     label, sep, directory = text.partition("=")
-    if not sep or not label or label in ("int8", "int8-blocks", "int8-dynamic", "int4", "fp32", "torch"):
+    if not sep or not label or label in ("int8", "int8-blocks", "int8-dynamic", "int8-hybrid", "int4", "fp32", "torch"):
         raise argparse.ArgumentTypeError(f"{text!r}: expected LABEL=DIR with a label other than int8/int4/fp32/torch")
     return label, Path(directory)
 

@@ -17,9 +17,13 @@ array updated in place. How the KV cache moves depends on the graph (model.json 
   new positions in place, so a step copies nothing and nothing is rebound. L grows (doubling, copied once)
   when a sequence outgrows it.
 
+Under `llm.weights: hybrid` (assistant/llm/weights.py) both int8 forms are loaded: a second session, whose IO
+binding shares the KV buffers, the total_sequence_length scalar and the logits buffer with the first, runs every
+feed of more than one token (the dynamic form: faster prefill); one-token steps run through the blocks.
+
 A model.json with an "io" key declares a graph I/O this runtime does not know: it is refused.
 
-Why ~630 lines: the manifest contract and the two KV-cache strategies share one session and one IO binding;
+Why ~690 lines: the manifest contract and the two KV-cache strategies share the sessions and IO bindings;
 split, the per-step hot path would cross modules for no reader's benefit.
 """
 
@@ -28,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -41,7 +46,7 @@ from onnxruntime.capi import _pybind_state as ort_c
 
 from assistant.errors import ModelError
 from assistant.llm.sampling import Sampler, Sampling
-from assistant.llm.weights import CpuInfo, choose, forms_of, measured, other_form_files, this_cpu
+from assistant.llm.weights import BLOCKS, Choice, CpuInfo, choose, forms_of, measured, other_form_files, this_cpu
 
 log = logging.getLogger(__name__)
 
@@ -305,6 +310,13 @@ class KVSequence:
         self._wrapper = model.session.io_binding()
         self._binding = self._wrapper._iobinding
         self._run = model.session._sess.run_with_iobinding
+        # Prompts of more than one token run through this pair: the same binding, except under llm.weights: hybrid
+        # (SharedKVSequence only), where a second session's binding shares every buffer with the first.
+        self._prefill_binding, self._prefill_run = self._binding, self._run
+        if model.prefill_session is not None:
+            self._prefill_wrapper = model.prefill_session.io_binding()
+            self._prefill_binding = self._prefill_wrapper._iobinding
+            self._prefill_run = model.prefill_session._sess.run_with_iobinding
         self._cpu = ort_c.OrtDevice(ort_c.OrtDevice.cpu(), ort_c.OrtDevice.default_memory(), 0)
         self.length = 0  # tokens in the KV cache (P)
         # [1, vocab] float32: onnxruntime writes the logits here every step.
@@ -345,8 +357,9 @@ class KVSequence:
         else:
             # Kept on self: the bound OrtValue borrows the array's memory.
             self._ids = np.asarray(token_ids, dtype=np.int64).reshape(1, count)
-            self._binding.bind_ortvalue_input("input_ids", _share(self._ids))
-            self._one_bound = False
+            self._prefill_binding.bind_ortvalue_input("input_ids", _share(self._ids))
+            if self._prefill_binding is self._binding:
+                self._one_bound = False
         self._step(count)
         self.length += count
         return self._logits[0]
@@ -395,6 +408,10 @@ class SharedKVSequence(KVSequence):
     Everything is bound once; a step writes the token and the new total length into arrays the bound
     OrtValues share, then runs. `capacity` is the expected final length (prompt + new tokens); the buffers
     grow past it when needed.
+
+    Under llm.weights: hybrid the prefill session's binding is bound to the same OrtValues (KV buffers,
+    total_sequence_length, logits): both forms have the same graph I/O and KV layout, so a prompt prefilled by
+    one is decoded by the other with nothing copied.
     """
 
     def __init__(self, model: MiniMindOnnx, capacity: int | None = None) -> None:
@@ -405,8 +422,11 @@ class SharedKVSequence(KVSequence):
         model = self._model
         # int32 scalar: P + S of the running call, written before each run.
         self._total = np.zeros((), dtype=np.int32)
-        self._binding.bind_ortvalue_input(TOTAL_INPUT, _share(self._total))
-        self._binding.bind_ortvalue_output("logits", self._logits_value)
+        total = _share(self._total)
+        self._bindings = tuple({id(b): b for b in (self._binding, self._prefill_binding)}.values())  # 1 or 2
+        for binding in self._bindings:
+            binding.bind_ortvalue_input(TOTAL_INPUT, total)
+            binding.bind_ortvalue_output("logits", self._logits_value)
         hint = min(self._capacity_hint or KV_INITIAL_CAPACITY, KV_MAX_INITIAL_CAPACITY)
         self._buffers: list[np.ndarray] = []
         self._allocate(min(hint, model.max_context_tokens))
@@ -424,8 +444,9 @@ class SharedKVSequence(KVSequence):
             self._buffers, self._model.past_names, self._model.present_names, strict=True
         ):
             value = _share(buffer)
-            self._binding.bind_ortvalue_input(past, value)
-            self._binding.bind_ortvalue_output(present, value)
+            for binding in self._bindings:
+                binding.bind_ortvalue_input(past, value)
+                binding.bind_ortvalue_output(present, value)
         self.capacity = capacity
         if old:
             log.debug("KV buffers grown to %d positions (%.1f MB)", capacity, self._kv_bytes() / 1e6)
@@ -444,7 +465,19 @@ class SharedKVSequence(KVSequence):
         if needed > self.capacity:
             self._allocate(min(max(needed, 2 * self.capacity), self._model.max_context_tokens))
         self._total[()] = needed
-        self._run(self._binding, None)
+        if count == 1:
+            self._run(self._binding, None)
+        else:
+            self._prefill_run(self._prefill_binding, None)
+
+
+def _rss_mb() -> float:
+    """Resident set of this process now (Linux /proc; 0 elsewhere): the load log's cost of the loaded form(s)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def _share(array: np.ndarray):
@@ -471,7 +504,10 @@ class MiniMindOnnx:
         forms = forms_of(self.manifest.raw, self.manifest.path)
         cpu = cpu or this_cpu()
         self.weights = choose(weights, forms, cpu, measured(self.manifest.raw, cpu))
-        log.info("weights: %s (%s)", self.weights.form.name, self.weights.reason)
+        if self.weights.prefill is not None and self.manifest.kv_buffer != KV_SHARED:
+            # Two sessions can share a KV cache only where it is a buffer bound as past and present.
+            self.weights = Choice(forms[BLOCKS], f"llm.weights is hybrid but {self.manifest.path} has no shared KV")
+        log.info("weights: %s (%s)", self.weights.name, self.weights.reason)
         self.architecture = self.manifest.architecture
         limit = self.architecture.max_position_embeddings
         self.max_context_tokens = min(limit, max_context_tokens) if max_context_tokens else limit
@@ -483,35 +519,48 @@ class MiniMindOnnx:
         started = time.perf_counter()
         model = self.model_dir / (self.weights.form.file or "model.onnx")
         self.model_file = model
-        skipped = other_form_files(forms, self.weights.form)
-        source: Path | bytes = model
+        # hybrid: the dynamic form's file too, opened for prompts (llm.weights: hybrid loads both forms by design)
+        prefill = self.model_dir / self.weights.prefill.file if self.weights.prefill else None
+        self.prefill_file = prefill
+        skipped = other_form_files(forms, self.weights)
+        loaded = [path for path in (model, prefill) if path is not None]
+        sources: dict[str, Path | bytes] = {path.name: path for path in loaded}
         verify_ms = 0.0
         if verify_sha256:
             # Every file model.json lists (model.onnx, the tokenizer, its config): a flipped byte in the graph
             # loads fine and answers differently, so the check cannot be left to onnxruntime. ~40 ms for 30 MB
             # (bench/model_load.py); llm.verify_sha256: false skips it for experts who edit the files.
-            for name in (model.name, self.manifest.tokenizer):
+            for name in (*sources, self.manifest.tokenizer):
                 if name not in self.manifest.files:
                     verify_file(self.manifest, name)  # raises: a required file without a recorded hash
             for name in self.manifest.files:
                 if name in skipped:
                     continue  # another weight form: never read
                 data = verify_file(self.manifest, name)
-                if name == model.name:
-                    source = data  # the checked bytes are what onnxruntime loads
+                if name in sources:
+                    sources[name] = data  # the checked bytes are what onnxruntime loads
             verify_ms = (time.perf_counter() - started) * 1000
-        self.session = self._open_session(source, threads, model)
-        self._check_io()
+        sessions = []
+        for path in loaded:
+            sessions.append(self._open_session(sources[path.name], threads, path))
+            # Each file's bytes are let go once its session holds the weights. (Reading both before opening
+            # either is deliberate: glibc serves a large allocation made after a large free from its heap,
+            # which it keeps resident, so reading them one after the other left hybrid ~28 MB bigger.)
+            sources[path.name] = path
+            self._check_io(sessions[-1], path)
+        self.session = sessions[0]
+        self.prefill_session: ort.InferenceSession | None = sessions[1] if len(sessions) > 1 else None
         log.info(
-            "loaded %s (%s %s, %d layers, context %d) with %d threads in %.0f ms (sha256 %s)",
+            "loaded %s (%s %s, %d layers, context %d) with %d threads in %.0f ms (sha256 %s), RSS %.0f MB",
             self.model_dir,
             self.manifest.quantization,
-            model.name,
+            " + ".join(path.name for path in loaded),
             self.architecture.num_hidden_layers,
             self.max_context_tokens,
             threads,
             (time.perf_counter() - started) * 1000,
             f"checked in {verify_ms:.0f} ms" if verify_sha256 else "not checked: llm.verify_sha256 is false",
+            _rss_mb(),
         )
 
     @staticmethod
@@ -529,49 +578,55 @@ class MiniMindOnnx:
         options.log_severity_level = 3
         try:
             model = source if isinstance(source, bytes) else str(source)
-            return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises several unrelated types for bad files
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(
                 f"cannot load {path}: {first_line}; the file is corrupt or incomplete, "
                 f"re-create it ({how_to_get(path.parent)})"
             ) from exc
+        # onnxruntime's Python wrapper keeps the model bytes it was given (the sha256-checked file, ~30 MB) for
+        # a provider reset this CPU-only runtime never does; a session loaded from a path holds None there.
+        # Dropped, RSS is ~29 MB lower per loaded form (BENCHMARKS.md, int8-hybrid).
+        if getattr(session, "_model_bytes", None) is not None:
+            session._model_bytes = None
+        return session
 
-    def _check_io(self) -> None:
-        inputs = {i.name for i in self.session.get_inputs()}
-        outputs = {o.name for o in self.session.get_outputs()}
+    def _check_io(self, session: ort.InferenceSession, model_file: Path) -> None:
+        inputs = {i.name for i in session.get_inputs()}
+        outputs = {o.name for o in session.get_outputs()}
         want_in = {"input_ids", *self.past_names}
         if self.manifest.kv_buffer == KV_SHARED:
             # An input with a default value is listed among the overridable initializers, not the inputs.
-            optional = {i.name for i in self.session.get_overridable_initializers()}
+            optional = {i.name for i in session.get_overridable_initializers()}
             if TOTAL_INPUT not in optional | inputs:
                 raise ModelError(
-                    f"{self.model_file} has no {TOTAL_INPUT} input but {self.manifest.path} "
+                    f"{model_file} has no {TOTAL_INPUT} input but {self.manifest.path} "
                     'says "kv_buffer": "shared"; re-export the model'
                 )
             inputs.discard(TOTAL_INPUT)
-        logits = next((o for o in self.session.get_outputs() if o.name == "logits"), None)
+        logits = next((o for o in session.get_outputs() if o.name == "logits"), None)
         width = logits.shape[-1] if logits is not None and logits.shape else None
         if isinstance(width, int) and width != self.architecture.vocab_size:
             raise ModelError(
                 f"{self.manifest.path}: key 'architecture.vocab_size' is {self.architecture.vocab_size} but "
-                f"{self.model_file} produces {width} logits; re-export the model"
+                f"{model_file} produces {width} logits; re-export the model"
             )
-        past = next((i for i in self.session.get_inputs() if i.name == "past_key.0"), None)
+        past = next((i for i in session.get_inputs() if i.name == "past_key.0"), None)
         shape = past.shape if past is not None else []
         for axis, key, value in ((1, "num_key_value_heads", self.architecture.num_key_value_heads),
                                  (3, "head_dim", self.architecture.head_dim)):
             if len(shape) == 4 and isinstance(shape[axis], int) and shape[axis] != value:
                 raise ModelError(
                     f"{self.manifest.path}: key 'architecture.{key}' is {value} but "
-                    f"{self.model_file} has {shape[axis]} (past_key.0 {shape}); re-export the model"
+                    f"{model_file} has {shape[axis]} (past_key.0 {shape}); re-export the model"
                 )
         want_out = {"logits", *self.present_names}
         if inputs != want_in or not want_out <= outputs:
             missing = sorted((want_in - inputs) | (want_out - outputs))
             extra = sorted(inputs - want_in)
             raise ModelError(
-                f"{self.model_file} does not match {self.manifest.path}: "
+                f"{model_file} does not match {self.manifest.path}: "
                 f"missing {missing or 'nothing'}, unexpected inputs {extra or 'none'}; re-export the model"
             )
 

@@ -13,6 +13,10 @@ CPU features come from /proc/cpuinfo, parsed here in a few lines: py-cpuinfo wou
 shells out (and is slow to import) for the same two fields. Other systems get the platform's name and no
 features, so the rule falls back to the blocks (the accurate default of older exports), except on Apple
 silicon, where every model has dotprod.
+
+`llm.weights: hybrid` (opt-in, never chosen by auto) opens BOTH int8 forms: prompts of more than one token run
+through the dynamic form (2x faster prefill where it was measured) and one-token decode steps through the blocks,
+over one KV cache (assistant/llm/runtime.py). It costs a second copy of the weights in RSS (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from assistant.errors import ModelError
 BLOCKS = "blocks"
 DYNAMIC = "dynamic"
 INT8_FORMS = (BLOCKS, DYNAMIC)  # order of preference when nothing else decides: blocks are the more accurate
-WEIGHTS_SETTINGS = ("auto", BLOCKS, DYNAMIC)  # llm.weights
+HYBRID = "hybrid"  # both forms: dynamic for prompts, blocks for decode steps (opt-in: two models' RSS)
+WEIGHTS_SETTINGS = ("auto", BLOCKS, DYNAMIC, HYBRID)  # llm.weights
 FORM_QUANT = {BLOCKS: "int8-blocks", DYNAMIC: "int8-dynamic"}  # the export --quant that writes one form alone
 # Features that decide the form (and key a measurement): the int8 dot products and the vector widths.
 X86_FEATURES = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8")
@@ -105,8 +110,16 @@ class Form:
 
 @dataclass(frozen=True)
 class Choice:
-    form: Form
+    form: Form  # the form that runs decode steps (and every step unless `prefill` is set)
     reason: str  # one clause for the load log line
+    prefill: Form | None = None  # hybrid: the form that runs prompts of more than one token
+
+    @property
+    def name(self) -> str:
+        return HYBRID if self.prefill is not None else self.form.name
+
+    def loaded(self) -> tuple[Form, ...]:
+        return (self.form,) if self.prefill is None else (self.form, self.prefill)
 
 
 def forms_of(raw: dict, path: Path) -> dict[str, Form]:
@@ -165,6 +178,8 @@ def choose(setting: str, forms: dict[str, Form], cpu: CpuInfo, rates: dict[str, 
         if setting != "auto" and setting != form.name:
             return Choice(form, f"llm.weights is {setting} but this export has only {form.name}{failed_note}")
         return Choice(form, f"the only form in this export{failed_note}")
+    if setting == HYBRID:
+        return Choice(usable[BLOCKS], f"{DYNAMIC} prefill, {BLOCKS} decode", prefill=usable[DYNAMIC])
     if setting != "auto":
         return Choice(usable[setting], f"llm.weights: {setting}")
     rates = {name: rate for name, rate in (rates or {}).items() if name in usable}
@@ -183,6 +198,7 @@ def choose(setting: str, forms: dict[str, Form], cpu: CpuInfo, rates: dict[str, 
     return Choice(usable[DYNAMIC], f"auto: {close}no int8 dot product (avx512_vnni/avx_vnni/asimddp) -> {DYNAMIC}")
 
 
-def other_form_files(forms: dict[str, Form], chosen: Form) -> set[str]:
-    """Files of the forms not loaded: neither checked nor opened."""
-    return {f.file for f in forms.values() if f.file and f.file != chosen.file}
+def other_form_files(forms: dict[str, Form], choice: Choice) -> set[str]:
+    """Files of the forms not loaded: neither checked nor opened (hybrid loads both, so none)."""
+    loaded = {f.file for f in choice.loaded()}
+    return {f.file for f in forms.values() if f.file and f.file not in loaded}
