@@ -296,13 +296,14 @@ def whole_daemon(warmup_s: float, seconds: float, noise_dbfs: float, checkouts: 
           f"{warmup_s:g} s warm-up; stdin fed pink noise {noise_dbfs:g} dBFS +-3 dB drift in real time (100 ms writes)")
     print(f"load average before {' '.join(f'{x:.2f}' for x in load_before)}, "
           f"after {' '.join(f'{x:.2f}' for x in load_after)}; CPU: {_cpu_model()}")
-    print(f"{'process':34s} {'CPU %':>7s}  notes")
+    width = max(34, *(len(name) for name in pct))
+    print(f"{'process':{width}s} {'CPU %':>7s}  notes")
     for name, value in pct.items():
         note = ""
         if name in alive:
             note = (("" if alive[name] else "EXITED early; ") + f"event loop's thread {main_pct[name]:.3f} %, "
                     f"{wakes[name]} wakes" + (f"; whole life: {handoffs[name]}" if handoffs[name] else ""))
-        print(f"{name:34s} {value:7.3f}  {note}")
+        print(f"{name:{width}s} {value:7.3f}  {note}".rstrip())
 
 
 def _cpu_model() -> str:
