@@ -24,7 +24,7 @@ The chunks' own trip from the reader thread to the loop was the next idle cost, 
 and we are idle, a live source may hold quiet chunks back and hand them over a second at a time (after each
 chunk `source.hold_quiet_db` says so; audio/handoff.py). A chunk loud enough that it could open the gate still
 comes at once, and every chunk still comes, in order, with its input time: the gate, the pre-roll and the
-spotter decide exactly as before; only the loop wakes ~1x a second instead of 10x (BENCHMARKS.md, bench/idle.py
+spotter decide exactly as before; only the loop wakes ~1x a second instead of per chunk (BENCHMARKS.md, bench/idle.py
 --whole-daemon).
 
 Pacing: a live source (microphone, stdin, --realtime) keeps flowing while the assistant thinks and speaks.

@@ -87,7 +87,7 @@ class AudioSettings:
     input: Literal["mic", "-"] | Path = "mic"  # "mic", "-" (16-bit mono PCM on stdin) or an audio file
     device: int | str | None = None  # microphone: index or (part of a) name; None = system default
     sample_rate: int = MODEL_RATE  # Hz the models run at, only 16000; other rates are converted at the source
-    block_ms: int = _bound(100, gt=0, le=1000)  # milliseconds of audio per chunk handed to the pipeline
+    block_ms: int = _bound(50, gt=0, le=1000)  # ms of audio per chunk handed to the pipeline (50: faster barge-in)
     realtime: bool = False  # files/stdin: pace chunks like a live microphone instead of as fast as possible
     ring_s: float = _bound(10.0, gt=0, le=600)  # seconds of audio kept, so ASR can start at the wake word's end
 

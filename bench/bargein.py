@@ -10,7 +10,7 @@ The canceller is speexdsp's (the Speex MDF echo canceller, Debian's libspeexdsp 
 1. self-wakes per hour of the assistant's own speech: any detection on the echo alone;
 2. barge-in recall at speech-to-echo ratios -10, -5, 0, +5 dB: the real JFK wake phrase ("And so, my fellow
    Americans,") and the real SORROW (LibriSpeech clip) planted over the echo at --trials positions;
-3. stop-to-silence (--live N): the daemon on a real-time source (tests/echo_room.LiveSource, 100 ms blocks),
+3. stop-to-silence (--live N): the daemon on a real-time source (speechdata/echo_room.LiveSource, audio.block_ms),
    SORROW planted once the assistant speaks; the end of SORROW in the input to the last TTS sample the paced
    WAV sink wrote, both on the input's audio clock. Without the canceller, at +20 dB so the stop is heard.
    Run twice in the same session: the old barge-in path (wake.barge_in_streams 0: the wake word's own stream)
@@ -171,7 +171,7 @@ def acoustic_end(clip: np.ndarray, last_token_s: float) -> float:
     return last_token_s
 
 
-def live(runs: int, overrides: dict | None = None, block_ms: int = 100) -> dict:
+def live(runs: int, overrides: dict | None = None, block_ms: int | None = None) -> dict:
     from assistant import pipeline
     from assistant.audio.ring import AudioRing
     from assistant.daemon import Daemon, make_executor
@@ -201,6 +201,7 @@ def live(runs: int, overrides: dict | None = None, block_ms: int = 100) -> dict:
                                         "wake.stop_phrases": ["SORROW @stop"], "asr.model_dir": KWS_EN,
                                         "llm.model_dir": llm, "llm.max_new_tokens": 40, "llm.threads": 1,
                                         "tts.echo_cancel": False, **(overrides or {})})
+        block_ms = block_ms or settings.audio.block_ms  # None: the configured default, as a microphone gets
         wake = pipeline.build_wake(settings, pipeline.load_keyword_list(settings))
         asr = pipeline.build_asr(settings)
         model = pipeline.build_chat(settings).model

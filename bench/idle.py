@@ -17,9 +17,13 @@ at --noise-dbfs in real time, 100 ms writes, by a feeder process; after --warmup
 from /proc/PID/stat, every thread) of each daemon and each feeder is counted over --seconds. In the same run:
 the gated daemon, the ungated one, a bare feeder writing to /dev/null, and the gated daemon of every
 --checkout (another copy of the repo, e.g. the old code: `git archive REV | tar -x -C /tmp/old`).
+`--block-ms 100 50`: one gated daemon per input block size (`audio.block_ms`, how the daemon cuts its input
+into chunks), all fed the same 100 ms writes at the same real-time rate; the ungated daemon and the checkouts
+take the first size. Without it every daemon runs with the config's default block size.
 
     .venv/bin/python -m bench.idle [--minutes 10] [--noise-dbfs -55] [--realtime]
     .venv/bin/python -m bench.idle --whole-daemon [--warmup-s 10] [--seconds 45] [--checkout /tmp/old]
+        [--block-ms 100 50] [--no-ungated]
 """
 
 from __future__ import annotations
@@ -152,12 +156,14 @@ def main_thread_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _config(work: Path, llm_dir: Path, name: str, gate: bool) -> Path:
+def _config(work: Path, llm_dir: Path, name: str, gate: bool, block_ms: int | None = None) -> Path:
+    """A daemon config in `work`; `block_ms` None leaves audio.block_ms at the checkout's default."""
     (work / "keywords.txt").write_text(f"{WAKE_LABEL}\n", encoding="utf-8")
     path = work / f"{name}.yaml"
+    block = f"  block_ms: {block_ms}\n" if block_ms is not None else ""
     path.write_text(
         f"paths:\n  state_dir: {work / 'state'}\n"
-        f"audio:\n  input: '-'\n"
+        f"audio:\n  input: '-'\n{block}"
         f"wake:\n  keywords_file: keywords.txt\n  model_dir: {KWS_EN}\n  gate:\n    enabled: {str(gate).lower()}\n"
         f"asr:\n  model_dir: {KWS_EN}\nllm:\n  model_dir: {llm_dir}\n  threads: 1\n",
         encoding="utf-8",
@@ -170,10 +176,10 @@ class DaemonRun:
 
     def __init__(self, name: str, checkout: Path, config: Path, work: Path) -> None:
         self.name = name
-        self.sock_path = work / f"{name}.sock"
+        self.sock_path = work / f"{_file_name(name)}.sock"
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(self.sock_path))
-        self.log = work / f"{name}.log"
+        self.log = work / f"{_file_name(name)}.log"
         env = dict(os.environ, PYTHONPATH=str(checkout), NOTIFY_SOCKET=str(self.sock_path))
         with open(self.log, "wb") as err:
             self.proc = subprocess.Popen(
@@ -203,6 +209,12 @@ class DaemonRun:
     def wakes(self) -> int:
         return sum("wake '" in line or 'wake "' in line for line in self.log.read_text(errors="replace").splitlines())
 
+    def handoffs(self) -> str:
+        """The stdin source's last log line ("N chunks in M handovers, K loop wake-ups", over the daemon's whole
+        life: start-up, warm-up and measurement), or "" when it did not log one."""
+        lines = [line for line in self.log.read_text(errors="replace").splitlines() if "loop wake-ups" in line]
+        return lines[-1].split("stdin: ", 1)[-1].strip() if lines else ""
+
     def close(self) -> None:
         for proc in (self.feeder, self.proc):
             if proc is not None and proc.poll() is None:
@@ -215,6 +227,11 @@ class DaemonRun:
         self.sock.close()
 
 
+def _file_name(name: str) -> str:
+    """A row name ("gated, 50 ms blocks") as a file name in the work folder."""
+    return "".join(c if c.isalnum() or c in "@.-" else "_" for c in name)
+
+
 def _spawn_feeder(seconds: float, noise_dbfs: float, out: object) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "bench.idle", "--feeder", "--seconds", str(seconds), "--noise-dbfs", str(noise_dbfs)],
@@ -223,17 +240,26 @@ def _spawn_feeder(seconds: float, noise_dbfs: float, out: object) -> subprocess.
 
 
 def whole_daemon(warmup_s: float, seconds: float, noise_dbfs: float, checkouts: list[Path],
-                 ungated: bool = True) -> None:
+                 ungated: bool = True, block_ms: list[int] | None = None) -> None:
+    """`block_ms`: one gated daemon per input block size (names get ", N ms blocks"); None: one gated daemon
+    at the config's default. The ungated daemon and the checkouts take the first size."""
     from bench.soak import export_tiny_llm
 
     llm_dir = export_tiny_llm()
     load_before = os.getloadavg()
+    sizes: list[int | None] = list(dict.fromkeys(block_ms)) if block_ms else [None]
+
+    def named(name: str, size: int | None) -> str:
+        return name if size is None else f"{name}, {size} ms blocks"
+
     with tempfile.TemporaryDirectory(prefix="bench-idle-daemon-") as tmp:
         work = Path(tmp)
-        runs = [("gated", REPO, _config(work, llm_dir, "gated", True))]
+        runs = [(named("gated", size), REPO, _config(work, llm_dir, f"gated{size or ''}", True, size))
+                for size in sizes]
         if ungated:
-            runs.append(("ungated", REPO, _config(work, llm_dir, "ungated", False)))
-        runs += [(f"gated@{c.name}", c.resolve(), _config(work, llm_dir, "gated", True)) for c in checkouts]
+            runs.append((named("ungated", sizes[0]), REPO, _config(work, llm_dir, "ungated", False, sizes[0])))
+        runs += [(named(f"gated@{c.name}", sizes[0]), c.resolve(), _config(work, llm_dir, "gated", True, sizes[0]))
+                 for c in checkouts]
         daemons: list[DaemonRun] = []
         bare = None
         try:
@@ -264,18 +290,20 @@ def whole_daemon(warmup_s: float, seconds: float, noise_dbfs: float, checkouts: 
                 bare.terminate()
                 bare.wait()
         wakes = {d.name: d.wakes() for d in daemons}
+        handoffs = {d.name: d.handoffs() for d in daemons}
     load_after = os.getloadavg()
     print(f"whole daemon, CPU time (utime+stime, all threads) / wall, % of one core; {seconds:g} s measured after "
           f"{warmup_s:g} s warm-up; stdin fed pink noise {noise_dbfs:g} dBFS +-3 dB drift in real time (100 ms writes)")
     print(f"load average before {' '.join(f'{x:.2f}' for x in load_before)}, "
           f"after {' '.join(f'{x:.2f}' for x in load_after)}; CPU: {_cpu_model()}")
-    print(f"{'process':34s} {'CPU %':>7s}  notes")
+    width = max(34, *(len(name) for name in pct))
+    print(f"{'process':{width}s} {'CPU %':>7s}  notes")
     for name, value in pct.items():
         note = ""
         if name in alive:
             note = (("" if alive[name] else "EXITED early; ") + f"event loop's thread {main_pct[name]:.3f} %, "
-                    f"{wakes[name]} wakes")
-        print(f"{name:34s} {value:7.3f}  {note}")
+                    f"{wakes[name]} wakes" + (f"; whole life: {handoffs[name]}" if handoffs[name] else ""))
+        print(f"{name:{width}s} {value:7.3f}  {note}".rstrip())
 
 
 def _cpu_model() -> str:
@@ -302,6 +330,8 @@ def main() -> None:
     parser.add_argument("--checkout", type=Path, action="append", default=[],
                         help="--whole-daemon: also the gated daemon of this copy of the repo (repeatable)")
     parser.add_argument("--no-ungated", action="store_true", help="--whole-daemon: skip the ungated daemon")
+    parser.add_argument("--block-ms", type=int, nargs="+", default=None, metavar="MS",
+                        help="--whole-daemon: one gated daemon per input block size (audio.block_ms), same run")
     parser.add_argument("--feeder", action="store_true", help=argparse.SUPPRESS)  # the feeder process itself
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -309,7 +339,8 @@ def main() -> None:
         feed(args.seconds, args.noise_dbfs)
         return
     if args.whole_daemon:
-        whole_daemon(args.warmup_s, args.seconds, args.noise_dbfs, args.checkout, ungated=not args.no_ungated)
+        whole_daemon(args.warmup_s, args.seconds, args.noise_dbfs, args.checkout, ungated=not args.no_ungated,
+                     block_ms=args.block_ms)
         return
     work = Path(tempfile.mkdtemp(prefix="bench-idle-"))
     spotter = Spotter("en", clip_keywords_file("en", work))

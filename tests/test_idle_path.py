@@ -19,7 +19,7 @@ import numpy as np
 import soundfile as sf
 
 from assistant.audio.chunk import AudioChunk
-from assistant.audio.handoff import HOLD_CHUNKS, Handoff, Onset
+from assistant.audio.handoff import HOLD_S, Handoff, Onset
 from assistant.audio.sources import PcmStreamSource
 from assistant.events import Error, Final, Reply, Wake
 from speechdata.assets import JFK
@@ -28,6 +28,7 @@ from tests.conftest import DAEMON_TIMEOUT_S, Models, build_daemon, require, run_
 
 BLOCK = SAMPLE_RATE // 10  # samples in a 100 ms chunk
 WRITE = 2 * BLOCK  # bytes of s16le in a 100 ms chunk
+HOLD_CHUNKS = round(HOLD_S * SAMPLE_RATE / BLOCK)  # 100 ms chunks held at most
 HOLD_DB = 7.0  # what the daemon asks for behind the default gate (open_db 10 - HOLD_MARGIN_DB 3)
 
 

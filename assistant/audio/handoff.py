@@ -6,11 +6,11 @@ plumbing was most of the daemon's idle cost (0.7-1.3 % of a core; the silence ga
 ~0.01 %). So the reader thread cuts the chunks itself and hands them over here, and:
 
 - while the consumer says quiet chunks can wait (`hold_quiet_db` is a number: the daemon is idle behind a
-  closed energy gate), quiet chunks are held and handed over HOLD_CHUNKS at a time: the loop wakes once a
-  second instead of ten times;
+  closed energy gate), quiet chunks are held and handed over HOLD_S of audio at a time: the loop wakes once a
+  second instead of once per chunk (ten times with 100 ms chunks, twenty with 50 ms);
 - a chunk that stands out from the room (`Onset`: `hold_quiet_db` above a noise floor kept like the gate's)
   goes at once, with everything held before it. The gate on the loop opens only on such chunks, so it does
-  not open late (were the two floors apart, e.g. after a long reply, by at most HOLD_CHUNKS); when it opens,
+  not open late (were the two floors apart, e.g. after a long reply, by at most HOLD_S); when it opens,
   the daemon sets `hold_quiet_db` to None, which hands over anything held since and lets a paused reader
   (`pause`) read on at once;
 - `hold_quiet_db` None: every chunk goes at once, as before (listening, thinking, speaking, no energy gate).
@@ -30,18 +30,21 @@ import threading
 
 import numpy as np
 
-from assistant.audio.chunk import AudioChunk
+from assistant.audio.chunk import SAMPLE_RATE, AudioChunk
 
-HOLD_CHUNKS = 10  # quiet chunks held at most (1 s of 100 ms chunks)
-FLOOR_RISE_DB = 0.2  # per chunk (2 dB/s, the energy gate's default rise): the onset floor's climb in a louder room
+# Both in audio time, not chunks, so the idle path is the same whatever audio.block_ms cuts the input into.
+HOLD_S = 1.0  # seconds of quiet audio held at most (10 chunks of 100 ms, 20 of 50 ms)
+FLOOR_RISE_DB_PER_S = 2.0  # the energy gate's default rise: the onset floor's climb in a louder room
 
 
 class Onset:
     """Is this chunk louder than the room? Its RMS in dB against a floor that moves halfway to a quieter chunk
-    and climbs FLOOR_RISE_DB a chunk: the energy gate's rule (wake/gate.py) without its lower bound, so fed the
-    same chunks this floor is never above the gate's, and with a threshold a little under the gate's open_db,
-    a chunk that could open the gate is loud here too. (Pink room noise at -55 dBFS, four 2-minute seeds:
-    0.25-0.9 % of chunks are 7 dB above this floor, each one costing the loop one extra wake-up.)"""
+    and climbs FLOOR_RISE_DB_PER_S times the chunk's length: the energy gate's rule (wake/gate.py, on its 100 ms
+    blocks) without its lower bound, so fed the same audio in 100 ms chunks this floor is never above the gate's
+    (shorter chunks' levels spread wider, and it follows their quieter ones down), and with a threshold a
+    little under the gate's open_db, a chunk that could open the gate is loud here too. (Pink room noise at
+    -55 dBFS, four 2-minute seeds, 100 ms chunks: 0.25-0.9 % of chunks are 7 dB above this floor, each one
+    costing the loop one extra wake-up.)"""
 
     def __init__(self) -> None:
         self.floor_db: float | None = None
@@ -55,7 +58,7 @@ class Onset:
         elif level < self.floor_db:
             floor = self.floor_db + 0.5 * (level - self.floor_db)
         else:
-            floor = min(level, self.floor_db + FLOOR_RISE_DB)
+            floor = min(level, self.floor_db + FLOOR_RISE_DB_PER_S * len(samples) / SAMPLE_RATE)
         self.floor_db = floor
         return level - floor
 
@@ -76,6 +79,7 @@ class Handoff:
         self._room = threading.Condition(self._lock)  # put() waits on it for the loop to take chunks
         self._ready: collections.deque[AudioChunk] = collections.deque()  # handed over, not yet taken
         self._held: list[AudioChunk] = []  # quiet chunks the reader keeps for now
+        self._held_samples = 0  # their length
         self._onset = Onset()
         self._unheld = threading.Event()  # set while nothing is held back (pause() returns at once then)
         self._unheld.set()
@@ -119,7 +123,8 @@ class Handoff:
                 rise_db = self._onset.above_floor(chunk.samples)
                 loud = loud or (above_db is not None and rise_db > above_db)
                 self._held.append(chunk)
-            if above_db is None or loud or len(self._held) >= HOLD_CHUNKS:
+                self._held_samples += len(chunk.samples)
+            if above_db is None or loud or self._held_samples >= HOLD_S * SAMPLE_RATE:
                 self._hand_over()
             if not self._drop:
                 while len(self._ready) > self._max and not self._closed:
@@ -143,6 +148,7 @@ class Handoff:
         self.chunks += len(self._held)
         self._ready.extend(self._held)
         self._held.clear()
+        self._held_samples = 0
         self.handovers += 1
         if self._drop:
             while len(self._ready) > self._max:

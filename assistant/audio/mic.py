@@ -34,21 +34,22 @@ class MicSource(HoldsQuietChunks):
     The PortAudio callback runs on its own thread and must never block: it resamples and cuts the block into
     chunks right there and hands them to the loop through a Handoff (audio/handoff.py), which wakes the loop
     only when it waits for audio and, while the consumer sets `hold_quiet_db`, holds quiet chunks back a
-    second at a time. When the consumer falls behind by `queue_blocks` chunks, the oldest are dropped and
-    counted (each chunk keeps its input time). A stream that dies while running (device unplugged, no data for
-    `stall_s`) is reopened with backoff 1, 2, 4 .. 30 s; the iterator keeps going, so the daemon survives a
-    flaky device.
+    second at a time. When the consumer falls behind by `queue_blocks` chunks (None: QUEUE_S of audio, whatever
+    the block size), the oldest are dropped and counted (each chunk keeps its input time). A stream that dies
+    while running (device unplugged, no data for `stall_s`) is reopened with backoff 1, 2, 4 .. 30 s; the
+    iterator keeps going, so the daemon survives a flaky device.
     """
 
     BACKOFF_MAX_S = 30.0
+    QUEUE_S = 5.0
 
-    def __init__(self, device: str | int | None = None, *, block_ms: int = 100, queue_blocks: int = 50,
+    def __init__(self, device: str | int | None = None, *, block_ms: int = 100, queue_blocks: int | None = None,
                  stall_s: float = 3.0):
         self.sd = _import_sounddevice()
         self.sample_rate = SAMPLE_RATE
         self.block = SAMPLE_RATE * block_ms // 1000
         self.block_ms = block_ms
-        self.queue_blocks = queue_blocks
+        self.queue_blocks = queue_blocks if queue_blocks is not None else max(1, int(self.QUEUE_S * 1000) // block_ms)
         self.stall_s = stall_s
         self.dropped_blocks = 0
         self.device = device

@@ -1,8 +1,9 @@
 """Audio sources: microphone, WAV/FLAC file, raw PCM on stdin, all as async iterators of 16 kHz mono chunks.
 
-Every source yields `AudioChunk`s of a fixed block size (100 ms by default; only a file's or stdin's last
-chunk may be shorter) with `t` = seconds of input audio before the chunk, so wake/ASR time stamps are
-positions in the input, whatever the source. `open_source(spec)` picks the source:
+Every source yields `AudioChunk`s of a fixed block size (the daemon passes `audio.block_ms`, 50 ms by default;
+100 ms when a caller gives none; only a file's or stdin's last chunk may be shorter) with `t` = seconds of
+input audio before the chunk, so wake/ASR time stamps are positions in the input, whatever the source.
+`open_source(spec)` picks the source:
 
     "mic"       default input device (or `device=` name/index); sounddevice, imported only here
     "-"         raw signed 16-bit little-endian mono PCM on stdin at `pcm_rate` Hz (default 16000)
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 READ_BLOCKS = 10  # blocks a FileSource reads from the file at once
 MAX_CHANNELS = 32  # more in a file header is corruption (or an attack), not a microphone array
 MAX_READ_SAMPLES = 1 << 20  # samples (frames x channels) one read may hold: 4 MiB of float32
-STDIN_MAX_CHUNKS = 600  # chunks read from stdin ahead of the consumer (60 s) before the reader waits
+STDIN_MAX_S = 60.0  # seconds of audio read from stdin ahead of the consumer before the reader waits
 STDIN_HOLD_READ_S = 0.5  # seconds between stdin reads while the consumer holds quiet chunks (the pipe holds 2 s)
 
 
@@ -152,7 +153,7 @@ class PcmStreamSource(HoldsQuietChunks):
 
     async def __aiter__(self) -> AsyncIterator[AudioChunk]:
         loop = asyncio.get_running_loop()
-        handoff = self._handoff = Handoff(loop, max_chunks=STDIN_MAX_CHUNKS, drop=False)
+        handoff = self._handoff = Handoff(loop, max_chunks=int(STDIN_MAX_S * SAMPLE_RATE) // self.block, drop=False)
         handoff.hold_quiet_db = self.hold_quiet_db
         resampler = Resampler(self.pcm_rate, SAMPLE_RATE)
         blocker = Blocker(self.block)
@@ -196,7 +197,7 @@ class PcmStreamSource(HoldsQuietChunks):
 
 
 def open_source(spec: str, *, sample_rate: int = SAMPLE_RATE, block_ms: int = 100, realtime: bool = False,
-                device: str | int | None = None, queue_blocks: int = 50,
+                device: str | int | None = None, queue_blocks: int | None = None,
                 pcm_rate: int = SAMPLE_RATE, stdin: BinaryIO | None = None) -> AudioSource:
     """Open "mic", "-" (raw s16le PCM on stdin at `pcm_rate`) or an audio file path.
 

@@ -213,12 +213,13 @@ class GatedWakeWord:
         detection = None
         if not self._open:
             self.openings += 1
-            backlog = self._take_pre_roll()
-            pre_roll = sum(len(c.samples) for c in backlog) / SAMPLE_RATE
+            backlog = self._take_pre_roll(chunk)  # ends with this chunk, or its tail from the grid on
+            pre_roll = sum(len(c.samples) for c in backlog[:-1]) / SAMPLE_RATE
             log.debug("gate open at t=%.2f s (pre-roll %.2f s)", chunk.t, pre_roll)
             for old in backlog:
                 detection = self._feed(old) or detection
-        detection = self._feed(chunk) or detection
+        else:
+            detection = self._feed(chunk)
         self._seen += len(chunk.samples)
         self._open = is_open
         if not is_open:
@@ -227,12 +228,19 @@ class GatedWakeWord:
                 self._restart_stream()
         return detection
 
-    def _take_pre_roll(self) -> list[Any]:
-        """The ring's chunks from the aligned pre-roll start on (the first one cut), and empty the ring."""
-        backlog = list(self._ring)
+    def _take_pre_roll(self, chunk: Any) -> list[Any]:
+        """The ring's chunks and then `chunk` (the one that opened the gate), from the aligned pre-roll start on
+        (the first one cut), and empty the ring.
+
+        The aligned start may lie past the ring's end, inside `chunk`, when the gate reopens a moment after
+        closing (the ring is shorter than one grid step): `chunk` is then cut too, so where the stream starts
+        does not depend on how the input is cut into chunks (audio.block_ms). Only when no grid point lies in
+        the audio at hand does the stream start unaligned, at `chunk`."""
+        backlog = [*self._ring, chunk]
         self._ring.clear()
         self._ring_samples = 0
-        ring_start = self._seen - sum(len(c.samples) for c in backlog)
+        ring_start = self._seen - sum(len(c.samples) for c in backlog[:-1])
+        end = self._seen + len(chunk.samples)
         start = max(ring_start, self._seen - self._pre_roll)
         if self._align:
             # The next sample fed is sample `_fed` of the stream; an ungated stream would see it as sample
@@ -240,6 +248,8 @@ class GatedWakeWord:
             phase = self._fed % self._align
             offset = (start - phase) % self._align
             start = start - offset if start - offset >= ring_start else start + (self._align - offset)
+            if start >= end:
+                start = self._seen
         out = []
         position = ring_start
         for old in backlog:
