@@ -35,9 +35,10 @@ Barge-in (live sources only): while THINKING or SPEAKING the spotter keeps liste
 the stop phrases (wake.stop_phrases, the same model and stream). A stop phrase cancels the reply (the LLM
 thread sees `cancel`, the speech stops within one output slice) and returns to IDLE; a wake word cancels it
 and starts a new LISTENING turn. Both emit `interrupted` with what was cut off; a cancelled reply is never
-kept in the chat history. Our own voice must not trigger it: with no echo reference, a detection while
-SPEAKING whose words are in what we are saying (or just said) is taken for our echo and ignored, and after
-playback the wake word still waits tts.mute_tail_s before listening in IDLE (the hold-off fallback).
+kept in the chat history. Our own voice must not trigger it: with no echo canceller, the barge-in spotter's
+stop phrases fire only above wake.speaking_threshold (`_fit_barge_in`), a detection while SPEAKING whose words
+are in what we are saying (or just said) is taken for our echo and ignored, and after playback the wake word
+still waits tts.mute_tail_s before listening in IDLE (the fallback, docs/echo-cancellation.md).
 
 Why ~780 lines: the state machine is one class whose states share the same fields (ring, reply task, timers,
 barge-in); splitting it would spread one transition table over several files. Next step when it grows: the
