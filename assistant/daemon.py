@@ -268,7 +268,7 @@ class Daemon:
         """The wake word's barge-in spotter, checked against how this daemon runs: speaking live with no echo
         canceller, the stop phrases need the raised wake.speaking_threshold (the fallback); with a canceller, or
         nothing spoken, their own. pipeline.build_wake builds the right one for the speech it builds; a caller
-        that hands in other speech (tests, bench/) gets it rebuilt here, once (a model load, at start)."""
+        that hands in other speech (tests, bench/) gets it rebuilt here (a model load, at start or at a reload)."""
         barge_in = getattr(self.wake, "barge_in", None)
         if not self.live:
             return barge_in  # files read as fast as possible wait for each reply: no barge-in
@@ -279,6 +279,8 @@ class Daemon:
         if isinstance(barge_in, BargeInSpotter):
             if barge_in.speaking_threshold == want:
                 return barge_in
+            if want is None and self.settings.wake.barge_in_streams == 0:
+                return None  # the raised one-stream twin is not needed: back to the wake word's own stream
             source, streams, blanks = barge_in.source, len(barge_in.streams), barge_in.trailing_blanks
         else:
             source, streams, blanks = getattr(self.wake, "wake", self.wake), 1, None
