@@ -35,9 +35,10 @@ Barge-in (live sources only): while THINKING or SPEAKING the spotter keeps liste
 the stop phrases (wake.stop_phrases, the same model and stream). A stop phrase cancels the reply (the LLM
 thread sees `cancel`, the speech stops within one output slice) and returns to IDLE; a wake word cancels it
 and starts a new LISTENING turn. Both emit `interrupted` with what was cut off; a cancelled reply is never
-kept in the chat history. Our own voice must not trigger it: with no echo reference, a detection while
-SPEAKING whose words are in what we are saying (or just said) is taken for our echo and ignored, and after
-playback the wake word still waits tts.mute_tail_s before listening in IDLE (the hold-off fallback).
+kept in the chat history. Our own voice must not trigger it: with no echo canceller, the barge-in spotter's
+stop phrases fire only above wake.speaking_threshold (`_fit_barge_in`), a detection while SPEAKING whose words
+are in what we are saying (or just said) is taken for our echo and ignored, and after playback the wake word
+still waits tts.mute_tail_s before listening in IDLE (the fallback, docs/echo-cancellation.md).
 
 Why ~780 lines: the state machine is one class whose states share the same fields (ring, reply task, timers,
 barge-in); splitting it would spread one transition table over several files. Next step when it grows: the
@@ -227,6 +228,7 @@ class Daemon:
         # the earliest arrival is closest to when the audio was recorded (the audio clock of the echo canceller)
         self._clock_offset = float("inf")
         self.aec = self._make_aec()
+        self._barge_in = self._fit_barge_in()  # what spots while a reply is live (None: the wake word itself)
         self._pending: Reloaded | None = None
         self._pending_since = 0.0  # input time the pending reload was requested
         self._holding: Any = None  # the live source while run() reads it, when it can hold quiet chunks back
@@ -261,6 +263,32 @@ class Daemon:
         output.listener = lambda samples, rate, t: canceller.played(samples, rate, t, self._clock_offset)
         log.info("echo canceller: speex, fed what the speech output plays")
         return canceller
+
+    def _fit_barge_in(self) -> Any:
+        """The wake word's barge-in spotter, checked against how this daemon runs: speaking live with no echo
+        canceller, the stop phrases need the raised wake.speaking_threshold (the fallback); with a canceller, or
+        nothing spoken, their own. pipeline.build_wake builds the right one for the speech it builds; a caller
+        that hands in other speech (tests, bench/) gets it rebuilt here (a model load, at start or at a reload)."""
+        barge_in = getattr(self.wake, "barge_in", None)
+        if not self.live:
+            return barge_in  # files read as fast as possible wait for each reply: no barge-in
+        from assistant.wake.spotter import BargeInSpotter, barge_in_spotter, fallback_threshold
+
+        fallback = self.speech is not None and self.aec is None
+        want = fallback_threshold(self.settings.wake.speaking_threshold) if fallback else None
+        if isinstance(barge_in, BargeInSpotter):
+            if barge_in.speaking_threshold == want:
+                return barge_in
+            if want is None and self.settings.wake.barge_in_streams == 0:
+                return None  # the raised one-stream twin is not needed: back to the wake word's own stream
+            source, streams, blanks = barge_in.source, len(barge_in.streams), barge_in.trailing_blanks
+        else:
+            source, streams, blanks = getattr(self.wake, "wake", self.wake), 1, None
+            if want is None or not hasattr(source, "_stop_keywords"):
+                return barge_in  # the wake word's own stream (wake.barge_in_streams 0), or not a WakeWord
+        log.info("barge-in spotter rebuilt: %s", f"no echo canceller, stop phrases at threshold >= {want:.2f}"
+                 if want is not None else "an echo canceller runs, stop phrases at their own thresholds")
+        return barge_in_spotter(source, streams, blanks, want)
 
     def _input_now(self) -> float:
         """The input time of this moment (any thread): the last chunk's end plus the wall time since."""
@@ -324,6 +352,7 @@ class Daemon:
         self._pending = None
         self.settings = reloaded.settings
         self.wake = reloaded.wake
+        self._barge_in = self._fit_barge_in()
         self.asr = reloaded.asr
         if reloaded.intents is not None:
             self.intents = reloaded.intents  # the timers stay: they are in self.timers, not in the engine
@@ -419,7 +448,7 @@ class Daemon:
     async def _spot_during_reply(self, chunk: Chunk) -> None:
         """Barge-in: the spotter hears the room while we think or speak; a hit cuts the reply off. Its own
         barge-in spotter when it has one (staggered streams that report sooner: wake/spotter.py)."""
-        detection = await self._detect(chunk, getattr(self.wake, "barge_in", None))
+        detection = await self._detect(chunk, self._barge_in)
         if detection is None or self._reply_task is None or self._reply_task.done():
             return
         if self.state is State.SPEAKING and self._is_own_echo(detection):
@@ -791,7 +820,7 @@ class Daemon:
     # -- back to idle ------------------------------------------------------------------------------------
 
     async def _reset_wake(self) -> None:
-        barge_in = getattr(self.wake, "barge_in", None)
+        barge_in = self._barge_in
         try:
             await self._call(self.wake.reset)
             if barge_in is not None:

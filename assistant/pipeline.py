@@ -53,11 +53,23 @@ def load_keyword_list(settings: Settings) -> list[Any]:
     return load_keywords(settings.wake.keywords_file, load_tokens(files.tokens, files.bpe_model))
 
 
-def build_wake(settings: Settings, keywords: list[Any]) -> Any:
+def needs_echo_fallback(settings: Settings) -> bool:
+    """Whether the daemon will speak with no echo canceller (live input): it speaks (tts.engine) and
+    tts.echo_cancel is off or speexdsp is missing. The same test as Daemon._make_aec's, for the speech
+    build_speech makes; the daemon checks what it really runs with (Daemon._fit_barge_in)."""
+    from assistant.audio import aec
+
+    return settings.tts.engine != "none" and not (settings.tts.echo_cancel and aec.available())
+
+
+def build_wake(settings: Settings, keywords: list[Any], *, echo_fallback: bool | None = None) -> Any:
+    """The wake word and, while a reply is live, its barge-in spotter. `echo_fallback` (None:
+    needs_echo_fallback(settings)): no echo canceller will run, so the barge-in spotter's stop phrases get the
+    raised wake.speaking_threshold (docs/echo-cancellation.md, the fallback)."""
     from assistant.models.files import find_transducer
     from assistant.wake.gate import gated
     from assistant.wake.keywords import load_tokens, stop_phrase_keywords
-    from assistant.wake.spotter import WakeWord, barge_in_spotter
+    from assistant.wake.spotter import WakeWord, barge_in_spotter, fallback_threshold
 
     files = find_transducer(settings.wake_model_dir(), settings.wake.model)
     stops = stop_phrase_keywords(settings.wake.stop_phrases, load_tokens(files.tokens, files.bpe_model))
@@ -69,8 +81,15 @@ def build_wake(settings: Settings, keywords: list[Any]) -> Any:
         num_threads=settings.wake.num_threads,
         stop_keywords=stops,
     )
-    if settings.wake.barge_in_streams:
-        wake.barge_in = barge_in_spotter(wake, settings.wake.barge_in_streams, settings.wake.barge_in_trailing_blanks)
+    if echo_fallback is None:
+        echo_fallback = needs_echo_fallback(settings)
+    raised = fallback_threshold(settings.wake.speaking_threshold) if echo_fallback else None
+    streams = settings.wake.barge_in_streams
+    if streams or raised is not None:
+        # barge_in_streams 0 is the wake word's own stream; with the raised thresholds it is one stream of a
+        # spotter that has them (they are part of the loaded model's keyword graph).
+        blanks = settings.wake.barge_in_trailing_blanks if streams else None
+        wake.barge_in = barge_in_spotter(wake, streams or 1, blanks, raised)
     return gated(wake, settings.gate_settings())
 
 
@@ -281,9 +300,10 @@ def build_reload(running: Settings, fresh: Settings) -> Reloaded:
     # The audio stream stays open as it is: its settings (and the clock derived from them) too.
     fresh = dataclasses.replace(fresh, audio=running.audio)
     # The intent files are re-read too: a mistake in them fails the reload (the old intents and all timers
-    # stay); the timers are not part of the engine and are never rebuilt.
-    return Reloaded(settings=fresh, wake=build_wake(fresh, keywords), asr=build_asr(fresh), summary=summary,
-                    intents=build_intents(fresh))
+    # stay); the timers are not part of the engine and are never rebuilt. The voice and its echo canceller stay
+    # as they run (tts.* needs a restart), so the barge-in spotter is built for the running ones.
+    wake = build_wake(fresh, keywords, echo_fallback=needs_echo_fallback(running))
+    return Reloaded(settings=fresh, wake=wake, asr=build_asr(fresh), summary=summary, intents=build_intents(fresh))
 
 
 def build_shared(settings: Settings, keywords: list[Any] | None, pipeline: Pipeline | None) -> Any:

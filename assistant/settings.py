@@ -142,6 +142,10 @@ class WakeSettings:
     # the wake word uses 1). Lower stop-to-silence, k decodes per chunk while thinking/speaking (BENCHMARKS.md).
     barge_in_streams: int = _bound(4, ge=0, le=8)
     barge_in_trailing_blanks: int = _bound(0, ge=0, le=10)
+    # While a reply is live and NO echo canceller runs (speexdsp missing, or tts.echo_cancel false): the stop
+    # phrases' trigger threshold, raised so that our own voice does not stop us (a line's own higher #threshold
+    # stays). None = the measured default (wake/spotter.py SPEAKING_THRESHOLD); with a canceller it is not used.
+    speaking_threshold: float | None = _bound(None, gt=0, lt=1)
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,14 @@ no-pause tests); 0.2 s starts it where the old estimate did on that clip and kee
 
 FRAME_S = 0.04  # one encoder output frame (10 ms features, subsampled 4x; sherpa-onnx's Convert assumes it)
 
+SPEAKING_THRESHOLD = 0.65
+"""Trigger threshold of the stop phrases while a reply is live and no echo canceller runs (wake.speaking_threshold
+null). bench/stop_threshold.py (BENCHMARKS.md, "Barge-in without a canceller"): on 8 min of espeak-ng answers
+through the simulated room the default 0.25 fired STOP 5 times as one stream and 7 times with each reply on
+fresh streams; 0.45 and 0.55 still 3 and 2 (fresh), 0.65 none, with the same recall of SORROW over the echo
+(100 / 67 / 0 % at +20 / +10 / +5 dB) and espeak-ng's "Stop.", "Stop talking.", "Never mind." still heard. 0.75
+also cleared a last STOP on re-cut echo, but lost "Never mind." and some recall."""
+
 STOP_TAG_PREFIX = "stop:"  # the sherpa-onnx tag of a stop phrase is its label behind this
 
 TAIL_PADDING_S = 0.66
@@ -213,6 +221,17 @@ class WakeWord:
         """num_trailing_blanks the loaded spotter was built with."""
         return int(self._options["num_trailing_blanks"])
 
+    def thresholds(self, kind: str = "stop") -> dict[str, float]:
+        """The trigger threshold each keyword of `kind` ("wake" or "stop") was built with, by label (a label
+        with several lines, e.g. sandhi variants: the lowest, the one that fires first)."""
+        keywords = self._stop_keywords if kind == "stop" else self._keywords
+        default = float(self._options["keywords_threshold"])
+        found: dict[str, float] = {}
+        for kw in keywords:
+            value = kw.threshold if kw.threshold is not None else default
+            found[kw.label] = min(found.get(kw.label, value), value)
+        return found
+
     def fork(self) -> WakeWord:
         """A spotter with its own stream and clock over this one's loaded model (one per network client)."""
         twin = copy.copy(self)
@@ -336,11 +355,16 @@ class BargeInSpotter:
     rise a little with k (more chunk phases look at the same audio; BENCHMARKS.md, barge-in).
     """
 
-    def __init__(self, wake: WakeWord, streams: int) -> None:
+    def __init__(self, wake: WakeWord, streams: int, *, source: WakeWord | None = None,
+                 trailing_blanks: int | None = None, speaking_threshold: float | None = None) -> None:
         if streams < 1:
             raise ValueError("streams must be >= 1")
         self.wake = wake
         self.streams = [wake.fork() for _ in range(streams)]
+        # How it was built (barge_in_spotter), so the daemon can build the other kind when it finds it needs it:
+        self.source = source or wake  # the wake word it mirrors
+        self.trailing_blanks = trailing_blanks
+        self.speaking_threshold = speaking_threshold  # None: the stop phrases' own thresholds (a canceller runs)
         self.reset()
 
     @property
@@ -382,13 +406,43 @@ class BargeInSpotter:
         return min(found, key=lambda d: d.t_end) if found else None
 
 
-def barge_in_spotter(wake: WakeWord, streams: int = 2, trailing_blanks: int | None = 0) -> BargeInSpotter:
+def fallback_threshold(configured: float | None) -> float:
+    """wake.speaking_threshold as used: the configured number, or SPEAKING_THRESHOLD for null."""
+    return SPEAKING_THRESHOLD if configured is None else float(configured)
+
+
+def raised_thresholds(keywords: list[Keyword], threshold: float, default: float) -> list[Keyword]:
+    """`keywords` with their trigger threshold raised to at least `threshold`. A line's own `#threshold` (or the
+    spotter's `default` where it has none) stays when it is higher: the raise guards against our own voice and
+    never makes a phrase easier to fire than its owner set it."""
+    return [dataclasses.replace(kw, threshold=max(threshold, kw.threshold if kw.threshold is not None else default))
+            for kw in keywords]
+
+
+def barge_in_spotter(wake: WakeWord, streams: int = 2, trailing_blanks: int | None = 0,
+                     speaking_threshold: float | None = None) -> BargeInSpotter:
     """The BargeInSpotter for `wake` (its keywords and stop phrases). `trailing_blanks` None or equal to the
     wake word's shares its loaded model; another value loads the model once more with that num_trailing_blanks
-    (a spotter option, not a stream one): 0 reports a keyword after one blank frame (40 ms) instead of two."""
-    if trailing_blanks is None or trailing_blanks == wake.trailing_blanks:
-        return BargeInSpotter(wake, streams)
-    options = dict(wake._options, num_trailing_blanks=trailing_blanks)
-    twin = WakeWord(wake.files, wake._keywords, stop_keywords=wake._stop_keywords, latency_s=wake.latency_s,
-                    **options)
-    return BargeInSpotter(twin, streams)
+    (a spotter option, not a stream one): 0 reports a keyword after one blank frame (40 ms) instead of two.
+
+    `speaking_threshold`: the fallback when no echo canceller runs (docs/echo-cancellation.md): the stop
+    phrases' trigger threshold raised to it (raised_thresholds), because without a canceller the assistant's
+    own voice fires the default STOP ~30 times per hour of speech (BENCHMARKS.md). The thresholds are part of
+    the loaded spotter's keyword graph (sherpa-onnx builds it once per KeywordSpotter; a stream's extra
+    keywords cannot override a threshold: the constructor's lines are inserted after them and win), so this
+    loads the model once more too, unless the trailing blanks already needed a twin: then it is the same one.
+    Wake words keep their thresholds: measured, they did not fire on our own voice."""
+    same_blanks = trailing_blanks is None or trailing_blanks == wake.trailing_blanks
+    built = dict(source=wake, trailing_blanks=trailing_blanks, speaking_threshold=speaking_threshold)
+    if same_blanks and speaking_threshold is None:
+        return BargeInSpotter(wake, streams, **built)
+    options = dict(wake._options)
+    if not same_blanks:
+        options["num_trailing_blanks"] = trailing_blanks
+    stops = wake._stop_keywords
+    if speaking_threshold is not None:
+        stops = raised_thresholds(stops, speaking_threshold, float(options["keywords_threshold"]))
+    twin = WakeWord(wake.files, wake._keywords, stop_keywords=stops, latency_s=wake.latency_s, **options)
+    if speaking_threshold is not None:
+        log.info("barge-in spotter without an echo canceller: stop phrases at threshold >= %.2f", speaking_threshold)
+    return BargeInSpotter(twin, streams, **built)
