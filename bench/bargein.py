@@ -16,13 +16,15 @@ The canceller is speexdsp's (the Speex MDF echo canceller, Debian's libspeexdsp 
    Run twice in the same session: the old barge-in path (wake.barge_in_streams 0: the wake word's own stream)
    and the configured one (staggered streams, BargeInSpotter), N runs each. The end of SORROW is where its
    sound ends (`acoustic_end`); the figure against the spotter's token-time estimate of the end (0.2 s
-   earlier, what earlier versions of this table used) is printed beside it.
+   earlier, what earlier versions of this table used) is printed beside it. Without a canceller the daemon's
+   barge-in spotter holds stop phrases to wake.speaking_threshold; --with-aec times the configured spotter
+   once more with the canceller on (stop phrases at their own threshold), as installs with speexdsp run.
 4. the canceller live in the daemon (--aec-live PLANTS, `live_aec`): self-wakes per hour and recall at each ratio
    with tts.echo_cancel off and on, the daemon fed by a real-time source through the room, the canceller's
    reference coming from the paced sink; and the echo it removes there (ERLE against the room's echo).
 
     .venv/bin/python -m bench.bargein [--minutes 3] [--trials 6] [--live 5] [--aec-live 6] [--live-only]
-                                      [--streams N ...] [--block-ms MS ...] [--json]
+                                      [--streams N ...] [--block-ms MS ...] [--with-aec] [--json]
 """
 
 from __future__ import annotations
@@ -394,6 +396,8 @@ def main() -> int:
                         help="wake.barge_in_streams values to time too (default: only the configured one)")
     parser.add_argument("--block-ms", type=int, nargs="+", default=[],
                         help="also time the configured spotter fed blocks this long (a microphone's audio.block_ms)")
+    parser.add_argument("--with-aec", action="store_true",
+                        help="also time the configured spotter with the daemon's canceller on (needs speexdsp)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     report: dict = {}
@@ -410,6 +414,10 @@ def main() -> int:
             report[f"live_{streams}"] = live(args.live, {"wake.barge_in_streams": streams})
         for block_ms in args.block_ms:
             report[f"live_block{block_ms}"] = live(args.live, block_ms=block_ms)
+        if args.with_aec:
+            # The default install's path where speexdsp is there: the canceller on, the stop phrases at their
+            # own threshold (without it they are raised while speaking: wake.speaking_threshold).
+            report["live_with_aec"] = live(args.live, {"tts.echo_cancel": True})
     if args.json:
         print(json.dumps(report))
         return 0
@@ -438,7 +446,8 @@ def main() -> int:
     for key in [k for k in report if k.startswith("live")]:
         name = {"live_baseline": "baseline: wake word's own stream", "live": "configured"}.get(key, "")
         lv = report[key]
-        print(f"stop-to-silence, {name} {lv['settings']} (live daemon, no AEC, SORROW at +20 dB): median "
+        aec = "AEC on" if lv["settings"].get("tts.echo_cancel") else "no AEC"
+        print(f"stop-to-silence, {name} {lv['settings']} (live daemon, {aec}, SORROW at +20 dB): median "
               f"{lv['median_ms']} ms over {lv['stopped']} runs: {[round(t) for t in lv['stop_to_silence_ms']]}; "
               f"from the token-time estimate of the end: median {lv['median_from_estimate_ms']} ms; detection -> "
               f"silence {[round(t) for t in lv['detection_to_silence_ms']]} ms (SORROW ends "

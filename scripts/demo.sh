@@ -15,6 +15,14 @@ python3 -m venv .venv
 # torch only serves export/ and training/; the runtime never imports it. TORCH_SPEC picks another build.
 .venv/bin/pip install -q "${TORCH_SPEC:-torch==2.13.0}"
 .venv/bin/pip install -q -e '.[export,training]'
+# The echo canceller (the `aec` extra, the speexdsp binding) builds against Debian's libspeexdsp-dev with swig.
+# Without it the assistant still runs, and while it speaks it guards against its own voice with raised stop
+# thresholds and a hold-off instead (docs/echo-cancellation.md).
+if command -v swig >/dev/null && pkg-config --exists speexdsp 2>/dev/null; then
+  .venv/bin/pip install -q -e '.[aec]' || echo "demo: the echo canceller did not build; going on without it"
+else
+  echo "demo: no echo canceller (for one: sudo apt-get install libspeexdsp-dev swig, then pip install -e '.[aec]')"
+fi
 
 if [ -z "${ASSISTANT_MIRROR:-}" ] && [ -d ../shared/assets ]; then
   export ASSISTANT_MIRROR="$PWD/../shared/assets"
