@@ -444,7 +444,8 @@ def main() -> int:
         for name, r in report["recall"].items():
             print(f"{name:38} {r['none']:7.0%} {r['aec']:7.0%} {r['barge-in spotter, none']:18.0%}")
     for key in [k for k in report if k.startswith("live")]:
-        name = {"live_baseline": "baseline: wake word's own stream", "live": "configured"}.get(key, "")
+        name = {"live_baseline": "baseline: wake word's own stream", "live": "configured",
+                "live_with_aec": "configured, with the canceller"}.get(key, "")
         lv = report[key]
         aec = "AEC on" if lv["settings"].get("tts.echo_cancel") else "no AEC"
         print(f"stop-to-silence, {name} {lv['settings']} (live daemon, {aec}, SORROW at +20 dB): median "

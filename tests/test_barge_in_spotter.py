@@ -15,13 +15,12 @@ from assistant import pipeline
 from assistant.audio.chunk import AudioChunk
 from assistant.errors import ConfigError
 from assistant.events import Event, Interrupted, StateChange
-from assistant.models.files import find_transducer
 from assistant.settings import load_settings
-from assistant.wake.keywords import load_tokens, parse_keywords, stop_phrase_keywords
 from assistant.wake.spotter import BargeInSpotter, WakeWord, barge_in_spotter
 from speechdata.assets import AUDIO, KWS_EN
 from speechdata.audio import load_clip
 from tests.conftest import require
+from tests.support.bargein import english_wake_with_stops
 
 RATE = 16000
 SORROW = AUDIO / "en" / "wenet-librispeech-1995-1837-0001.wav"  # "IT WAS THE FIRST GREAT SORROW OF HIS LIFE ..."
@@ -31,10 +30,7 @@ OTHERS = [AUDIO / "en" / "picovoice-leopard-test.wav", AUDIO / "en" / "lhotse-li
 
 @pytest.fixture(scope="module")
 def wake() -> WakeWord:
-    files = find_transducer(require(KWS_EN), "kws")
-    table = load_tokens(files.tokens, files.bpe_model)
-    return WakeWord(files, parse_keywords("FELLOW AMERICANS", table),
-                    stop_keywords=stop_phrase_keywords(None, table) + parse_keywords("SORROW @sorrow", table))
+    return english_wake_with_stops()
 
 
 def feed(spotter: Any, audio: np.ndarray, lead_s: float = 0.0) -> list:

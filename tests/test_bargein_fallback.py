@@ -16,16 +16,15 @@ from assistant.audio.aec import available as aec_available
 from assistant.audio.chunk import AudioChunk
 from assistant.daemon import Reloaded
 from assistant.errors import CONFIG, ConfigError
-from assistant.models.files import find_transducer
 from assistant.reply.sinks import Speech
 from assistant.reply.tts import EspeakTts, WavFileOutput
 from assistant.settings import TtsSettings, load_settings
-from assistant.wake.keywords import load_tokens, parse_keywords, stop_phrase_keywords
 from assistant.wake.spotter import SPEAKING_THRESHOLD, BargeInSpotter, WakeWord, barge_in_spotter
 from speechdata.assets import AUDIO, KWS_EN
 from speechdata.audio import load_clip
 from speechdata.echo_room import Room
 from tests.conftest import build_daemon, needs_tool, require
+from tests.support.bargein import english_wake_with_stops
 
 RATE = 16000
 ROOM = Room(delay_s=0.05, gain_db=-6.0)  # bench/bargein.py's room: the loudspeaker close to the microphone
@@ -67,10 +66,7 @@ def feed(spotter, audio: np.ndarray) -> list:
 
 @pytest.fixture(scope="module")
 def wake() -> WakeWord:
-    files = find_transducer(require(KWS_EN), "kws")
-    table = load_tokens(files.tokens, files.bpe_model)
-    return WakeWord(files, parse_keywords("FELLOW AMERICANS", table),
-                    stop_keywords=stop_phrase_keywords(None, table) + parse_keywords("SORROW @sorrow", table))
+    return english_wake_with_stops()
 
 
 def _settings(keywords_file: Path, **extra) -> object:

@@ -9,8 +9,6 @@ the same wake word and transcript at 50 ms as from a file at 100 ms. Nothing her
 from __future__ import annotations
 
 import asyncio
-import os
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +18,15 @@ import soundfile as sf
 
 from assistant.audio.chunk import AudioChunk
 from assistant.audio.handoff import HOLD_S, Handoff, Onset
-from assistant.audio.sources import PcmStreamSource, open_source
+from assistant.audio.sources import open_source
 from assistant.events import Error, Final, Wake
 from assistant.settings import GateSettings
 from assistant.wake.gate import EnergyGate, GatedWakeWord
 from bench.idle import Spotter
 from speechdata.assets import ASSETS, JFK, KEYWORD_CLIPS, clip_keywords_file
 from speechdata.audio import SAMPLE_RATE, chunks, load_clip, pink_noise, silence
-from tests.conftest import DAEMON_TIMEOUT_S, Models, build_daemon, require, run_daemon
+from tests.conftest import Models, require, run_daemon
+from tests.support.pipe import feed_quiet, run_on_pipe
 
 MS = SAMPLE_RATE // 1000  # samples per millisecond
 HOLD_DB = 7.0  # what the daemon asks for behind the default gate (open_db 10 - HOLD_MARGIN_DB 3)
@@ -44,11 +43,7 @@ def test_quiet_chunks_are_held_a_second_of_audio_at_a_time_whatever_the_block(bl
     async def main() -> tuple[list[list[AudioChunk]], list[AudioChunk]]:
         handoff = Handoff(asyncio.get_running_loop(), max_chunks=10_000, drop=False)
         handoff.hold_quiet_db = HOLD_DB
-        batches = []
-        for chunk in quiet:
-            handoff.put([chunk])
-            if handoff.backlog:
-                batches.append(await handoff.get())
+        batches = await feed_quiet(handoff, quiet)
         handoff.end()  # what is still held comes with the end of input
         return batches, await handoff.get() or []
 
@@ -97,24 +92,6 @@ def test_shared_clip_keywords_are_the_same_in_50_and_100_ms_blocks(spotters: dic
     assert differences == []
 
 
-class _Watched(PcmStreamSource):
-    """stdin on a pipe in `block_ms` chunks; `holding` is set once the daemon first lets quiet chunks be held."""
-
-    def __init__(self, stream: Any, block_ms: int) -> None:
-        super().__init__(stream, block_ms=block_ms)
-        self.holding = threading.Event()
-
-    @property
-    def hold_quiet_db(self) -> float | None:
-        return self._hold_quiet_db
-
-    @hold_quiet_db.setter
-    def hold_quiet_db(self, value: float | None) -> None:
-        PcmStreamSource.hold_quiet_db.fset(self, value)  # type: ignore[attr-defined]
-        if value is not None:
-            self.holding.set()
-
-
 def test_live_daemon_in_50_ms_blocks_hears_what_it_hears_from_a_file_in_100(models: Models,
                                                                            tmp_path: Path) -> None:
     """30 s of a quiet room then the JFK clip, through a real pipe in 50 ms blocks (quiet chunks held while
@@ -127,25 +104,7 @@ def test_live_daemon_in_50_ms_blocks_hears_what_it_hears_from_a_file_in_100(mode
     sf.write(str(path), pcm, SAMPLE_RATE, subtype="PCM_16")
     file_events, _ = run_daemon(models, open_source(str(path), block_ms=100))
 
-    read_fd, write_fd = os.pipe()
-    data = pcm.tobytes()
-    write = 2 * 100 * MS  # 100 ms writes, as a recorder makes them, whatever the daemon's block
-    with os.fdopen(read_fd, "rb") as stream:
-        source = _Watched(stream, block_ms=50)
-
-        def writer() -> None:
-            with os.fdopen(write_fd, "wb") as out:
-                out.write(data[:write])
-                out.flush()
-                source.holding.wait(DAEMON_TIMEOUT_S / 4)  # bounded: a daemon that never holds still gets it all
-                for i in range(write, len(data), write):
-                    out.write(data[i : i + write])
-
-        thread = threading.Thread(target=writer, daemon=True)
-        with build_daemon(models, live=True) as (daemon, live_events):
-            thread.start()
-            asyncio.run(asyncio.wait_for(daemon.run(source), DAEMON_TIMEOUT_S))
-        thread.join(timeout=DAEMON_TIMEOUT_S)
+    live_events, daemon, source = run_on_pipe(models, pcm, block_ms=50)
 
     def heard(events: list[Any]) -> list[tuple[Any, ...]]:
         # The wake's t_end is the end of the chunk it was found in, so it may differ by less than a block.

@@ -10,8 +10,6 @@ PcmStreamSource, as `assistant --input -` does. Nothing asserts on timing: the c
 from __future__ import annotations
 
 import asyncio
-import os
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +18,13 @@ import soundfile as sf
 
 from assistant.audio.chunk import AudioChunk
 from assistant.audio.handoff import HOLD_S, Handoff, Onset
-from assistant.audio.sources import PcmStreamSource
 from assistant.events import Error, Final, Reply, Wake
 from speechdata.assets import JFK
 from speechdata.audio import SAMPLE_RATE, load_clip, pink_noise, rms_dbfs, silence
-from tests.conftest import DAEMON_TIMEOUT_S, Models, build_daemon, require, run_daemon
+from tests.conftest import Models, require, run_daemon
+from tests.support.pipe import feed_quiet, run_on_pipe
 
 BLOCK = SAMPLE_RATE // 10  # samples in a 100 ms chunk
-WRITE = 2 * BLOCK  # bytes of s16le in a 100 ms chunk
 HOLD_CHUNKS = round(HOLD_S * SAMPLE_RATE / BLOCK)  # 100 ms chunks held at most
 HOLD_DB = 7.0  # what the daemon asks for behind the default gate (open_db 10 - HOLD_MARGIN_DB 3)
 
@@ -51,11 +48,7 @@ def test_quiet_chunks_go_a_second_at_a_time_and_a_loud_one_at_once() -> None:
     async def main() -> tuple[list[list[AudioChunk]], int, int]:
         handoff = Handoff(asyncio.get_running_loop(), max_chunks=1000, drop=False)
         handoff.hold_quiet_db = HOLD_DB
-        batches = []
-        for chunk in quiet:
-            handoff.put([chunk])
-            if handoff.backlog:
-                batches.append(await handoff.get())
+        batches = await feed_quiet(handoff, quiet)
         held_handovers = handoff.handovers
         loudest = max(_chunks(speech), key=lambda c: rms_dbfs(c.samples))
         loud = AudioChunk(loudest.samples, t=quiet[-1].t_end)
@@ -99,54 +92,10 @@ def test_without_hold_every_chunk_goes_at_once_and_end_of_input_comes_after_the_
 # -------------------------------------------------------------------------------------- the daemon on a pipe
 
 
-class _Watched(PcmStreamSource):
-    """stdin on a pipe; `holding` is set once the daemon first lets quiet chunks be held."""
-
-    def __init__(self, stream: Any) -> None:
-        super().__init__(stream)
-        self.holding = threading.Event()
-
-    @property
-    def hold_quiet_db(self) -> float | None:
-        return self._hold_quiet_db
-
-    @hold_quiet_db.setter
-    def hold_quiet_db(self, value: float | None) -> None:
-        PcmStreamSource.hold_quiet_db.fset(self, value)  # type: ignore[attr-defined]
-        if value is not None:
-            self.holding.set()
-
-
-def _run_on_pipe(models: Models, pcm: np.ndarray) -> tuple[list[Any], Any, _Watched]:
-    """The live daemon reading `pcm` from a pipe: the first chunk, then (once quiet chunks may be held) the
-    rest as fast as the pipe takes it, then EOF."""
-    read_fd, write_fd = os.pipe()
-    data = pcm.tobytes()
-    first = WRITE
-    with os.fdopen(read_fd, "rb") as stream:
-        source = _Watched(stream)
-
-        def writer() -> None:
-            with os.fdopen(write_fd, "wb") as out:
-                out.write(data[:first])
-                out.flush()
-                # Bounded: if the daemon never holds (a regression), the rest still goes and the counts fail.
-                source.holding.wait(DAEMON_TIMEOUT_S / 4)
-                for i in range(first, len(data), WRITE):  # 100 ms writes, as a recorder makes them
-                    out.write(data[i : i + WRITE])
-
-        thread = threading.Thread(target=writer, daemon=True)
-        with build_daemon(models, live=True) as (daemon, events):
-            thread.start()
-            asyncio.run(asyncio.wait_for(daemon.run(source), DAEMON_TIMEOUT_S))
-        thread.join(timeout=DAEMON_TIMEOUT_S)
-    return events, daemon, source
-
-
 def test_quiet_room_on_stdin_wakes_the_loop_about_once_a_second_and_eof_ends_the_run(models: Models) -> None:
     seconds = 60.0
     pcm = _pcm(pink_noise(seconds, -55.0, seed=7, drift_db=3.0))
-    events, daemon, source = _run_on_pipe(models, pcm)
+    events, daemon, source = run_on_pipe(models, pcm)
     # Nothing woke, nothing failed, and EOF ended the run.
     assert not [e for e in events if isinstance(e, Wake | Error)] and daemon.errors == 0
     assert source.holding.is_set()
@@ -163,7 +112,7 @@ def test_quiet_room_on_stdin_wakes_the_loop_about_once_a_second_and_eof_ends_the
 def test_wake_phrase_after_a_long_quiet_spell_is_heard_as_from_a_file(models: Models, tmp_path: Path) -> None:
     jfk = load_clip(require(JFK))
     pcm = _pcm(pink_noise(30.0, -55.0, seed=11, drift_db=3.0), jfk, silence(3.0))
-    live_events, daemon, source = _run_on_pipe(models, pcm)
+    live_events, daemon, source = run_on_pipe(models, pcm)
     path = tmp_path / "quiet-then-jfk.wav"
     sf.write(str(path), pcm, SAMPLE_RATE, subtype="PCM_16")  # the same int16 samples, read by FileSource
     file_events, _ = run_daemon(models, path)

@@ -131,3 +131,14 @@ def check_stopped(events, daemon, output, planted) -> None:
     assert output.last_write_t is not None and output.last_write_t < cut.t + 1.5
 
 
+def english_wake_with_stops() -> Any:
+    """The English spotter of the barge-in tests: FELLOW AMERICANS, the default stop phrases and SORROW (a stop
+    phrase that a real shared clip says)."""
+    from assistant.models.files import find_transducer
+    from assistant.wake.keywords import load_tokens, parse_keywords, stop_phrase_keywords
+    from assistant.wake.spotter import WakeWord
+
+    files = find_transducer(require(KWS_EN), "kws")
+    table = load_tokens(files.tokens, files.bpe_model)
+    return WakeWord(files, parse_keywords("FELLOW AMERICANS", table),
+                    stop_keywords=stop_phrase_keywords(None, table) + parse_keywords("SORROW @sorrow", table))
