@@ -36,7 +36,7 @@ CPU and its SIMD features (bench/cpu.py).
                                  [--extra LABEL=DIR ...] [--shape minimind2-small|minimind3]
                                  [--prompt-tokens 64 300] [--genai int4-b64 int4-b32 int8-b128 | --genai]
 
-Why ~380 lines: export, worker processes and interleaved rounds belong to one measurement.
+Why ~490 lines: export, worker processes and interleaved rounds belong to one measurement.
 """
 
 from __future__ import annotations
