@@ -97,7 +97,7 @@ class Graph:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ours", type=Path, required=True, help="our export folder (model.onnx)")
-    parser.add_argument("--builder", type=Path, required=True, help="a model builder output folder (model.onnx)")
+    parser.add_argument("--builder", type=Path, required=True, help="builder output (or any export)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
