@@ -18,7 +18,11 @@ The report starts with the CPU and its SIMD features (bench/cpu.py). Without --m
 (requantized from the same fp32 export) and, when the `bench` extra is installed (llama-cpp-python, gguf),
 llama.cpp on GGUF Q8_0 and Q4_0 files of the same weights (bench/llamacpp.py, bench/gguf_export.py), each in its
 own worker process in the same rounds, with the ratios ours int8 / llama.cpp Q8_0 and ours int4 / llama.cpp
-Q4_0; without the extra those rows are skipped with one printed line.
+Q4_0; without the extra those rows are skipped with one printed line. Likewise, with the `genai` extra
+(onnxruntime-genai, transformers), the graph onnxruntime-genai's model builder emits for the same weights, run by
+onnxruntime-genai itself (bench/genai.py, bench/genai_export.py): int4 in blocks of 64 and int8 in blocks of
+128, ours (--genai picks others, e.g. int4-b32, the builder's default; --genai alone none), with the ratios
+ours / genai.
 
 --extra LABEL=DIR (repeatable) times more exported directories in the same interleaved rounds, e.g. another
 quantization or an export made by an older version, as extra rows (and table entries in --json).
@@ -32,9 +36,9 @@ CPU and its SIMD features (bench/cpu.py).
 
     .venv/bin/python -m bench.llm [--runs 5] [--json] [--model-dir DIR [--fp32-dir DIR]] [--keep DIR]
                                  [--extra LABEL=DIR ...] [--shape minimind2-small|minimind3]
-                                 [--prompt-tokens 64 300]
+                                 [--prompt-tokens 64 300] [--genai int4-b64 int8-b128 | --genai]
 
-Why ~380 lines: export, worker processes and interleaved rounds belong to one measurement.
+Why ~490 lines: export, worker processes and interleaved rounds belong to one measurement.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import llamacpp
+from bench import genai, llamacpp
 from bench.cpu import describe_cpu
 from speechdata.assets import REPO, TOKENIZER_DIR
 
@@ -245,11 +249,16 @@ def measure(args: argparse.Namespace, root: Path) -> dict:
     if args.model_dir is not None:  # the GGUF would hold torch's random weights, not those of --model-dir
         skipped = "llama.cpp rows skipped: --model-dir (llama.cpp runs the weights bench/llm.py exports itself)"
     gguf = {} if skipped else llamacpp.prepare(model, root, SHAPES[args.shape][1])
+    genai_skipped = genai.available(model.config) if args.genai else "genai rows skipped: --genai with no variant"
+    if args.model_dir is not None:
+        genai_skipped = "genai rows skipped: --model-dir (the builder converts the weights bench/llm.py makes)"
+    built = {} if genai_skipped else genai.prepare(model, root, tuple(args.genai))
     # An export with both int8 forms: each form forced, besides "int8" (auto, the runtime's own choice).
     forms = int8_forms(int8_dir)
     rows = [(n, d, "auto", "bench.llm") for n, d in ours[:1]] + [(n, d, w, "bench.llm") for n, d, w in forms]
     rows += [(n, d, "auto", "bench.llm") for n, d in ours[1:]]
     rows += [(n, path, "auto", "bench.llamacpp") for n, path in gguf.items()]
+    rows += [(n, path, "auto", "bench.genai") for n, path in built.items()]
     engines: dict[str, object] = {}
     workers: list[Worker] = []
     for threads in THREADS:
@@ -301,6 +310,8 @@ def measure(args: argparse.Namespace, root: Path) -> dict:
         "torch_version": torch.__version__,
         "llamacpp": {name: str(path) for name, path in gguf.items()},
         "llamacpp_info": skipped or f"llama.cpp: {llamacpp.system_info()}",
+        "genai": {name: str(path) for name, path in built.items()},
+        "genai_info": genai_skipped or genai.describe(),
         "int8_dir": str(int8_dir),
         "fp32_dir": str(fp32_dir) if fp32_dir else None,
     }
@@ -346,6 +357,7 @@ def print_table(report: dict, args: argparse.Namespace) -> None:
     name, _, (rate_target, ttft_target, rss_target) = SHAPES[args.shape]
     print(report["cpu"])
     print(report["llamacpp_info"])
+    print(report["genai_info"])
     print(f"{name} shape, {report['prompt_tokens'][0]}-token prompt + {NEW_TOKENS} new tokens, greedy, batch 1, "
           f"median of {args.runs} interleaved runs; 1-min load average at the end {load:.1f}")  # fmt: skip
     print()
@@ -363,6 +375,7 @@ def print_table(report: dict, args: argparse.Namespace) -> None:
             "fp32": "onnxruntime fp32",
             "torch": "torch eager fp32",
             **{name: name for name in report["llamacpp"]},
+            **{name: f"{name} (builder graph, genai runtime)" for name in report["genai"]},
         }
         labels.update({name: f"onnxruntime {name} (extra)" for name, _ in args.extra})
         for engine, label in labels.items():
@@ -380,7 +393,7 @@ def print_table(report: dict, args: argparse.Namespace) -> None:
     print(f"at 2 threads: int8 {s['int8_tokens_per_s']:.0f} tok/s = {s['int8_over_torch']:.2f}x torch "
           f"(target >= {rate_note} tok/s); TTFT {s['int8_ttft_ms']:.1f} ms (target <= {ttft_target}); "
           f"RSS {s['rss_mb']:.0f} MB{rss_note}")  # fmt: skip
-    for line in llamacpp.ratio_lines(t, THREADS):
+    for line in llamacpp.ratio_lines(t, THREADS) + genai.ratio_lines(t, THREADS):
         print(line)
     print_prompt_lengths(report)
     short = [name for name, row in t.items() if row["tokens"] < NEW_TOKENS]
@@ -454,6 +467,14 @@ def main() -> int:
         default=[PROMPT_TOKENS, 300],
         metavar="N",
         help="prompt lengths timed in the same rounds (default: %(default)s; the first is the main table's)",
+    )
+    parser.add_argument(
+        "--genai",
+        nargs="*",
+        choices=tuple(genai.VARIANTS),
+        default=list(genai.DEFAULT_VARIANTS),
+        metavar="VARIANT",
+        help="onnxruntime-genai builder models to time (default: %(default)s; none: --genai alone)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
