@@ -34,8 +34,10 @@ ROOM = Room(delay_s=0.05, gain_db=-26.0)  # loudspeaker across the room; louder 
 # Speech-to-echo ratio of the planted phrases. Without an echo canceller the spotter hears a phrase through
 # the echo only well above it (bench/bargein.py: recall by ratio; offline on espeak echo, SORROW: 3/3 at +20 dB,
 # 2/3 at +10, 0/3 at +5; FELLOW AMERICANS: 3/3 at +30, 2/3 at +20): the user close to the microphone, the
-# assistant's loudspeaker across the room.
-SER_DB = 20.0
+# assistant's loudspeaker across the room. Stop phrases too are planted at +30 dB: without a canceller the
+# daemon holds them to wake.speaking_threshold (0.65) while it speaks, and at +20 dB a live run could miss
+# one (bench/stop_threshold.py measures recall there); these tests are about what a heard phrase does.
+SER_DB = 30.0
 WAKE_SER_DB = 30.0
 VOICE_SAMPLE = "This is how the assistant sounds when it answers a question about the weather."
 
@@ -117,10 +119,12 @@ def names(events: list[Event]) -> list[str]:
 def check_stopped(events, daemon, output, planted) -> None:
     seq = names(events)
     assert planted, f"the assistant never spoke: {seq}"
-    (cut,) = [e for e in events if isinstance(e, Interrupted)]
-    assert cut.by == "stop" and cut.label == "stop" and cut.state == "speaking"
-    assert cut.t > planted[0]
-    assert cut.question and "APOSTLE" in cut.question.upper()
+    cuts = [e for e in events if isinstance(e, Interrupted)]
+    assert len(cuts) == 1, f"{len(cuts)} interruptions for one stop phrase planted at {planted[0]:.2f} s: {cuts} {seq}"
+    (cut,) = cuts
+    assert cut.by == "stop" and cut.label == "stop" and cut.state == "speaking", cut
+    assert cut.t > planted[0], (cut, planted)
+    assert cut.question and "APOSTLE" in cut.question.upper(), cut
     # Stop: back to idle, no reply for the cut-off turn, nothing of it in the history, no new turn.
     after = seq[seq.index("interrupted"):]
     assert after[:2] == ["interrupted", "state:idle"], seq
