@@ -41,7 +41,7 @@ from assistant import cli
 from assistant.audio.mic import MicSource
 from assistant.daemon import State
 from assistant.errors import AUDIO, OK, AudioError
-from assistant.events import Error, Reply, Wake
+from assistant.events import Error, Reply, StateChange, Wake
 from assistant.llm.chat import Conversation
 from assistant.llm.runtime import MiniMindOnnx
 from assistant.llm.sampling import Sampling
@@ -184,7 +184,14 @@ def test_microphone_unplugged_and_back_keeps_the_daemon_running(
             task = asyncio.create_task(daemon.run(source))
             # A bound on failure only: 41 s of audio, two reopen backoffs and a reply on 2 shared, loaded cores.
             deadline = time.monotonic() + 4 * TIMEOUT_S
-            while not any(isinstance(e, Reply) for e in events) and not task.done():
+            # Until the turn is over (back to idle after the reply): cancelling the run between the reply event
+            # and the end of its turn cancels that turn, which reports "reply cancelled".
+            def answered() -> bool:
+                first = next((i for i, e in enumerate(events) if isinstance(e, Reply)), None)
+                return first is not None and any(
+                    isinstance(e, StateChange) and e.state == "idle" for e in events[first:])
+
+            while not answered() and not task.done():
                 if time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.05)
