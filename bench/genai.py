@@ -44,7 +44,7 @@ def available(config=None) -> str | None:
 
 
 def prepare(model, root: Path, variants: tuple[str, ...] | None = None) -> dict[str, Path]:
-    """The builder's models of the torch `model` under root/genai; {"genai int4-b64": folder, ...}."""
+    """The builder's models of the torch `model` under root/genai; {"genai int4-b128": folder, ...}."""
     from bench import genai_export
 
     return genai_export.prepare(model, root, variants or DEFAULT_VARIANTS)
@@ -61,7 +61,7 @@ def describe() -> str:
 
 
 def ratio_lines(table: dict, threads: tuple[int, ...]) -> list[str]:
-    """ "ours int4 / genai int4-b64" (decode and TTFT) for every genai row, against our row of its precision."""
+    """ "ours int4 / genai int4-b128" (decode and TTFT) for every genai row, against our row of its precision."""
     lines = []
     for key, theirs in table.items():
         name, _, n = key.partition("@")

@@ -5,9 +5,9 @@ changes. This times only the rows named, with bench/llm.py's own workers and pro
 tokens, 0.2 s pause before each run, median of --runs), for a closer look at one pair:
 
     .venv/bin/python -m bench.genai_ab --runs 9 --threads 1 2 \
-        --ours int4=/tmp/llm/int4 --genai int4-b64=/tmp/llm/genai/int4-b64 --gguf Q4_0=/tmp/llm/gguf/model-Q4_0.gguf
+        --ours int4=/tmp/llm/int4 --genai int4-b128=/tmp/llm/genai/int4-b128 --gguf Q4_0=/tmp/llm/gguf/model-Q4_0.gguf
 
-The folders are those `bench.llm --keep DIR` leaves (DIR/int4, DIR/genai/int4-b64, DIR/gguf/model-Q4_0.gguf).
+The folders are those `bench.llm --keep DIR` leaves (DIR/int4, DIR/genai/int4-b128, DIR/gguf/model-Q4_0.gguf).
 """
 
 from __future__ import annotations

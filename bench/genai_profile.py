@@ -7,7 +7,7 @@ reports, per operator type, the kernel time of the prefill and of one decode ste
 the node count: what each graph spends where. Kernel times exclude the Python loop, so the I/O differences (the
 builder's attention_mask and all-position logits, our total_sequence_length) only count through their nodes.
 
-    .venv/bin/python -m bench.genai_profile --ours /tmp/llm/int4 --builder /tmp/llm/genai/int4-b64 [--threads 1]
+    .venv/bin/python -m bench.genai_profile --ours /tmp/llm/int4 --builder /tmp/llm/genai/int4-b128 [--threads 1]
 """
 
 from __future__ import annotations

@@ -20,8 +20,7 @@ llama.cpp on GGUF Q8_0 and Q4_0 files of the same weights (bench/llamacpp.py, be
 own worker process in the same rounds, with the ratios ours int8 / llama.cpp Q8_0 and ours int4 / llama.cpp
 Q4_0; without the extra those rows are skipped with one printed line. Likewise, with the `genai` extra
 (onnxruntime-genai, transformers), the graph onnxruntime-genai's model builder emits for the same weights, run by
-onnxruntime-genai itself (bench/genai.py, bench/genai_export.py): int4 in blocks of 64 and int8 in blocks of
-128, ours (--genai picks others, e.g. int4-b32, the builder's default; --genai alone none), with the ratios
+onnxruntime-genai itself (bench/genai.py, bench/genai_export.py): int4 and int8 in blocks of 128, as ours (--genai picks others, e.g. int4-b32, the builder's default; --genai alone none), with the ratios
 ours / genai.
 
 --extra LABEL=DIR (repeatable) times more exported directories in the same interleaved rounds, e.g. another
@@ -36,7 +35,7 @@ CPU and its SIMD features (bench/cpu.py).
 
     .venv/bin/python -m bench.llm [--runs 5] [--json] [--model-dir DIR [--fp32-dir DIR]] [--keep DIR]
                                  [--extra LABEL=DIR ...] [--shape minimind2-small|minimind3]
-                                 [--prompt-tokens 64 300] [--genai int4-b64 int8-b128 | --genai]
+                                 [--prompt-tokens 64 300] [--genai int4-b128 int8-b128 | --genai]
 
 Why ~490 lines: export, worker processes and interleaved rounds belong to one measurement.
 """

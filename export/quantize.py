@@ -16,11 +16,12 @@ log = logging.getLogger(__name__)
 # int8: both int8 forms in one export, the runtime picks per CPU (export/forms.py, assistant/llm/weights.py);
 # int8-blocks / int8-dynamic: one of them alone.
 QUANTS = ("int8", "int8-blocks", "int8-dynamic", "int4", "fp32")
-# K elements sharing one scale at 4 bits, the first that divides K. 64, not 32 (llama.cpp Q4_0's): on an
-# AVX-512 VNNI EPYC it decoded 1.24-1.45x faster (793 vs 547 tokens/s at 1 thread, quiet), and on a trained
-# MiniMind2-Small it still passes the export's parity rule (top-1 on confident positions 0.993 vs 0.996,
-# mean KL to fp32 0.0148 vs 0.0123 on held-out chats; BENCHMARKS.md, "int4 block size").
-INT4_BLOCKS = (64, 32, 16)
+# K elements sharing one scale at 4 bits, the first that divides K. 128, the group size GPTQ and AWQ use, not
+# llama.cpp Q4_0's 32: onnxruntime's 4-bit kernel on an AVX-512 VNNI EPYC ran 1.3-1.6x faster at 128 than at 64
+# and 64 1.25-1.45x faster than 32 (bench/matmulnbits.py; whole decode steps in bench/genai_ab.py). On a trained
+# MiniMind2-Small all three pass the export's parity rule on held-out chats; mean KL to fp32 0.0155 (128),
+# 0.0148 (64), 0.0123 (32) on general chats (BENCHMARKS.md, "int4 block size").
+INT4_BLOCKS = (128, 64, 32, 16)
 # At 8 bits the rounding error is small enough that one scale per 128 K elements costs little accuracy, and
 # fewer scales decode faster: 128 ran 1.15-1.3x the speed of 32 here (BENCHMARKS.md, LLM section).
 INT8_BLOCKS = (128, 64, 32, 16)  # the first that divides K is used

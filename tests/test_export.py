@@ -337,3 +337,18 @@ def test_int4_requantize_records_parity(exported: dict[str, Path], tmp_path: Pat
     assert manifest["quantization"] == "int4"
     assert 0 <= manifest["parity"]["int4_vs_fp32"]["top1_agreement_all"] <= 1
     assert (out / "model.onnx").stat().st_size < (exported["int8"] / "model.onnx").stat().st_size
+    # Each weight gets the largest of INT4_BLOCKS that divides its K (128 first: bench/matmulnbits.py).
+    import onnx
+
+    from bench.matmulnbits import kernel_session
+    from export.quantize import INT4_BLOCKS
+
+    nodes = [n for n in onnx.load(str(out / "model.onnx")).graph.node if n.op_type == "MatMulNBits"]
+    for node in nodes:
+        attrs = {a.name: a.i for a in node.attribute}
+        assert attrs["bits"] == 4
+        assert attrs["block_size"] == next(b for b in INT4_BLOCKS if attrs["K"] % b == 0)
+    # bench/matmulnbits.py runs exactly those kernels, on one-token inputs.
+    session, feed, count = kernel_session(out / "model.onnx", threads=1)
+    assert count == len(nodes) > 0
+    assert all(o.shape[:2] == (1, 1) for o in session.run(None, feed))
