@@ -23,9 +23,9 @@ Needs the `genai` extra (`pip install '.[genai]'`). Without it bench/llm.py prin
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
-import sys
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from bench.genai_export import ACCURACY_LEVEL, DEFAULT_VARIANTS, VARIANTS
@@ -96,7 +96,7 @@ def session_overlay(threads: int) -> str:
 def worker(model_dir: Path, threads: int) -> int:
     import onnxruntime_genai as og
 
-    from bench.llm import NEW_TOKENS, PROMPT_TOKENS, _figures, peak_rss_mb, prompt_ids
+    from bench.llm import NEW_TOKENS, prompt_ids, serve
 
     config = og.Config(str(model_dir))
     config.clear_providers()  # CPU
@@ -104,33 +104,27 @@ def worker(model_dir: Path, threads: int) -> int:
     model = og.Model(config)
     settings = json.loads((model_dir / "genai_config.json").read_text(encoding="utf-8"))["model"]
     vocab, eos = settings["vocab_size"], settings["eos_token_id"]
-    print(json.dumps({"ready": True, "torch_loaded": "torch" in sys.modules}), flush=True)
-    for line in sys.stdin:
-        command, _, tokens = line.strip().partition(" ")
-        if command != "run":
-            break
-        prompt = prompt_ids(vocab, int(tokens or PROMPT_TOKENS))
+
+    def generation(prompt_tokens: int) -> Iterator[int]:
+        prompt = prompt_ids(vocab, prompt_tokens)
         params = og.GeneratorParams(model)
         params.set_search_options(do_sample=False, max_length=len(prompt) + NEW_TOKENS, min_length=0)
-        started = time.perf_counter()
-        first = last = started
-        count = 0
-        generator = og.Generator(model, params)
-        generator.append_tokens(prompt)
-        while True:
-            generator.generate_next_token()  # the first one samples the prefill's logits; later ones run a step
-            if int(generator.get_next_tokens()[0]) == eos:
-                break  # not counted, as in ours and llama.cpp's rows
-            last = time.perf_counter()
-            if count == 0:
-                first = last
-            count += 1
-            if count == NEW_TOKENS or generator.is_done():
-                break
-        del generator
-        print(json.dumps(_figures(started, first, last, count)), flush=True)
-    print(json.dumps({"rss_mb": peak_rss_mb(), "torch_loaded": "torch" in sys.modules}), flush=True)
-    return 0
+
+        def tokens() -> Iterator[int]:
+            generator = og.Generator(model, params)
+            generator.append_tokens(prompt)
+            while True:
+                generator.generate_next_token()  # the first one samples the prefill's logits; later ones run a step
+                token = int(generator.get_next_tokens()[0])
+                if token == eos:
+                    return  # not counted, as in ours and llama.cpp's rows
+                yield token
+                if generator.is_done():
+                    return
+
+        return itertools.islice(tokens(), NEW_TOKENS)
+
+    return serve(generation)
 
 
 def main() -> int:

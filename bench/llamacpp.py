@@ -15,9 +15,8 @@ gguf). Without it bench/llm.py prints one line and skips the rows.
 from __future__ import annotations
 
 import importlib.util
-import json
-import sys
-import time
+import itertools
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +61,7 @@ def system_info() -> str:
 def worker(gguf_path: Path, threads: int) -> int:
     import llama_cpp
 
-    from bench.llm import NEW_TOKENS, PROMPT_TOKENS, _figures, peak_rss_mb, prompt_ids
+    from bench.llm import NEW_TOKENS, prompt_ids, serve
 
     llm = llama_cpp.Llama(
         str(gguf_path),
@@ -75,36 +74,19 @@ def worker(gguf_path: Path, threads: int) -> int:
     )
     vocab = llm.n_vocab()
     eos = llm.token_eos()
-    print(json.dumps({"ready": True, "torch_loaded": "torch" in sys.modules}), flush=True)
 
-    def next_token() -> int:
-        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(vocab,))
-        return int(logits.argmax())
-
-    for line in sys.stdin:
-        command, _, tokens = line.strip().partition(" ")
-        if command != "run":
-            break
-        prompt = prompt_ids(vocab, int(tokens or PROMPT_TOKENS))
-        started = time.perf_counter()
-        first = last = started
-        count = 0
+    def tokens(prompt: list[int]) -> Iterator[int]:
         llm.reset()
         llm.eval(prompt)
         while True:
-            token = next_token()
+            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(vocab,))
+            token = int(logits.argmax())
             if token == eos:
-                break
-            last = time.perf_counter()
-            if count == 0:
-                first = last
-            count += 1
-            if count == NEW_TOKENS:
-                break
+                return
+            yield token
             llm.eval([token])
-        print(json.dumps(_figures(started, first, last, count)), flush=True)
-    print(json.dumps({"rss_mb": peak_rss_mb(), "torch_loaded": "torch" in sys.modules}), flush=True)
-    return 0
+
+    return serve(lambda prompt_tokens: itertools.islice(tokens(prompt_ids(vocab, prompt_tokens)), NEW_TOKENS))
 
 
 # --- report ---

@@ -20,8 +20,8 @@ llama.cpp on GGUF Q8_0 and Q4_0 files of the same weights (bench/llamacpp.py, be
 own worker process in the same rounds, with the ratios ours int8 / llama.cpp Q8_0 and ours int4 / llama.cpp
 Q4_0; without the extra those rows are skipped with one printed line. Likewise, with the `genai` extra
 (onnxruntime-genai, transformers), the graph onnxruntime-genai's model builder emits for the same weights, run by
-onnxruntime-genai itself (bench/genai.py, bench/genai_export.py): int4 and int8 in blocks of 128, as ours (--genai picks others, e.g. int4-b32, the builder's default; --genai alone none), with the ratios
-ours / genai.
+onnxruntime-genai itself (bench/genai.py, bench/genai_export.py): int4 and int8 in blocks of 128, as ours
+(--genai picks others, e.g. int4-b32, the builder's default; --genai alone none), with the ratios ours / genai.
 
 --extra LABEL=DIR (repeatable) times more exported directories in the same interleaved rounds, e.g. another
 quantization or an export made by an older version, as extra rows (and table entries in --json).
@@ -43,6 +43,7 @@ Why ~490 lines: export, worker processes and interleaved rounds belong to one me
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -51,6 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -85,24 +87,43 @@ def worker(model_dir: Path, threads: int, weights: str = "auto") -> int:
 
     model = MiniMindOnnx(model_dir, threads=threads, weights=weights)
     sampling = Sampling(greedy=True, max_new_tokens=NEW_TOKENS)
+    vocab = model.architecture.vocab_size
     form = {"form": model.weights.form.name, "why": model.weights.reason}
-    print(json.dumps({"ready": True, "torch_loaded": "torch" in sys.modules, **form}), flush=True)
+    return serve(lambda tokens: model.generate(prompt_ids(vocab, tokens), sampling), form)
+
+
+def serve(generation: Callable[[int], Iterable[int]], ready: dict | None = None) -> int:
+    """The worker protocol on stdin/stdout, for every engine's worker (ours, bench/genai.py, bench/llamacpp.py).
+
+    Prints {"ready": true, ...}; then for each line "run N" times `generation(N)` (a lazy iterable of the new
+    tokens of a greedy reply to an N-token prompt: at most NEW_TOKENS, eos not yielded) and prints its figures;
+    any other line ends it, with the peak RSS printed last.
+    """
+    print(json.dumps({"ready": True, "torch_loaded": "torch" in sys.modules, **(ready or {})}), flush=True)
     for line in sys.stdin:
         command, _, tokens = line.strip().partition(" ")
         if command != "run":
             break
-        prompt = prompt_ids(model.architecture.vocab_size, int(tokens or PROMPT_TOKENS))
-        started = time.perf_counter()
-        first = last = started
-        count = 0
-        for _ in model.generate(prompt, sampling):
-            last = time.perf_counter()
-            if count == 0:
-                first = last
-            count += 1
-        print(json.dumps(_figures(started, first, last, count)), flush=True)
+        print(json.dumps(timed(generation(int(tokens or PROMPT_TOKENS)))), flush=True)
     print(json.dumps({"rss_mb": peak_rss_mb(), "torch_loaded": "torch" in sys.modules}), flush=True)
     return 0
+
+
+def timed(tokens: Iterable[int]) -> dict:
+    """TTFT, decode speed and count of one generation; the clock starts before `tokens` runs its prefill."""
+    started = time.perf_counter()
+    first = last = started
+    count = 0
+    for _ in tokens:
+        last = time.perf_counter()
+        if count == 0:
+            first = last
+        count += 1
+    return {
+        "ttft_ms": (first - started) * 1000,
+        "tokens_per_s": (count - 1) / (last - first) if count > 1 else float("nan"),
+        "tokens": count,
+    }
 
 
 def peak_rss_mb() -> float:
@@ -112,14 +133,6 @@ def peak_rss_mb() -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024  # kB
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: best effort
-
-
-def _figures(started: float, first: float, last: float, count: int) -> dict:
-    return {
-        "ttft_ms": (first - started) * 1000,
-        "tokens_per_s": (count - 1) / (last - first) if count > 1 else float("nan"),
-        "tokens": count,
-    }
 
 
 class Worker:
@@ -171,26 +184,18 @@ class TorchEngine:
         import torch
 
         torch.set_num_threads(self.threads)
-        config = self.model.config
-        prompt = torch.tensor([prompt_ids(config.vocab_size, prompt_tokens)], dtype=torch.long)
-        started = time.perf_counter()
-        first = last = started
-        count = 0
+        prompt = torch.tensor([prompt_ids(self.model.config.vocab_size, prompt_tokens)], dtype=torch.long)
+        return timed(itertools.islice(self._tokens(prompt), NEW_TOKENS))
+
+    def _tokens(self, prompt) -> Iterator[int]:
+        import torch
+
         with torch.inference_mode():
             out = self.model(prompt, use_cache=True, logits_to_keep=1)
-            while True:
-                token = int(out.logits[0, -1].argmax())
-                if token == config.eos_token_id:
-                    break
-                last = time.perf_counter()
-                if count == 0:
-                    first = last
-                count += 1
-                if count == NEW_TOKENS:
-                    break
+            while (token := int(out.logits[0, -1].argmax())) != self.model.config.eos_token_id:
+                yield token
                 step = torch.tensor([[token]], dtype=torch.long)
                 out = self.model(step, out.past_key_values, use_cache=True, logits_to_keep=1)
-        return _figures(started, first, last, count)
 
 
 def small_model(seed: int, shape: str = "minimind2-small"):
