@@ -18,6 +18,7 @@ import statistics
 import time
 from pathlib import Path
 
+from bench.cpu import describe_cpu
 from bench.llm import PAUSE_S, Worker
 
 MODULES = {"ours": "bench.llm", "genai": "bench.genai", "gguf": "bench.llamacpp"}
@@ -59,6 +60,7 @@ def main() -> int:
         for w in workers.values():
             if w.proc.poll() is None:
                 w.proc.kill()
+    print(describe_cpu())
     print(f"median of {args.runs} alternated runs; 1-min load average {load_before:.1f} after warm-up, "
           f"{os.getloadavg()[0]:.1f} at the end")  # fmt: skip
     header = " | ".join(f"TTFT ms @{n} | tok/s @{n}" for n in args.prompt_tokens)

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from bench.cpu import describe_cpu
 from bench.llm import NEW_TOKENS, PROMPT_TOKENS, prompt_ids
 
 
@@ -114,6 +115,7 @@ def main() -> int:
             for graph in graphs.values():
                 graph.reply(prompt)
         tables = {name: graph.profile() for name, graph in graphs.items()}
+    print(describe_cpu())
     print(f"{args.threads} thread(s), {args.rounds + 1} replies each (64-token prefill + {NEW_TOKENS - 1} steps), "
           f"kernel time by operator type; 1-min load {load:.1f} -> {os.getloadavg()[0]:.1f}")  # fmt: skip
     print("| operator | nodes ours / builder | prefill ms ours / builder | decode step us ours / builder |")

@@ -44,6 +44,7 @@ import sherpa_onnx
 from assistant.audio.chunk import AudioChunk
 from assistant.settings import GateSettings
 from assistant.wake.gate import GatedWakeWord, make_gate
+from bench.cpu import describe_cpu
 from speechdata.assets import KEYWORD_CLIPS, KWS, KWS_EN, REPO, SILERO, WAKE_LABEL, clip_keywords_file
 from speechdata.audio import SAMPLE_RATE, chunks, load_clip, pink_noise
 
@@ -294,8 +295,9 @@ def whole_daemon(warmup_s: float, seconds: float, noise_dbfs: float, checkouts: 
     load_after = os.getloadavg()
     print(f"whole daemon, CPU time (utime+stime, all threads) / wall, % of one core; {seconds:g} s measured after "
           f"{warmup_s:g} s warm-up; stdin fed pink noise {noise_dbfs:g} dBFS +-3 dB drift in real time (100 ms writes)")
+    print(describe_cpu())
     print(f"load average before {' '.join(f'{x:.2f}' for x in load_before)}, "
-          f"after {' '.join(f'{x:.2f}' for x in load_after)}; CPU: {_cpu_model()}")
+          f"after {' '.join(f'{x:.2f}' for x in load_after)}")
     width = max(34, *(len(name) for name in pct))
     print(f"{'process':{width}s} {'CPU %':>7s}  notes")
     for name, value in pct.items():
@@ -304,17 +306,6 @@ def whole_daemon(warmup_s: float, seconds: float, noise_dbfs: float, checkouts: 
             note = (("" if alive[name] else "EXITED early; ") + f"event loop's thread {main_pct[name]:.3f} %, "
                     f"{wakes[name]} wakes" + (f"; whole life: {handoffs[name]}" if handoffs[name] else ""))
         print(f"{name:{width}s} {value:7.3f}  {note}".rstrip())
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return f"{line.split(':', 1)[1].strip()} x {os.cpu_count()}"
-    except OSError:
-        pass
-    return f"{os.cpu_count()} CPUs"
 
 
 def main() -> None:
@@ -356,6 +347,7 @@ def main() -> None:
         ),
     }
     mode = "CPU/wall, paced in real time" if args.realtime else "CPU s per audio s, fed as fast as possible"
+    print(describe_cpu())
     print(f"idle CPU, % of one core ({mode}); en KWS, 1 thread, 100 ms chunks")
     print(f"silence: {args.minutes:g} min pink noise {args.noise_dbfs:g} dBFS +-3 dB drift; "
           f"speech: {len(speech) / SAMPLE_RATE:.0f} s of en clips back to back")

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.cpu import describe_cpu
 from bench.soak import build_daemon_parts, export_tiny_llm
 from speechdata.assets import AUDIO, JFK, KWS_EN, KWS_ZH, REPO, UTTERANCE_CLIPS, WAKE_LABEL
 from speechdata.audio import SAMPLE_RATE, jfk_question, load_clip, pink_noise, silence, wake_phrase
@@ -400,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     llm_dir = args.llm or export_tiny_llm()
-    result: dict[str, Any] = {"bench": "pipeline", "llm": str(llm_dir)}
+    result: dict[str, Any] = {"bench": "pipeline", "cpu": describe_cpu(), "llm": str(llm_dir)}
     if "rtf" not in args.skip:
         result["rtf"] = rtf(args.runs)
     if "e2e" not in args.skip:
