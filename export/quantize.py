@@ -17,10 +17,10 @@ log = logging.getLogger(__name__)
 # int8-blocks / int8-dynamic: one of them alone.
 QUANTS = ("int8", "int8-blocks", "int8-dynamic", "int4", "fp32")
 # K elements sharing one scale at 4 bits, the first that divides K. 128, the group size GPTQ and AWQ use, not
-# llama.cpp Q4_0's 32: onnxruntime's 4-bit kernel on an AVX-512 VNNI EPYC ran 1.3-1.6x faster at 128 than at 64
-# and 64 1.25-1.45x faster than 32 (bench/matmulnbits.py; whole decode steps in bench/genai_ab.py). On a trained
+# llama.cpp Q4_0's 32: onnxruntime's 4-bit kernel on an AVX-512 VNNI EPYC ran 1.2-1.6x faster at 128 than at 64
+# and 64 1.15-1.4x faster than 32 (bench/matmulnbits.py; whole decode steps in bench/genai_ab.py). On a trained
 # MiniMind2-Small all three pass the export's parity rule on held-out chats; mean KL to fp32 0.0155 (128),
-# 0.0148 (64), 0.0123 (32) on general chats (BENCHMARKS.md, "int4 block size").
+# 0.0148 (64), 0.0123 (32) on general chats (BENCHMARKS.md, "int4 block size", "int4 in blocks of 128").
 INT4_BLOCKS = (128, 64, 32, 16)
 # At 8 bits the rounding error is small enough that one scale per 128 K elements costs little accuracy, and
 # fewer scales decode faster: 128 ran 1.15-1.3x the speed of 32 here (BENCHMARKS.md, LLM section).
