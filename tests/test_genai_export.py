@@ -17,6 +17,7 @@ torch = pytest.importorskip("torch", reason="torch is in the export extra")
 transformers = pytest.importorskip("transformers", reason="transformers is in the genai extra")
 
 from bench.genai_export import compare_logits, hf_folder, hf_model, llama_config  # noqa: E402
+from tests.support.models import random_minimind  # noqa: E402
 from training.model import MiniMindConfig, MiniMindForCausalLM, minimind3_config  # noqa: E402
 
 # Not the defaults of MiniMind2 or of LlamaConfig (rope_theta 1e4 / 1e6, eps 1e-5 / 1e-6): a value the conversion
@@ -29,13 +30,7 @@ IDS = [1, 5, 300, 42, 6001, 17, 99, 2048, 7, 3, 1000, 64]
 
 @pytest.fixture(scope="module")
 def tiny_model() -> MiniMindForCausalLM:
-    torch.manual_seed(5)
-    model = MiniMindForCausalLM(TINY).eval()
-    with torch.no_grad():  # norms away from 1, so a norm loaded under the wrong name would show
-        for name, param in model.named_parameters():
-            if name.endswith("norm.weight"):
-                param.uniform_(0.5, 1.5)
-    return model
+    return random_minimind(TINY, seed=5)
 
 
 def test_hf_llama_computes_our_logits(tiny_model):

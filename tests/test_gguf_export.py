@@ -16,6 +16,7 @@ import pytest
 
 from speechdata.assets import TOKENIZER_DIR
 from tests.conftest import require
+from tests.support.models import random_minimind
 
 gguf = pytest.importorskip("gguf", reason="gguf is in the dev extra (pip install -e '.[dev]')")
 torch = pytest.importorskip("torch", reason="torch is in the export extra")
@@ -40,13 +41,7 @@ def tokenizer_json() -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_model() -> MiniMindForCausalLM:
-    torch.manual_seed(3)
-    model = MiniMindForCausalLM(TINY).eval()
-    with torch.no_grad():  # norms away from 1, so a norm written under the wrong name would show
-        for name, param in model.named_parameters():
-            if name.endswith("norm.weight"):
-                param.uniform_(0.5, 1.5)
-    return model
+    return random_minimind(TINY, seed=3)
 
 
 @pytest.fixture(scope="module")

@@ -176,3 +176,20 @@ def teacher_forced_logits(model: MiniMindOnnx, prompt: list[int], tokens: list[i
     for token in tokens[:-1]:
         rows.append(sequence.feed([token]).copy())
     return np.stack(rows)
+
+
+def random_minimind(config, seed: int):
+    """A MiniMind torch model of `config` with random weights and its norms away from 1 (uniform 0.5-1.5), so that
+    a converter that loads or writes a norm under the wrong name changes the logits. For the GGUF and HF-Llama
+    export checks."""
+    import torch
+
+    from training.model import MiniMindForCausalLM
+
+    torch.manual_seed(seed)
+    model = MiniMindForCausalLM(config).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("norm.weight"):
+                param.uniform_(0.5, 1.5)
+    return model
